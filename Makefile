@@ -1,0 +1,44 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Both create .venv from the pinned lock file when it is missing or out of date.
+
+PYTHON ?= python3
+VENV ?= .venv
+LOCK := envs/cpu.lock.txt
+STAMP := $(VENV)/.installed
+BIN := $(VENV)/bin
+CORES ?= 2
+
+.PHONY: env demo test test-fast bench lint dryrun clean-demo container verify-container
+
+env: $(STAMP)
+
+# pip's local wheel folder offers a CPU-only torch; the lock pins the PyPI build instead
+# (torchvision's compiled ops need it). --no-deps: the lock is complete.
+$(STAMP): $(LOCK) pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/snakemake --profile profiles/demo --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -x -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -x -q -m "not slow and not slurm" tests
+
+bench: $(STAMP)
+	mkdir -p bench-results
+	set -e; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --out bench-results; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check overlearning scripts tests bench
+
+dryrun: $(STAMP)
+	$(BIN)/snakemake -n --profile profiles/demo
+
+clean-demo:
+	rm -rf demo-run .snakemake

@@ -1,0 +1,66 @@
+# Overlearned person re-identification: the whole study as one graph.
+#
+#   raw downloads -> frame-level JSON, split, foreground crops (YouTube-VIS, OVIS)
+#   -> masked person sets and partial-person probes (CUHK03-NP, Market-1501)
+#   -> training per loss setting (+ optional tuning)
+#   -> detection (GroundingDINO) -> segmentation (SAM) -> index-exclusion JSON
+#   -> embeddings once per (model, set) -> metrics per (model, evaluation, exclusion)
+#   -> tables, figures, report; AttnLRP heat maps; anonymisation as a third safeguard.
+#
+# config.yaml holds the paper's settings; config.demo.yaml (profiles/demo) the demo's.
+
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+configfile: "config.yaml"
+
+# Scripts import the library from this checkout, also inside containers and SLURM jobs.
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
+)
+
+from overlearning.config import ConfigError, check_dataset_sources, validate_config
+
+try:
+    validate_config(config)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+
+include: "rules/common.smk"
+
+try:
+    check_dataset_sources(config, produced=set(demo_download_paths()))
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
+
+include: "rules/demo.smk"
+include: "rules/datasets.smk"
+include: "rules/weights.smk"
+include: "rules/train.smk"
+include: "rules/detect.smk"
+include: "rules/exclusion.smk"
+include: "rules/evaluate.smk"
+include: "rules/tables.smk"
+include: "rules/explain.smk"
+include: "rules/anonymise.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        dataset_targets(),
+        training_targets(),
+        detection_targets(),
+        exclusion_targets(),
+        evaluation_targets(),
+        table_targets(),
+        explain_targets(),
+        anonymisation_targets(),

@@ -1,0 +1,5 @@
+# Stage: anonymise (not built yet).
+
+
+def anonymisation_targets():
+    return []

@@ -1,0 +1,5 @@
+# Stage: datasets (not built yet).
+
+
+def dataset_targets():
+    return []

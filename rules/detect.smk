@@ -1,0 +1,5 @@
+# Stage: detect (not built yet).
+
+
+def detection_targets():
+    return []

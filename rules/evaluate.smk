@@ -1,0 +1,5 @@
+# Stage: evaluate (not built yet).
+
+
+def evaluation_targets():
+    return []

@@ -1,0 +1,5 @@
+# Stage: exclusion (not built yet).
+
+
+def exclusion_targets():
+    return []

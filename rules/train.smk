@@ -1,0 +1,5 @@
+# Stage: train (not built yet).
+
+
+def training_targets():
+    return []

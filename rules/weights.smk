@@ -1,0 +1,5 @@
+# Stage: weights (not built yet).
+
+
+def weights_targets():
+    return []
