@@ -17,7 +17,9 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-configfile: "config.yaml"
+# The paper config sits beside this Snakefile; relative paths inside it resolve against the
+# working directory, so a run can live anywhere (`--directory`).
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 # Scripts import the library from this checkout, also inside containers and SLURM jobs.
 sys.path.insert(0, workflow.basedir)
