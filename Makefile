@@ -7,6 +7,9 @@ LOCK := envs/cpu.lock.txt
 STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 CORES ?= 2
+# Rules call `python scripts/...`: the venv's interpreter must come first on PATH (inside a
+# container the image's python is used instead).
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: env demo test test-fast bench lint dryrun clean-demo container verify-container
 
@@ -42,3 +45,12 @@ dryrun: $(STAMP)
 
 clean-demo:
 	rm -rf demo-run .snakemake
+
+# Apptainer image for the cluster (needs apptainer; see docs/hpc.md), then its check
+# against the GPU lock file.
+container:
+	containers/build.sh
+
+verify-container: $(STAMP)
+	$(BIN)/python scripts/verify_container.py --image containers/overlearning-gpu.sif \
+		--def containers/overlearning-gpu.def --report containers/overlearning-gpu.sif.verify.json

@@ -44,6 +44,7 @@ except ConfigError as error:
 
 
 include: "rules/demo.smk"
+include: "rules/extract.smk"
 include: "rules/datasets.smk"
 include: "rules/weights.smk"
 include: "rules/train.smk"

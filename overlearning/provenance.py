@@ -111,17 +111,30 @@ def _file_sha256(path: str) -> str:
 
 
 def _image_digest(image: str) -> str:
-    """The SIF's sha256: from the ``<image>.sha256`` file the build writes, else hashed here."""
-    sidecar = Path(image + ".sha256")
+    """The SIF's sha256, from ``<image>.sha256`` when that is at least as new as the image.
+
+    containers/build.sh writes the sidecar; for images Snakemake pulled itself, the first
+    job hashes the file and leaves the sidecar for the others (hashing a multi-GB image in
+    every job would cost minutes). A sidecar older than the image belongs to a replaced
+    image and is ignored.
+    """
+    path, sidecar = Path(image), Path(image + ".sha256")
     try:
-        if sidecar.is_file():
+        if not path.is_file():
+            return "unknown"
+        if sidecar.is_file() and sidecar.stat().st_mtime >= path.stat().st_mtime:
             value = sidecar.read_text().split()[0]
             return value if value.startswith("sha256:") else "sha256:" + value
-        if Path(image).is_file():
-            return _file_sha256(image)
+        digest = _file_sha256(image)
     except (OSError, IndexError):
+        return "unknown"
+    try:  # best effort: a read-only image directory just means hashing again next time
+        tmp = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
+        tmp.write_text(f"{digest[len('sha256:'):]}  {path.name}\n")
+        os.replace(tmp, sidecar)
+    except OSError:
         pass
-    return "unknown"
+    return digest
 
 
 def container_state() -> dict[str, Any]:

@@ -1,5 +1,58 @@
-# Stage: explain (not built yet).
+# Stage: explain (REFERENCE "Training": AttnLRP heat maps need torchvision's ViT). For a
+# few person queries, AttnLRP (lxt + zennit) shows which pixels make a torchvision-ViT
+# model match the query to its best same-identity gallery image: what the model
+# re-identifies persons by, although it never trained on person identities.
+
+EXPLAIN = config["explain"]
+EXPLAIN_SET = EXPLAIN["person_set"]
+EXPLAIN_QUERIES = f"{EXPLAIN_SET}_query"
+EXPLAIN_GALLERY = f"{EXPLAIN_SET}_gallery"
+
+
+def explain_outputs(setting):
+    return [f"{RESULTS}/explain/{setting}/query_{i}.png" for i in range(EXPLAIN["queries"])]
 
 
 def explain_targets():
-    return []
+    return [path for setting in EXPLAIN["settings"] for path in explain_outputs(setting)]
+
+
+def explain_inputs(wildcards):
+    return dict(
+        model_files(wildcards.setting),
+        queries=embedding_path(wildcards.setting, EXPLAIN_QUERIES),
+        gallery=embedding_path(wildcards.setting, EXPLAIN_GALLERY),
+        query_images=EMBEDDING_SOURCES[EXPLAIN_QUERIES]["images"],
+        gallery_images=EMBEDDING_SOURCES[EXPLAIN_GALLERY]["images"],
+    )
+
+
+# AttnLRP relevance of each query pixel for the query-match similarity, per model.
+rule explain:
+    input:
+        unpack(explain_inputs),
+    output:
+        [report(path, caption="../report/explain.rst", category="AttnLRP",
+                subcategory="{setting}", labels={"setting": "{setting}", "query": str(i)})
+         for i, path in enumerate(explain_outputs("{setting}"))],
+    wildcard_constraints:
+        setting="|".join(EXPLAIN["settings"]) or "$^",
+    params:
+        model_dir=lambda wildcards: f"{RESULTS}/models/{wildcards.setting}",
+        trunk=eval_trunk_json,
+        dim=config["training"]["embedding_dim"],
+    log:
+        log_path("explain", "{setting}"),
+    benchmark:
+        bench_path("explain", "{setting}")
+    threads: threads_for("explain")
+    resources:
+        mem_mb=mem_for("explain"),
+        runtime=runtime_for("explain"),
+    container:
+        container_for("gpu")
+    shell:
+        script("explain.py") + " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
+        " --embedding-dim {params.dim} --queries {input.queries:q} --gallery {input.gallery:q}"
+        " --query-root {input.query_images:q} --gallery-root {input.gallery_images:q}"
+        " --threads {threads} --out {output:q} > {log} 2>&1"

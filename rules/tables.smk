@@ -1,5 +1,215 @@
-# Stage: tables (not built yet).
+# Stage: tables and figures (REFERENCE "Evaluation and tables"). The metrics files become
+# the study's tables (one row per training setting and exclusion on/off, one column per
+# evaluation) and its two headline numbers; figures show the privacy-utility trade-off,
+# which queries succeed and fail, how persons sit in the embedding space, and pair ROCs.
+# `snakemake --report report.html` collects everything marked with report() below.
+
+report: "../report/workflow.rst"
+
+FIGURES = EVAL["figures"]
+HEADLINE = EVAL["headline"]
+TABLES_DIR = f"{RESULTS}/tables"
+FIGURES_DIR = f"{RESULTS}/figures"
+TABLE_STEMS = ["main", "reid"]
+# Evaluations drawn in the privacy-utility plot and the ROC figure: the person settings,
+# not every probe (the tables hold those).
+PERSON_PANELS = [HEADLINE["person"]] + [ps for ps in EVAL_PERSON_SETS if ps != HEADLINE["person"]]
+ROC_PANELS = [ps for ps in EVAL_PERSON_SETS]
+GRID_EVALUATIONS = [e for e in FIGURES["grid_evaluations"] if e in EVALUATIONS]
+
+
+def grid_parts(wildcards):
+    """Query and reference parts of the grid's evaluation, each with its image folder."""
+    name, subset = EVALUATIONS[wildcards.evaluation]["query"]
+    query = (embedding_path(wildcards.setting, name), subset, EMBEDDING_SOURCES[name]["images"])
+    refs = [
+        (embedding_path(wildcards.setting, ref), ref_subset,
+         exclusion_json(excl) if excl and wildcards.exclusion == "excluded" else None,
+         EMBEDDING_SOURCES[ref]["images"])
+        for ref, ref_subset, excl in EVALUATIONS[wildcards.evaluation]["references"]
+    ]
+    return query, refs
+
+
+def grid_inputs(wildcards):
+    query, refs = grid_parts(wildcards)
+    return {
+        "embeddings": sorted({query[0]} | {r[0] for r in refs}),
+        "exclusions": sorted({r[2] for r in refs if r[2]}),
+        "images": sorted({query[2]} | {r[3] for r in refs}),
+    }
+
+
+def grid_flags(wildcards):
+    query, refs = grid_parts(wildcards)
+    flags = [f"--query {shlex.quote(query[0])} {query[1]} {shlex.quote(query[2])}"]
+    flags += [f"--reference {shlex.quote(npz)} {subset} {shlex.quote(excl or '-')} {shlex.quote(root)}"
+              for npz, subset, excl, root in refs]
+    return " ".join(flags)
+
+
+def grid_files():
+    return [
+        f"{FIGURES_DIR}/grids/{setting}/{evaluation}_{exclusion}.png"
+        for setting in SETTINGS
+        for evaluation in GRID_EVALUATIONS
+        for exclusion in EVAL["exclusion"]
+        if evaluation_available(evaluation, exclusion)
+    ]
 
 
 def table_targets():
-    return []
+    tables = [f"{TABLES_DIR}/{stem}.{ext}" for stem in TABLE_STEMS for ext in ("csv", "md", "tex")]
+    tables += [f"{TABLES_DIR}/details.csv", f"{TABLES_DIR}/headline.json", f"{TABLES_DIR}/headline.md"]
+    figures = [f"{FIGURES_DIR}/{name}.png" for name in ("privacy_utility", "roc", "embedding_map")]
+    return tables + figures + grid_files()
+
+
+# The tables: MAP@R per evaluation, the re-ID protocol per person set, every number, and
+# the study's headline (person re-ID with both safeguards; non-person retrieval kept).
+rule tables:
+    input:
+        metrics=all_metrics_files(),
+    output:
+        main_csv=report(f"{TABLES_DIR}/main.csv", caption="../report/main_table.rst",
+                        category="Tables", labels={"table": "MAP@R per evaluation"}),
+        main_md=f"{TABLES_DIR}/main.md",
+        main_tex=f"{TABLES_DIR}/main.tex",
+        reid_csv=report(f"{TABLES_DIR}/reid.csv", caption="../report/reid_table.rst",
+                        category="Tables", labels={"table": "re-ID protocol"}),
+        reid_md=f"{TABLES_DIR}/reid.md",
+        reid_tex=f"{TABLES_DIR}/reid.tex",
+        details=report(f"{TABLES_DIR}/details.csv", caption="../report/details_table.rst",
+                       category="Tables", labels={"table": "all metrics"}),
+        headline=report(f"{TABLES_DIR}/headline.json", caption="../report/headline.rst",
+                        category="Tables", labels={"table": "headline"}),
+        headline_md=f"{TABLES_DIR}/headline.md",
+        provenance=expand(f"{TABLES_DIR}/{{stem}}.provenance.json",
+                          stem=TABLE_STEMS + ["details", "headline"]),
+    params:
+        out_dir=TABLES_DIR,
+        config=EVAL_CONFIG_JSON,
+        **HEADLINE,
+    log:
+        log_path("tables"),
+    benchmark:
+        bench_path("tables")
+    threads: threads_for("default")
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        script("make_tables.py") + " --metrics {input.metrics:q} --baseline {params.baseline}"
+        " --safeguarded {params.safeguarded} --nonperson {params.nonperson}"
+        " --person {params.person} --config {params.config:q} --out-dir {params.out_dir:q}"
+        " > {log} 2>&1"
+
+
+# Privacy vs utility: person MAP@R against non-person MAP@R, one point per table row.
+rule privacy_utility:
+    input:
+        metrics=all_metrics_files(),
+    output:
+        report(f"{FIGURES_DIR}/privacy_utility.png", caption="../report/privacy_utility.rst",
+               category="Figures", labels={"figure": "privacy vs utility"}),
+    params:
+        nonperson=HEADLINE["nonperson"],
+        person=PERSON_PANELS,
+    log:
+        log_path("privacy_utility"),
+    benchmark:
+        bench_path("privacy_utility")
+    threads: threads_for("default")
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        script("privacy_utility_plot.py") + " --metrics {input.metrics:q}"
+        " --nonperson {params.nonperson} --person {params.person} --out {output:q} > {log} 2>&1"
+
+
+# How separable are same and different persons: ROC of pair similarities per person set.
+rule roc_curves:
+    input:
+        metrics=[f for f in all_metrics_files() if f.split("/")[-2] in ROC_PANELS],
+    output:
+        report(f"{FIGURES_DIR}/roc.png", caption="../report/roc.rst",
+               category="Figures", labels={"figure": "pair ROC"}),
+    params:
+        evaluations=ROC_PANELS,
+    log:
+        log_path("roc_curves"),
+    benchmark:
+        bench_path("roc_curves")
+    threads: threads_for("default")
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        script("roc_plot.py") + " --metrics {input.metrics:q} --evaluations {params.evaluations}"
+        " --out {output:q} > {log} 2>&1"
+
+
+# Where persons sit among the other objects in each model's embedding space.
+rule embedding_map:
+    input:
+        embeddings=[embedding_path(setting, "vis_test") for setting in SETTINGS],
+    output:
+        report(f"{FIGURES_DIR}/embedding_map.png", caption="../report/embedding_map.rst",
+               category="Figures", labels={"figure": "embedding map"}),
+    params:
+        sets=" ".join(f"--set {s} {shlex.quote(embedding_path(s, 'vis_test'))}" for s in SETTINGS),
+        method=FIGURES["embedding_map"],
+        points=FIGURES["embedding_points"],
+        seed=config["seed"],
+    log:
+        log_path("embedding_map"),
+    benchmark:
+        bench_path("embedding_map")
+    threads: threads_for("default")
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        script("embedding_map.py") + " {params.sets} --method {params.method}"
+        " --max-points {params.points} --seed {params.seed} --threads {threads}"
+        " --out {output:q} > {log} 2>&1"
+
+
+# Best and worst queries of one model and evaluation, with their nearest indexed neighbours.
+rule query_grid:
+    input:
+        unpack(grid_inputs),
+    output:
+        report(f"{FIGURES_DIR}/grids/{{setting}}/{{evaluation}}_{{exclusion}}.png",
+               caption="../report/query_grid.rst", category="Query grids",
+               subcategory="{setting}",
+               labels={"setting": "{setting}", "evaluation": "{evaluation}",
+                       "exclusion": "{exclusion}"}),
+    params:
+        parts=grid_flags,
+        queries=FIGURES["grid_queries"],
+        neighbours=FIGURES["grid_neighbours"],
+    log:
+        log_path("query_grid", "{setting}/{evaluation}_{exclusion}"),
+    benchmark:
+        bench_path("query_grid", "{setting}/{evaluation}_{exclusion}")
+    threads: threads_for("default")
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        script("query_grid.py") + " {params.parts} --queries {params.queries}"
+        " --neighbours {params.neighbours}"
+        " --title '{wildcards.setting} {wildcards.evaluation} ({wildcards.exclusion})'"
+        " --out {output:q} > {log} 2>&1"

@@ -1,5 +1,144 @@
-# Stage: train (not built yet).
+# Stage: training, one run per loss setting (REFERENCE "Training"). Each setting fine-tunes
+# the pretrained trunk plus a linear embedder with MultiSimilarity loss on the YouTube-VIS
+# train crops: `ms` without persons (the baseline whose person re-identification emerges
+# anyway), `confusion` and `center` with persons and a term that de-identifies them, and
+# torchvision twins of the first two for the AttnLRP heat maps. Optionally the loss
+# parameters are first searched with Optuna against the real validation metrics.
+
+import json
+
+TUNED_SETTINGS = list(config["tuning"]["settings"])
+# training.* without the per-setting blocks: what every run shares.
+TRAINING_SHARED = json.dumps(
+    {k: v for k, v in config["training"].items() if k != "settings"}, sort_keys=True
+)
+# tuning.* without the list of settings to tune (adding one must not retune the others).
+TUNING_SHARED = json.dumps(
+    {k: v for k, v in config["tuning"].items() if k != "settings"}, sort_keys=True
+)
 
 
 def training_targets():
+    models = expand(
+        f"{RESULTS}/models/{{setting}}/{{name}}",
+        setting=SETTINGS,
+        name=["trunk.safetensors", "embedder.safetensors", "metrics.csv", "curve.png", "params.json"],
+    )
+    tuning = expand(
+        f"{RESULTS}/tuning/{{setting}}/{{name}}",
+        setting=TUNED_SETTINGS,
+        name=["study.sqlite", "trials.csv", "best.json"],
+    )
+    return models + tuning
+
+
+def trunk_of(wildcards):
+    return config["training"]["settings"][wildcards.setting]["trunk"]
+
+
+def setting_json(wildcards):
+    return json.dumps(config["training"]["settings"][wildcards.setting], sort_keys=True)
+
+
+def trunk_json(wildcards):
+    return json.dumps(config["models"][trunk_of(wildcards)], sort_keys=True)
+
+
+def cached_trunk(wildcards):
+    return f"{WEIGHTS}/{trunk_of(wildcards)}/trunk.safetensors"
+
+
+def tuned_params(wildcards):
+    """The tuning result that replaces the config's values (training.use_tuned)."""
+    if config["training"]["use_tuned"] and wildcards.setting in TUNED_SETTINGS:
+        return f"{RESULTS}/tuning/{wildcards.setting}/best.json"
     return []
+
+
+# Fine-tune trunk + embedder for one setting, validating every epoch; a job killed by the
+# cluster resumes from the setting's checkpoint (kept outside the declared outputs).
+rule train:
+    input:
+        manifest=f"{WEIGHTS}/manifest.json",
+        trunk=cached_trunk,
+        train=f"{DATA}/vis/train/fg_instances_cropped.json",
+        valid=f"{DATA}/vis/valid/fg_instances_cropped.json",
+        tuned=tuned_params,
+    output:
+        trunk=f"{RESULTS}/models/{{setting}}/trunk.safetensors",
+        embedder=f"{RESULTS}/models/{{setting}}/embedder.safetensors",
+        metrics=f"{RESULTS}/models/{{setting}}/metrics.csv",
+        curve=f"{RESULTS}/models/{{setting}}/curve.png",
+        params=f"{RESULTS}/models/{{setting}}/params.json",
+    params:
+        setting=setting_json,
+        training=TRAINING_SHARED,
+        trunk=trunk_json,
+        cache=WEIGHTS,
+        train_dir=f"{DATA}/vis/train",
+        valid_dir=f"{DATA}/vis/valid",
+        person_category=config["preparation"]["vis_person_category"],
+        seed=config["seed"],
+        processes=config["training"]["processes"],
+        out=f"{RESULTS}/models/{{setting}}",
+        checkpoints=f"{RESULTS}/checkpoints/{{setting}}",
+    log:
+        log_path("train", "{setting}"),
+    benchmark:
+        bench_path("train", "{setting}")
+    threads: threads_for("train")
+    resources:
+        mem_mb=mem_for("train"),
+        runtime=runtime_for("train"),
+    container:
+        container_for("gpu")
+    shell:
+        script("train.py") + " --setting {wildcards.setting} --params {params.setting:q}"
+        " --training {params.training:q} --trunk {params.trunk:q} --cache {params.cache:q}"
+        " --train-dir {params.train_dir:q} --valid-dir {params.valid_dir:q}"
+        " --person-category {params.person_category} --seed {params.seed}"
+        " --threads {threads} --processes {params.processes} --out {params.out:q}"
+        " --checkpoints {params.checkpoints:q} --tuned {input.tuned} > {log} 2>&1"
+
+
+# Search the setting's learning rates and loss parameters (Optuna TPE, two objectives:
+# non-person MAP@R up, person-query MAP@R down); the study resumes after an interruption.
+rule tune:
+    input:
+        manifest=f"{WEIGHTS}/manifest.json",
+        trunk=cached_trunk,
+        train=f"{DATA}/vis/train/fg_instances_cropped.json",
+        valid=f"{DATA}/vis/valid/fg_instances_cropped.json",
+    output:
+        study=f"{RESULTS}/tuning/{{setting}}/study.sqlite",
+        trials=f"{RESULTS}/tuning/{{setting}}/trials.csv",
+        best=f"{RESULTS}/tuning/{{setting}}/best.json",
+    params:
+        setting=setting_json,
+        training=TRAINING_SHARED,
+        tuning=TUNING_SHARED,
+        trunk=trunk_json,
+        cache=WEIGHTS,
+        train_dir=f"{DATA}/vis/train",
+        valid_dir=f"{DATA}/vis/valid",
+        person_category=config["preparation"]["vis_person_category"],
+        seed=config["seed"],
+        work_dir=f"{RESULTS}/checkpoints/{{setting}}/tuning",
+        out=f"{RESULTS}/tuning/{{setting}}",
+    log:
+        log_path("tune", "{setting}"),
+    benchmark:
+        bench_path("tune", "{setting}")
+    threads: threads_for("tune")
+    resources:
+        mem_mb=mem_for("tune"),
+        runtime=runtime_for("tune"),
+    container:
+        container_for("gpu")
+    shell:
+        script("tune.py") + " --setting {wildcards.setting} --params {params.setting:q}"
+        " --training {params.training:q} --tuning {params.tuning:q} --trunk {params.trunk:q}"
+        " --cache {params.cache:q} --train-dir {params.train_dir:q}"
+        " --valid-dir {params.valid_dir:q} --person-category {params.person_category}"
+        " --seed {params.seed} --threads {threads} --work-dir {params.work_dir:q}"
+        " --out {params.out:q} > {log} 2>&1"

@@ -1,5 +1,43 @@
-# Stage: weights (not built yet).
+# Stage: pretrained weights. The study fine-tunes a CLIP ViT-B/16 (timm) and, for the
+# AttnLRP heat maps, torchvision's ViT-B/16; detection uses GroundingDINO and SAM. All of
+# them are fetched once, on the login node where the network is, into one cache folder
+# with a checksum manifest; every compute job reads that folder with hub access switched
+# off. The demo (weights.source: random) writes tiny seeded random weights in the same
+# layout instead of downloading.
+
+import json
+
+WEIGHT_TRUNKS = sorted(k for k, v in config["models"].items() if v.get("kind") in ("timm", "torchvision"))
+
+localrules:
+    weights,
 
 
 def weights_targets():
-    return []
+    return [f"{WEIGHTS}/manifest.json"]
+
+
+# Download (or generate) every model's weights; the manifest, written last, lists each
+# file with its sha256.
+rule weights:
+    output:
+        manifest=f"{WEIGHTS}/manifest.json",
+        trunks=[f"{WEIGHTS}/{trunk}/trunk.safetensors" for trunk in WEIGHT_TRUNKS],
+    params:
+        models=json.dumps(config["models"], sort_keys=True),
+        cache=WEIGHTS,
+        source=config["weights"]["source"],
+        seed=config["seed"],
+    log:
+        log_path("weights"),
+    benchmark:
+        bench_path("weights")
+    threads: threads_for("default")
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        script("weights.py") + " --models {params.models:q} --cache {params.cache:q}"
+        " --source {params.source} --seed {params.seed} > {log} 2>&1"

@@ -16,7 +16,9 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 def run_snakemake(args: list[str], cwd: Path, timeout: int = 1800,
                   check: bool = True) -> subprocess.CompletedProcess:
     """Run the real snakemake CLI on this repository's Snakefile in ``cwd``."""
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    # Rules run `python scripts/...`: this interpreter's bin folder comes first on PATH.
+    path = os.pathsep.join([str(SNAKEMAKE.parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, PYTHONHASHSEED="0", PATH=path)
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), *args]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)

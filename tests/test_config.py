@@ -47,7 +47,9 @@ def test_paper_values_match_reference(paper: dict) -> None:
     assert paper["detection"]["text_threshold"] == 0.1
     assert len(paper["detection"]["prompts"]) == 40
     assert paper["detection"]["prompts"][25] == "a person"
-    assert paper["exclusion"] == {"nms_iou": 0.7, "min_confidence": None, "match_iou": 0.5}
+    exclusion = paper["exclusion"]
+    assert (exclusion["nms_iou"], exclusion["min_confidence"], exclusion["match_iou"]) == (
+        0.7, None, 0.5)
 
 
 def test_misspelt_key_is_named(paper: dict) -> None:
@@ -112,3 +114,52 @@ def test_snakemake_stops_on_schema_error(tmp_path: Path, paper: dict) -> None:
     proc = run_snakemake(["-n", "--config", "seeed=1"], cwd=tmp_path, check=False)
     assert proc.returncode != 0
     assert "unknown config key seeed" in proc.stdout + proc.stderr
+
+
+def _job_counts(dry_run_output: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    in_stats = False
+    for line in dry_run_output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_stats = True
+            continue
+        if in_stats:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                break
+            if len(parts) == 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_paper_dry_run_plans_the_full_graph_from_archives(tmp_path: Path, paper: dict) -> None:
+    _paper_tree(tmp_path, paper)
+    proc = run_snakemake(["-n", "--quiet", "rules"], cwd=tmp_path)
+    counts = _job_counts(proc.stdout + proc.stderr)
+    settings = len(paper["training"]["settings"])
+    assert counts.get("extract") == 4
+    assert counts.get("train") == settings
+    assert counts.get("detect_shard") == paper["detection"]["shards"] * len(paper["detection"]["sets"])
+    for rule in ("vis_frames", "vis_split", "vis_crops", "person_set", "weights", "segment",
+                 "embed", "metrics", "tables"):
+        assert counts.get(rule, 0) >= 1, (rule, counts)
+    assert "demo_downloads" not in counts
+
+
+def test_paper_dry_run_uses_extracted_directories_in_place(tmp_path: Path, paper: dict) -> None:
+    """Datasets given as directories: no extraction job, everything else planned."""
+    overrides = {"datasets": {}}
+    for name, source in paper["datasets"].items():
+        root = tmp_path / "unpacked" / name
+        for key in ("images", "masks"):
+            if key in source:
+                (root / source[key]).mkdir(parents=True, exist_ok=True)
+        if "annotations" in source:
+            (root / source["annotations"]).parent.mkdir(parents=True, exist_ok=True)
+            (root / source["annotations"]).touch()
+        overrides["datasets"][name] = dict(source, archives=[], directory=str(root))
+    (tmp_path / "unpacked.yaml").write_text(yaml.safe_dump(overrides))
+    proc = run_snakemake(["-n", "--quiet", "rules", "--configfile", "unpacked.yaml"], cwd=tmp_path)
+    counts = _job_counts(proc.stdout + proc.stderr)
+    assert "extract" not in counts
+    assert counts.get("vis_frames") == 1 and counts.get("tables") == 1, counts

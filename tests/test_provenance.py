@@ -124,17 +124,26 @@ def test_git_state_from_environment(monkeypatch, tmp_path):
     assert git_state(tmp_path) == {"commit": "abc123", "dirty": False}
 
 
-def test_container_digest_from_sidecar_and_from_file(tmp_path, monkeypatch):
+def test_container_digest_from_file_then_from_sidecar(tmp_path, monkeypatch):
     image = tmp_path / "overlearning-gpu.sif"
     image.write_bytes(b"not really a SIF, but bytes to hash")
     monkeypatch.setenv("APPTAINER_CONTAINER", str(image))
     expected = "sha256:" + hashlib.sha256(image.read_bytes()).hexdigest()
     provenance._file_sha256.cache_clear()
-    assert provenance.container_state()["digest"] == expected
-    assert provenance.container_state()["image"] == str(image)
-    # The build script's sidecar is trusted (hashing a multi-GB image per job is slow).
-    (tmp_path / "overlearning-gpu.sif.sha256").write_text("deadbeef  overlearning-gpu.sif\n")
+    assert provenance.container_state() == {"image": str(image), "digest": expected}
+    # The first job leaves the digest beside the image, in sha256sum's format.
+    sidecar = tmp_path / "overlearning-gpu.sif.sha256"
+    assert sidecar.read_text() == f"{expected[7:]}  overlearning-gpu.sif\n"
+    # A sidecar at least as new as the image is trusted (the build script writes one) ...
+    sidecar.write_text("deadbeef  overlearning-gpu.sif\n")
     assert provenance.container_state()["digest"] == "sha256:deadbeef"
+    # ... one older than the image belongs to a replaced image and is recomputed.
+    image.write_bytes(b"a rebuilt image")
+    old = image.stat().st_mtime - 60
+    os.utime(sidecar, (old, old))
+    provenance._file_sha256.cache_clear()
+    assert provenance.container_state()["digest"] == (
+        "sha256:" + hashlib.sha256(b"a rebuilt image").hexdigest())
 
 
 def test_container_unknown_digest_when_image_not_visible(monkeypatch):

@@ -1,0 +1,54 @@
+"""Metrics of one trained model on a list of evaluations (the `metrics` and
+`metrics_anonymised` rules).
+
+--plan is a JSON list; each entry names one evaluation: ``query`` [NPZ, SUBSET],
+``references`` [[NPZ, SUBSET, EXCLUSION JSON or "-"], ...], ``query_copies`` (reference
+NPZs that are anonymised copies of the query set: each query's copy counts as the query
+itself), ``reid`` (also the re-ID protocol and the pair ROC), the table labels
+``setting``, ``evaluation``, ``exclusion`` and ``out``. Each evaluation writes MAP and
+MAP@R (pytorch-metric-learning's definitions) and a provenance file beside its JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--plan", required=True, help="JSON list of evaluations")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--config", required=True, help="resolved workflow config (JSON), for provenance")
+    args = parser.parse_args(argv)
+
+    from overlearning.anonymise import write_anonymised_metrics
+    from overlearning.evaluation import write_metrics
+    from overlearning.provenance import write_provenance
+    from overlearning.ranking import set_threads
+    from overlearning.retrieval_inputs import part_from_cli
+
+    set_threads(args.threads)
+    config = json.loads(args.config)
+    for job in json.loads(args.plan):
+        query = part_from_cli(*job["query"])
+        references = [part_from_cli(*spec) for spec in job["references"]]
+        meta = {k: job[k] for k in ("setting", "evaluation", "exclusion")}
+        copies = job.get("query_copies") or []
+        if copies:
+            record = write_anonymised_metrics(job["out"], query, references, copies,
+                                              job["reid"], meta)
+        else:
+            record = write_metrics(job["out"], query, references, job["reid"], meta)
+        write_provenance(Path(job["out"]), config,
+                         {"queries": job["query"], "references": job["references"],
+                          "query_copies": copies})
+        summary = {k: record[k] for k in record if k.startswith(("retrieval", "reid"))}
+        print(f"{job['out']}: {json.dumps(summary, sort_keys=True)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

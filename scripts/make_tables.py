@@ -1,0 +1,41 @@
+"""The study's tables from the metrics files (the `tables` rule).
+
+Rows (setting, exclusion) and columns (evaluations) follow the order of --metrics. Writes
+main/reid tables as CSV, Markdown and LaTeX, details.csv, headline.json/.md, and a
+provenance file beside each table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--metrics", nargs="+", required=True, help="metrics JSON files")
+    parser.add_argument("--baseline", required=True, help="setting without safeguards")
+    parser.add_argument("--safeguarded", required=True, help="setting trained with a safeguard loss")
+    parser.add_argument("--nonperson", required=True, help="evaluation measuring utility")
+    parser.add_argument("--person", required=True, help="evaluation measuring person re-ID")
+    parser.add_argument("--config", required=True, help="resolved workflow config (JSON)")
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args(argv)
+
+    from overlearning.provenance import write_provenance
+    from overlearning.tables import write_tables
+
+    written = write_tables(args.metrics, Path(args.out_dir), args.baseline, args.safeguarded,
+                           args.nonperson, args.person)
+    config = json.loads(args.config)
+    # One provenance file per table (main.csv, main.md and main.tex share main.provenance.json).
+    for stem in dict.fromkeys(path.with_suffix("") for path in written):
+        write_provenance(stem.with_suffix(".json"), config, {"metrics_files": len(args.metrics)})
+    print((Path(args.out_dir) / "headline.md").read_text(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

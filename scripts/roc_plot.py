@@ -1,0 +1,24 @@
+"""ROC curves of same/different-identity pair similarities per person set (the `roc_curves` rule)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--metrics", nargs="+", required=True)
+    parser.add_argument("--evaluations", nargs="+", required=True, help="one panel each")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    from overlearning.figures import roc_figure
+    from overlearning.tables import load_records
+
+    roc_figure(load_records(args.metrics), args.out, args.evaluations)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Train one loss setting and write its model folder (the `train` rule).
+
+Resumes from the setting's checkpoint when a previous job was interrupted. With
+--processes N > 1 it restarts itself under torchrun, one process per GPU of the job.
+Runs with hub access switched off: every weight comes from the weights cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from overlearning.weights import go_offline
+
+
+def relaunch_under_torchrun(processes: int, argv: list[str]) -> None:
+    """Replace this process by torchrun starting ``processes`` copies of this script."""
+    os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              f"--nproc_per_node={processes}", os.path.abspath(__file__), *argv])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--setting", required=True, help="name of the loss setting")
+    parser.add_argument("--params", required=True, help="config training.settings.<setting> (JSON)")
+    parser.add_argument("--training", required=True, help="config training.* (JSON)")
+    parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
+    parser.add_argument("--cache", required=True, help="pretrained weights cache")
+    parser.add_argument("--train-dir", required=True, help="{DATA}/vis/train")
+    parser.add_argument("--valid-dir", required=True, help="{DATA}/vis/valid")
+    parser.add_argument("--person-category", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--processes", type=int, default=1, help="DDP processes (GPUs)")
+    parser.add_argument("--out", required=True, help="model folder to write")
+    parser.add_argument("--checkpoints", required=True, help="folder of the resumable state")
+    parser.add_argument("--tuned", nargs="*", default=[],
+                        help="tuning result (best.json) whose values replace the config's")
+    args = parser.parse_args(argv)
+    if args.processes > 1 and "LOCAL_RANK" not in os.environ:
+        relaunch_under_torchrun(args.processes, argv)
+    go_offline(args.cache)
+    from overlearning.training import TrainJob, resolve_params, train_setting
+
+    tuned = args.tuned[0] if args.tuned else None
+    job = TrainJob(
+        setting=args.setting, params=resolve_params(json.loads(args.params), tuned),
+        training=json.loads(args.training), trunk_cfg=json.loads(args.trunk),
+        cache=Path(args.cache), train_dir=Path(args.train_dir), valid_dir=Path(args.valid_dir),
+        person_category=args.person_category, seed=args.seed, threads=args.threads,
+    )
+    train_setting(job, Path(args.out), Path(args.checkpoints), tuned_from=tuned)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Fill the pretrained-weights cache and write its manifest (the `weights` rule).
+
+With --source hub this downloads the pretrained trunks and detector weights, so it runs
+where the network is (the login node); with --source random it writes tiny seeded random
+weights in the same layout (demo, tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from overlearning.weights import prepare_weight_cache
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", required=True, help="config models.* as JSON")
+    parser.add_argument("--cache", required=True, help="the weights cache folder")
+    parser.add_argument("--source", required=True, choices=["hub", "random"])
+    parser.add_argument("--seed", type=int, required=True, help="seed of random weights")
+    args = parser.parse_args(argv)
+    files = prepare_weight_cache(json.loads(args.models), args.cache, args.source, args.seed)
+    print(json.dumps({"files": len(files)}, sort_keys=True), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Embedding sets: a real tiny timm ViT + Linear embeds real image files once, in sorted
+order, into the .npz layout of docs/layout.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from overlearning.crop_sets import load_person_folder
+from overlearning.embeddings import (
+    NPZ_KEYS,
+    embed_items,
+    embedding_set_from_items,
+    items_for_set,
+    load_embedding_set,
+    save_embedding_set,
+)
+from overlearning.errors import WorkflowInputError
+from overlearning.models import build_embedding_model, save_embedding_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY_TIMM = {"kind": "timm", "name": "vit_base_patch16_clip_384.laion2b_ft_in12k_in1k",
+             "overrides": {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 64}}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_embedding_model(TINY_TIMM, 8).eval()
+
+
+def _person_folder(root, names):
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (48, 24, 3), dtype=np.uint8)).save(root / name)
+    return root
+
+
+def _crop_split(split_dir):
+    """A two-video crop split with one person (category 26) and two other objects."""
+    crops = split_dir / "foregroundImages_cropped"
+    names = ["vb/00010_3.jpg", "va/00005_1.jpg", "va/00010_2.jpg"]
+    images, annotations = [], []
+    for i, name in enumerate(names, start=1):
+        (crops / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20 + i, 30), (50 * i, 20, 200)).save(crops / name)
+        images.append({"id": i, "file_name": name, "width": 20 + i, "height": 30})
+        annotations.append({"id": i, "image_id": i, "category_id": 26 if i == 2 else 5})
+    (split_dir / "fg_instances_cropped.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": []}))
+    return split_dir
+
+
+def test_person_folder_is_embedded_once_per_image_in_sorted_order(tmp_path, model):
+    names = ["0002_c2_001.jpg", "0001_c1_000.jpg", "0001_c3_004.jpg"]
+    items = items_for_set("folder", _person_folder(tmp_path / "query", names))
+    calls = []
+    hook = model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    try:
+        emb = embed_items(model, items, batch_size=2)
+    finally:
+        hook.remove()
+    assert sum(calls) == 3  # every image through the model exactly once
+    data = embedding_set_from_items(items, emb)
+    assert data.files.tolist() == sorted(names)
+    assert data.labels.tolist() == [1, 1, 2]
+    assert data.cameras.tolist() == [1, 3, 2]
+    assert data.persons.all()
+    assert data.embeddings.shape == (3, 8) and data.embeddings.dtype == np.float32
+    # Same numbers as running the model on the transformed image directly.
+    with torch.inference_mode():
+        direct = model(model.transform(Image.open(items[0].path).convert("RGB"))[None])
+    np.testing.assert_allclose(data.embeddings[0], direct[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_crop_split_marks_persons_from_the_index(tmp_path, model):
+    items = items_for_set("crops", _crop_split(tmp_path / "test"), person_category=26)
+    data = embedding_set_from_items(items, embed_items(model, items, batch_size=4))
+    assert data.files.tolist() == ["va/00005_1.jpg", "va/00010_2.jpg", "vb/00010_3.jpg"]
+    assert data.labels.tolist() == [1, 2, 3]
+    assert data.persons.tolist() == [True, False, False]  # va/00005_1 is annotation 2
+    assert (data.cameras == -1).all()
+
+
+def test_npz_round_trip_is_exact_and_byte_reproducible(tmp_path):
+    rng = np.random.default_rng(1)
+    items = load_person_folder(_person_folder(tmp_path / "g", ["0001_c1_a.jpg", "0003_c2_b.jpg"]))
+    data = embedding_set_from_items(items, rng.normal(size=(2, 5)))
+    save_embedding_set(tmp_path / "a.npz", data)
+    save_embedding_set(tmp_path / "b.npz", data)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted(NPZ_KEYS)
+    back = load_embedding_set(tmp_path / "a.npz")
+    for key in NPZ_KEYS:
+        np.testing.assert_array_equal(getattr(back, key), getattr(data, key))
+
+
+def test_bad_inputs_stop_with_the_file(tmp_path, model):
+    folder = _person_folder(tmp_path / "q", ["0001_c1_a.jpg"])
+    (folder / "0002_c1_b.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(WorkflowInputError, match="0002_c1_b.jpg"):
+        embed_items(model, items_for_set("folder", folder), batch_size=2)
+    np.savez(tmp_path / "short.npz", embeddings=np.zeros((2, 3), np.float32),
+             labels=np.zeros(2, np.int64))
+    with pytest.raises(WorkflowInputError, match="lacks files, persons, cameras"):
+        load_embedding_set(tmp_path / "short.npz")
+
+
+def test_embed_script_with_a_saved_model(tmp_path, model):
+    save_embedding_model(model, tmp_path / "models" / "ms")
+    folder = _person_folder(tmp_path / "gallery", ["0001_c1_a.jpg", "0002_c2_b.jpg"])
+    out = tmp_path / "emb" / "x_gallery.npz"
+    cmd = [sys.executable, str(REPO / "scripts" / "embed.py"),
+           "--model-dir", str(tmp_path / "models" / "ms"), "--trunk", json.dumps(TINY_TIMM),
+           "--embedding-dim", "8", "--kind", "folder", "--source", str(folder),
+           "--batch-size", "4", "--out", str(out)]
+    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, timeout=300)
+    data = load_embedding_set(out)
+    items = items_for_set("folder", folder)
+    np.testing.assert_allclose(data.embeddings, embed_items(model, items, 4), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,125 @@
+"""The weights cache: random trunks in the hub layout, the manifest, the offline checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from training_fixtures import TIMM_TINY, TORCHVISION_TINY
+
+import overlearning.weights as weights
+from overlearning.errors import WorkflowInputError
+from overlearning.models import build_trunk
+
+MODELS = {"timm_clip": TIMM_TINY, "torchvision_vit": TORCHVISION_TINY,
+          "sam": {"variant": "vit_b", "checkpoint_url": "x", "overrides": {}}}
+
+
+@pytest.fixture
+def fake_detector(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Stand-in for the detector helper's module: records its call, writes one file."""
+    calls: list = []
+
+    def prepare_detector_weights(models_cfg: dict, cache: Path, source: str,
+                                 seed: int) -> dict[str, str]:
+        calls.append((sorted(models_cfg), Path(cache), source, seed))
+        path = Path(cache) / "sam" / "weights.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"sam")
+        return {"sam/weights.safetensors": hashlib.sha256(b"sam").hexdigest()}
+
+    module = types.ModuleType("overlearning.detector_weights")
+    module.prepare_detector_weights = prepare_detector_weights
+    monkeypatch.setitem(sys.modules, "overlearning.detector_weights", module)
+    return calls
+
+
+def test_random_cache_has_hub_layout_and_true_checksums(tmp_path: Path, fake_detector: list) -> None:
+    files = weights.prepare_weight_cache(MODELS, tmp_path, "random", 3)
+    assert fake_detector == [(["sam", "timm_clip", "torchvision_vit"], tmp_path, "random", 3)]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest == files
+    assert sorted(manifest) == ["sam/weights.safetensors", "timm_clip/build.json",
+                                "timm_clip/trunk.safetensors", "torchvision_vit/build.json",
+                                "torchvision_vit/trunk.safetensors"]
+    for rel, digest in manifest.items():
+        assert hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest() == digest
+    build = json.loads((tmp_path / "timm_clip" / "build.json").read_text())
+    assert build == {"kind": "timm", "name": TIMM_TINY["name"], "weights": None,
+                     "overrides": TIMM_TINY["overrides"], "source": "random", "seed": 3}
+    # The cached state dict fits the configured architecture.
+    state = weights.cached_trunk_state("torchvision_vit", TORCHVISION_TINY, tmp_path)
+    build_trunk(TORCHVISION_TINY).load_state_dict(state, strict=True)
+
+
+def test_random_cache_is_reproducible(tmp_path: Path, fake_detector: list) -> None:
+    first = weights.prepare_weight_cache(MODELS, tmp_path / "a", "random", 3)
+    second = weights.prepare_weight_cache(MODELS, tmp_path / "b", "random", 3)
+    other = weights.prepare_weight_cache(MODELS, tmp_path / "c", "random", 4)
+    assert first == second
+    assert first["timm_clip/trunk.safetensors"] != other["timm_clip/trunk.safetensors"]
+    assert (tmp_path / "a" / "manifest.json").read_bytes() == \
+        (tmp_path / "b" / "manifest.json").read_bytes()
+
+
+def test_missing_cache_tells_which_rule_to_run_where(tmp_path: Path) -> None:
+    with pytest.raises(WorkflowInputError) as error:
+        weights.require_weights(tmp_path)
+    assert "snakemake weights" in str(error.value) and "login node" in str(error.value)
+    assert "manifest.json" in str(error.value)
+
+
+def test_damaged_or_unlisted_files_are_refused(tmp_path: Path, fake_detector: list) -> None:
+    weights.prepare_weight_cache(MODELS, tmp_path, "random", 3)
+    assert weights.require_weights(tmp_path, ["timm_clip/trunk.safetensors"])
+    with pytest.raises(WorkflowInputError, match="not in the weights cache"):
+        weights.require_weights(tmp_path, ["vit_huge/trunk.safetensors"])
+    trunk = tmp_path / "timm_clip" / "trunk.safetensors"
+    trunk.write_bytes(trunk.read_bytes()[:-10])
+    with pytest.raises(WorkflowInputError, match="checksum"):
+        weights.require_weights(tmp_path, ["timm_clip/trunk.safetensors"])
+    trunk.unlink()
+    with pytest.raises(WorkflowInputError, match="missing"):
+        weights.require_weights(tmp_path, ["timm_clip/trunk.safetensors"])
+
+
+def test_cache_built_for_another_architecture_is_refused(tmp_path: Path,
+                                                         fake_detector: list) -> None:
+    weights.prepare_weight_cache(MODELS, tmp_path, "random", 3)
+    bigger = {**TIMM_TINY, "overrides": {**TIMM_TINY["overrides"], "depth": 2}}
+    with pytest.raises(WorkflowInputError, match="snakemake weights"):
+        weights.cached_trunk_state("timm_clip", bigger, tmp_path)
+
+
+def test_go_offline_points_hubs_at_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TORCH_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    weights.go_offline(tmp_path)
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+    assert os.environ["HF_HOME"] == str(tmp_path.resolve() / "huggingface")
+    assert os.environ["TORCH_HOME"] == str(tmp_path.resolve() / "torch")
+    assert constants.HF_HUB_OFFLINE is True
+    # With the hub off, asking timm for pretrained weights fails at once, without a download.
+    import timm
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    with pytest.raises(LocalEntryNotFoundError):
+        timm.create_model(TIMM_TINY["name"], pretrained=True, num_classes=0,
+                          **TIMM_TINY["overrides"])
+
+
+def test_state_dict_files_are_written_whole(tmp_path: Path) -> None:
+    path = tmp_path / "x" / "t.safetensors"
+    weights.save_state_dict({"w": torch.arange(6.0).reshape(2, 3).T}, path)
+    assert torch.equal(weights.load_state_dict(path)["w"], torch.arange(6.0).reshape(2, 3).T)
+    assert [p.name for p in path.parent.iterdir()] == ["t.safetensors"]
+    assert path.stat().st_mode & 0o044  # readable by the group/others like other outputs
