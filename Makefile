@@ -26,6 +26,7 @@ $(STAMP): $(LOCK) pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/demo --cores $(CORES)
+	$(BIN)/snakemake --profile profiles/demo --report demo-run/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -x -q tests

@@ -135,6 +135,9 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
 
 # ------------------------------------------------------------------- privacy-utility plot
 
+MARKERS = "os^vDP*Xph<>"
+
+
 def privacy_utility_plot(records: Sequence[Mapping[str, Any]], out: Path | str,
                          nonperson: str, person_evaluations: Sequence[str]) -> Path:
     """Person MAP@R (privacy risk, lower is better) against non-person MAP@R (utility) per
@@ -143,6 +146,10 @@ def privacy_utility_plot(records: Sequence[Mapping[str, Any]], out: Path | str,
     rows = list(dict.fromkeys((r["setting"], r["exclusion"]) for r in records))
     settings = list(dict.fromkeys(s for s, _ in rows))
     colours = {s: plt.cm.tab10(i % 10) for i, s in enumerate(settings)}
+    # One marker per safeguard row (none, excluded, each anonymisation variant), so the
+    # safeguards stay apart when several share a colour.
+    safeguards = list(dict.fromkeys(e for _, e in rows))
+    markers = {e: MARKERS[i % len(MARKERS)] for i, e in enumerate(safeguards)}
     panels = [e for e in person_evaluations if any(k[2] == e for k in index)]
     if not panels:
         raise WorkflowInputError(", ".join(person_evaluations), "no metrics for these evaluations")
@@ -155,7 +162,7 @@ def privacy_utility_plot(records: Sequence[Mapping[str, Any]], out: Path | str,
             if x is None or y is None:
                 continue
             ax.scatter(100 * x, 100 * y, color=colours[setting], s=60, alpha=0.85,
-                       marker="s" if exclusion != "none" else "o", edgecolor="black", zorder=3,
+                       marker=markers[exclusion], edgecolor="black", zorder=3,
                        label=f"{setting} / {exclusion}")
         ax.set_xlabel(f"non-person MAP@R (%) [{nonperson}]")
         ax.set_ylabel(f"person MAP@R (%) [{evaluation}]")

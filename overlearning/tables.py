@@ -216,13 +216,14 @@ def headline_markdown(summary: Mapping[str, Any]) -> str:
 
 
 def write_tables(metrics_files: Sequence[Path | str], out_dir: Path | str, baseline: str,
-                 safeguarded: str, nonperson: str, person: str) -> list[Path]:
+                 safeguarded: str, nonperson: str, person: str,
+                 row_label: str = "index exclusion") -> list[Path]:
     """main (MAP@R per evaluation), reid (Rank-1 and mAP per re-ID evaluation), details
     (every number, CSV only) and the headline."""
     out_dir = Path(out_dir)
     records = load_records(metrics_files)
     written = write_table(assemble(records, MAIN_COLUMNS), out_dir / "main",
-                          "MAP@R (%) per evaluation; rows: training setting and index exclusion")
+                          f"MAP@R (%) per evaluation; rows: training setting and {row_label}")
     reid = assemble(records, REID_COLUMNS)
     written += write_table(reid, out_dir / "reid",
                            "Person re-ID protocol (%): Rank-1 and mAP, same-camera matches dropped")

@@ -260,13 +260,22 @@ def validation_metrics(embeddings: np.ndarray, labels: np.ndarray,
 # Checkpoints
 
 
-def fingerprint(job: TrainJob, items: list[Item], world_size: int) -> str:
-    """What a checkpoint must agree on to be resumed (not the epoch count or the workers)."""
+def fingerprint(job: TrainJob, world_size: int = 1, extra: Mapping[str, Any] | None = None) -> str:
+    """What saved state must agree on to be resumed: parameters, model, data, process count.
+
+    Not the epoch count (training longer may continue a finished run) nor the loader
+    workers. ``extra`` adds what a caller's state also depends on (tuning's search space).
+    """
+    def listing(split_dir: Path, persons: str) -> list[tuple[str, int, bool]]:
+        return [(item.name, item.label, item.is_person)
+                for item in load_crop_set(split_dir, job.person_category, persons=persons)]
+
     training = {k: v for k, v in job.training.items() if k not in ("epochs", "num_workers")}
     blob = json.dumps({
         "params": job.params, "training": training, "trunk": job.trunk_cfg, "seed": job.seed,
         "person_category": job.person_category, "world_size": world_size,
-        "train": [(item.name, item.label, item.is_person) for item in items],
+        "train": listing(job.train_dir, "all" if job.params["train_persons"] else "exclude"),
+        "valid": listing(job.valid_dir, "all"), "extra": dict(extra or {}),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -397,8 +406,8 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
         network = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
 
     result = FitResult(model, [], procs.rank, len(train_items))
-    key = fingerprint(job, train_items, procs.world_size)
     checkpoint_path = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
+    key = fingerprint(job, procs.world_size) if checkpoint_path is not None else ""
     start = 1
     state = load_checkpoint(checkpoint_path, key) if checkpoint_path is not None else None
     if state is not None:

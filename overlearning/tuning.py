@@ -33,7 +33,7 @@ import optuna
 from overlearning.atomic import write_json
 from overlearning.crop_sets import load_crop_set
 from overlearning.errors import WorkflowInputError
-from overlearning.training import TrainJob, fit, log
+from overlearning.training import TUNABLE, TrainJob, fingerprint, fit, log
 
 STUDY_FILE = "study.sqlite"
 TRIALS_FILE = "trials.csv"
@@ -108,16 +108,32 @@ def check_valid_split(job: TrainJob) -> None:
                                      "MAP@R (a tuning objective) is undefined")
 
 
+def study_fingerprint(job: TrainJob, tuning: Mapping[str, Any]) -> str:
+    """What a stored study must agree on to be continued (not the number of trials)."""
+    fixed = {k: v for k, v in job.params.items() if k not in TUNABLE[job.params["loss"]]}
+    search = {k: tuning[k] for k in ("epochs_per_trial", "seed", "space")}
+    return fingerprint(dataclasses.replace(job, params=fixed), extra={"tuning": search})
+
+
 def tune_setting(job: TrainJob, tuning: Mapping[str, Any], work_dir: Path | str,
                  out_dir: Path | str) -> dict[str, Any]:
     """Run (or finish) the study for ``job.setting`` and write study, trials and best."""
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     check_valid_split(job)
+    key = study_fingerprint(job, tuning)
     work_dir.mkdir(parents=True, exist_ok=True)
-    storage = _storage(work_dir / STUDY_FILE)
     study_name = f"tune-{job.setting}"
+    storage = _storage(work_dir / STUDY_FILE)
     study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                 directions=list(DIRECTIONS))
+    if study.user_attrs.get("fingerprint", key) != key:
+        log(f"discarding the study in {work_dir}: written for other parameters or data")
+        storage.engine.dispose()
+        (work_dir / STUDY_FILE).unlink()
+        storage = _storage(work_dir / STUDY_FILE)
+        study = optuna.create_study(study_name=study_name, storage=storage,
+                                    directions=list(DIRECTIONS))
+    study.set_user_attr("fingerprint", key)
     _fail_interrupted(study)
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     remaining = int(tuning["trials"]) - done

@@ -320,7 +320,7 @@ rule anonymisation_tables:
         script("make_tables.py") + " --metrics {input.metrics:q} --baseline {params.baseline}"
         " --safeguarded {params.safeguarded} --nonperson {params.nonperson}"
         " --person {params.person} --config {params.config:q} --out-dir {params.out_dir:q}"
-        " > {log} 2>&1"
+        " --row-label safeguard > {log} 2>&1"
 
 
 # Privacy vs utility with every safeguard: one point per table row (the evaluation's plot).

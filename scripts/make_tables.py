@@ -22,13 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--person", required=True, help="evaluation measuring person re-ID")
     parser.add_argument("--config", required=True, help="resolved workflow config (JSON)")
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--row-label", default="index exclusion",
+                        help="what the second part of a row label is, for the caption")
     args = parser.parse_args(argv)
 
     from overlearning.provenance import write_provenance
     from overlearning.tables import write_tables
 
     written = write_tables(args.metrics, Path(args.out_dir), args.baseline, args.safeguarded,
-                           args.nonperson, args.person)
+                           args.nonperson, args.person, row_label=args.row_label)
     config = json.loads(args.config)
     # One provenance file per table (main.csv, main.md and main.tex share main.provenance.json).
     for stem in dict.fromkeys(path.with_suffix("") for path in written):

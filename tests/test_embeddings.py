@@ -117,14 +117,19 @@ def test_bad_inputs_stop_with_the_file(tmp_path, model):
 
 
 def test_embed_script_with_a_saved_model(tmp_path, model):
+    """One job embeds several sets with the model loaded once; each equals embedding alone."""
     save_embedding_model(model, tmp_path / "models" / "ms")
-    folder = _person_folder(tmp_path / "gallery", ["0001_c1_a.jpg", "0002_c2_b.jpg"])
-    out = tmp_path / "emb" / "x_gallery.npz"
+    gallery = _person_folder(tmp_path / "gallery", ["0001_c1_a.jpg", "0002_c2_b.jpg"])
+    query = _person_folder(tmp_path / "query", ["0001_c2_c.jpg"])
+    outs = [tmp_path / "emb" / "x_gallery.npz", tmp_path / "emb" / "x_query.npz"]
     cmd = [sys.executable, str(REPO / "scripts" / "embed.py"),
            "--model-dir", str(tmp_path / "models" / "ms"), "--trunk", json.dumps(TINY_TIMM),
-           "--embedding-dim", "8", "--kind", "folder", "--source", str(folder),
-           "--batch-size", "4", "--out", str(out)]
+           "--embedding-dim", "8", "--set", str(outs[0]), "folder", str(gallery), "-",
+           "--set", str(outs[1]), "folder", str(query), "-", "--batch-size", "4"]
     subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, timeout=300)
-    data = load_embedding_set(out)
-    items = items_for_set("folder", folder)
-    np.testing.assert_allclose(data.embeddings, embed_items(model, items, 4), rtol=1e-5, atol=1e-6)
+    for out, folder in zip(outs, (gallery, query), strict=True):
+        data = load_embedding_set(out)
+        items = items_for_set("folder", folder)
+        assert list(data.files) == [item.name for item in items]
+        np.testing.assert_allclose(data.embeddings, embed_items(model, items, 4),
+                                   rtol=1e-5, atol=1e-6)

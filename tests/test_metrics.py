@@ -290,3 +290,37 @@ def test_missing_or_corrupt_embedding_file_stops(tmp_path):
     (tmp_path / "corrupt.npz").write_bytes(b"not a zip")
     with pytest.raises(WorkflowInputError, match="corrupt.npz"):
         load_retrieval_inputs(Part(tmp_path / "corrupt.npz"), [Part(tmp_path / "corrupt.npz")])
+
+
+def test_metrics_script_runs_a_plan_of_evaluations(tmp_path):
+    """The `metrics` rule's script: one job, several evaluations, each file equal to the
+    library's, provenance beside each."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    vis, _ = _write_sets(tmp_path)
+    exclusion = tmp_path / "vis_test.json"
+    exclusion.write_text(json.dumps({"Detected Person Exclusion": [str(vis.files[0])]}))
+    vis_npz, ovis_npz = str(tmp_path / "vis_test.npz"), str(tmp_path / "ovis_test.npz")
+    plan = [
+        {"query": [vis_npz, "persons"], "references": [[vis_npz, "all", str(exclusion)],
+                                                       [ovis_npz, "all", "-"]],
+         "reid": False, "setting": "ms", "evaluation": "person", "exclusion": "excluded",
+         "out": str(tmp_path / "metrics" / "person" / "excluded.json")},
+        {"query": [vis_npz, "nonpersons"], "references": [[vis_npz, "nonpersons", "-"]],
+         "reid": False, "setting": "ms", "evaluation": "nonperson", "exclusion": "none",
+         "out": str(tmp_path / "metrics" / "nonperson" / "none.json")},
+    ]
+    subprocess.run([sys.executable, str(repo / "scripts" / "compute_metrics.py"),
+                    "--plan", json.dumps(plan), "--config", json.dumps({"seed": 1})],
+                   check=True, cwd=repo, capture_output=True, timeout=300)
+    for job in plan:
+        expected = tmp_path / "expected.json"
+        write_metrics(expected, Part(job["query"][0], job["query"][1]),
+                      [Part(npz, subset, None if excl == "-" else excl)
+                       for npz, subset, excl in job["references"]],
+                      reid=False, meta={k: job[k] for k in ("setting", "evaluation", "exclusion")})
+        assert Path(job["out"]).read_bytes() == expected.read_bytes()
+        assert Path(job["out"]).with_suffix(".provenance.json").exists()

@@ -68,6 +68,11 @@ def test_tuning_records_real_varying_objectives_and_resumes(
     assert [r["state"] for r in rows] == ["COMPLETE"] * 3 + ["FAIL", "COMPLETE"]
     assert best_again["trial"] in {best["trial"], 4}
 
+    # Another search (here: another seed) does not continue this one.
+    tune_setting(job, {**TUNING, "trials": 1, "seed": 12}, work, out)
+    assert "discarding the study" in capfd.readouterr().err
+    assert [r["number"] for r in csv.DictReader((out / "trials.csv").open())] == ["0"]
+
 
 def test_best_trade_off_is_taken_from_the_pareto_front() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
