@@ -40,15 +40,20 @@ def write_json(path: Path | str, obj: Any) -> None:
     write_text(path, dumps(obj) + "\n")
 
 
-def write_text(path: Path | str, text: str) -> None:
+def write_bytes(path: Path | str, data: bytes) -> None:
+    """Write beside the target, then rename: readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    write_bytes(path, text.encode())
 
 
 def _remove(path: Path) -> None:

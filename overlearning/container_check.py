@@ -8,7 +8,6 @@ Python distributions (compared with envs/gpu.lock.txt: missing, unexpected, othe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from overlearning.errors import WorkflowInputError
+from overlearning.provenance import file_sha256
 
 # Prints one `name==version` per installed distribution, like `pip freeze --all`, without
 # needing pip inside the image.
@@ -154,11 +154,8 @@ def def_base_image(definition: Path) -> str:
 
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    # Uncached: verification must see an image that changed since the last look.
+    return file_sha256.__wrapped__(str(path))
 
 
 def recorded_digest(image: Path) -> str | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from overlearning import demo_persons, demo_vis
+from overlearning.atomic import write_bytes
 from overlearning.errors import WorkflowInputError
 from overlearning.vis_split import cut_points, shuffled_video_order
 
@@ -84,16 +85,6 @@ def write_zip(path: Path, entries: Mapping[str, bytes]) -> None:
                     info.external_attr = 0o100644 << 16
                     info.compress_type = zipfile.ZIP_DEFLATED
                     zf.writestr(info, entries[name], compresslevel=6)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -102,7 +102,8 @@ def git_state(checkout: Path = CHECKOUT) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=8)
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """``sha256:<hex>`` of a file, streamed (images are several GB)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -125,7 +126,7 @@ def _image_digest(image: str) -> str:
         if sidecar.is_file() and sidecar.stat().st_mtime >= path.stat().st_mtime:
             value = sidecar.read_text().split()[0]
             return value if value.startswith("sha256:") else "sha256:" + value
-        digest = _file_sha256(image)
+        digest = file_sha256(image)
     except (OSError, IndexError):
         return "unknown"
     try:  # best effort: a read-only image directory just means hashing again next time

@@ -129,7 +129,7 @@ def test_container_digest_from_file_then_from_sidecar(tmp_path, monkeypatch):
     image.write_bytes(b"not really a SIF, but bytes to hash")
     monkeypatch.setenv("APPTAINER_CONTAINER", str(image))
     expected = "sha256:" + hashlib.sha256(image.read_bytes()).hexdigest()
-    provenance._file_sha256.cache_clear()
+    provenance.file_sha256.cache_clear()
     assert provenance.container_state() == {"image": str(image), "digest": expected}
     # The first job leaves the digest beside the image, in sha256sum's format.
     sidecar = tmp_path / "overlearning-gpu.sif.sha256"
@@ -141,7 +141,7 @@ def test_container_digest_from_file_then_from_sidecar(tmp_path, monkeypatch):
     image.write_bytes(b"a rebuilt image")
     old = image.stat().st_mtime - 60
     os.utime(sidecar, (old, old))
-    provenance._file_sha256.cache_clear()
+    provenance.file_sha256.cache_clear()
     assert provenance.container_state()["digest"] == (
         "sha256:" + hashlib.sha256(b"a rebuilt image").hexdigest())
 

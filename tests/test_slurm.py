@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -199,10 +200,16 @@ def test_demo_through_slurm_with_a_cancelled_training_job(
         if job_id == cancelled:
             continue
         assert state == "COMPLETED", (job_id, state, comment)
-        if comment.startswith(("rule_train_", "rule_embed_")):
+        if comment.startswith(tuple(f"rule_{rule}_" for rule in _gpu_rules())):
             assert "gres/gpu=1" in tres, (comment, tres)  # profiles/slurm: gpu: 1
         else:
             assert "gres/gpu" not in tres, (comment, tres)
     comments = sorted(row[2] for job_id, row in rows.items() if job_id != cancelled)
     assert [c for c in comments if c == f"rule_train_wildcards_{SETTING}"], comments
     assert any(c.startswith("rule_prep") for c in comments), comments  # the grouped job
+
+
+def _gpu_rules() -> set[str]:
+    """Rules that profiles/slurm sends to GPU nodes (set-resources with gpu)."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    return {rule for rule, res in profile["set-resources"].items() if res.get("gpu")}
