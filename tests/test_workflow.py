@@ -79,3 +79,13 @@ def test_targeted_rerun_touches_only_that_rule(demo_runs: tuple[Path, Path]) -> 
     assert "rule tables:" in log or "localrule tables:" in log
     assert "rule train:" not in log and "rule embed:" not in log
     assert table.read_bytes() == before
+
+
+def test_html_report_collects_tables_and_figures(demo_runs: tuple[Path, Path]) -> None:
+    run = demo_runs[0]
+    report = run / "report.html"
+    run_snakemake([*DEMO_ARGS, "--report", str(report)], cwd=run)
+    html = report.read_text(errors="replace")
+    assert len(html) > 10_000
+    for name in ("main.csv", "headline.json", "privacy_utility.png", "roc.png"):
+        assert name in html, name
