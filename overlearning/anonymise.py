@@ -39,6 +39,12 @@ from tqdm import tqdm
 from overlearning.atomic import atomic_directory, read_json, write_json
 from overlearning.crop_sets import IMAGE_SUFFIXES, load_crop_set
 from overlearning.errors import ConfigError, WorkflowInputError
+from overlearning.exclusion_categories import (
+    DETECTED,
+    MISCLASSIFIED_EXCLUSION,
+    MISCLASSIFIED_INCLUSION,
+    UNDETECTED,
+)
 from overlearning.image_io import DEFAULT_JPEG_QUALITY, read_rgb, write_image
 
 if TYPE_CHECKING:  # the evaluation stack pulls in torch and faiss: only when evaluating
@@ -50,9 +56,9 @@ METHODS: tuple[str, ...] = ("mosaic", "blur", "noise")
 # Detector verdicts (exclusion JSON categories) as a deployment sees them. Crops the detector
 # calls a person are anonymised; GT persons it never found are not in a detection-based index
 # at all (as in the exclusion safeguard); persons it called something else stay raw (the leak).
-DETECTED_AS_PERSON = ("Detected Person Exclusion", "Misclassified Instance Exclusion")
-NOT_INDEXED = ("Undetected Instance Exclusion",)
-EXCLUSION_CATEGORIES = (*DETECTED_AS_PERSON, *NOT_INDEXED, "Misclassified Instance Inclusion")
+DETECTED_AS_PERSON = (DETECTED, MISCLASSIFIED_EXCLUSION)
+NOT_INDEXED = (UNDETECTED,)
+EXCLUSION_CATEGORIES = (*DETECTED_AS_PERSON, *NOT_INDEXED, MISCLASSIFIED_INCLUSION)
 
 IMAGES_DIR = "foregroundImages_cropped"
 CROP_INDEX = "fg_instances_cropped.json"

@@ -43,16 +43,18 @@ from overlearning.detection_io import (
     write_json,
 )
 from overlearning.errors import WorkflowInputError
+from overlearning.exclusion_categories import (
+    CATEGORIES,
+    DETECTED,
+    EXCLUDED_CATEGORIES,
+    MISCLASSIFIED_EXCLUSION,
+    MISCLASSIFIED_INCLUSION,
+    UNDETECTED,
+)
 from overlearning.image_io import read_mask
 from overlearning.masks import decode_segmentation
 from overlearning.segmentation import polygon_to_mask
 
-DETECTED = "Detected Person Exclusion"
-UNDETECTED = "Undetected Instance Exclusion"
-MISCLASSIFIED_EXCLUSION = "Misclassified Instance Exclusion"
-MISCLASSIFIED_INCLUSION = "Misclassified Instance Inclusion"
-CATEGORIES = (DETECTED, UNDETECTED, MISCLASSIFIED_EXCLUSION, MISCLASSIFIED_INCLUSION)
-EXCLUDED_CATEGORIES = (DETECTED, UNDETECTED, MISCLASSIFIED_EXCLUSION)
 COUNTERS = ("detections", "removed_by_nms", "below_min_confidence", "empty_polygons",
             "degenerate_polygons")
 

@@ -19,16 +19,9 @@ import numpy as np
 from overlearning.atomic import read_json
 from overlearning.embeddings import EmbeddingSet, Subset, concatenate, load_embedding_set
 from overlearning.errors import WorkflowInputError
+from overlearning.exclusion_categories import CATEGORIES, EXCLUDED_CATEGORIES
 
-# The categories removed from the index; 'Misclassified Instance Inclusion' (a person the
-# detector called something else) stays in it: that is the leak the study measures.
-EXCLUDED_CATEGORIES = (
-    "Detected Person Exclusion",
-    "Undetected Instance Exclusion",
-    "Misclassified Instance Exclusion",
-)
-KEPT_CATEGORIES = ("Misclassified Instance Inclusion",)
-KNOWN_CATEGORIES = EXCLUDED_CATEGORIES + KEPT_CATEGORIES
+KNOWN_CATEGORIES = CATEGORIES
 SUBSETS = ("all", "persons", "nonpersons")
 
 
