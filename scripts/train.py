@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from train_job_args import add_train_job_arguments, train_job_from_args
+
 from overlearning.weights import go_offline
 
 
@@ -25,16 +27,7 @@ def relaunch_under_torchrun(processes: int, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--setting", required=True, help="name of the loss setting")
-    parser.add_argument("--params", required=True, help="config training.settings.<setting> (JSON)")
-    parser.add_argument("--training", required=True, help="config training.* (JSON)")
-    parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
-    parser.add_argument("--cache", required=True, help="pretrained weights cache")
-    parser.add_argument("--train-dir", required=True, help="{DATA}/vis/train")
-    parser.add_argument("--valid-dir", required=True, help="{DATA}/vis/valid")
-    parser.add_argument("--person-category", type=int, required=True)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=1)
+    add_train_job_arguments(parser)
     parser.add_argument("--processes", type=int, default=1, help="DDP processes (GPUs)")
     parser.add_argument("--out", required=True, help="model folder to write")
     parser.add_argument("--checkpoints", required=True, help="folder of the resumable state")
@@ -44,15 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes > 1 and "LOCAL_RANK" not in os.environ:
         relaunch_under_torchrun(args.processes, argv)
     go_offline(args.cache)
-    from overlearning.training import TrainJob, resolve_params, train_setting
+    from overlearning.training import resolve_params, train_setting
 
     tuned = args.tuned[0] if args.tuned else None
-    job = TrainJob(
-        setting=args.setting, params=resolve_params(json.loads(args.params), tuned),
-        training=json.loads(args.training), trunk_cfg=json.loads(args.trunk),
-        cache=Path(args.cache), train_dir=Path(args.train_dir), valid_dir=Path(args.valid_dir),
-        person_category=args.person_category, seed=args.seed, threads=args.threads,
-    )
+    job = train_job_from_args(args, resolve_params(json.loads(args.params), tuned))
     train_setting(job, Path(args.out), Path(args.checkpoints), tuned_from=tuned)
     return 0
 

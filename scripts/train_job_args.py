@@ -1,0 +1,33 @@
+"""Command-line arguments that describe one training job, shared by train.py and tune.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_train_job_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--setting", required=True, help="name of the loss setting")
+    parser.add_argument("--params", required=True, help="config training.settings.<setting> (JSON)")
+    parser.add_argument("--training", required=True, help="config training.* (JSON)")
+    parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
+    parser.add_argument("--cache", required=True, help="pretrained weights cache")
+    parser.add_argument("--train-dir", required=True, help="{DATA}/vis/train")
+    parser.add_argument("--valid-dir", required=True, help="{DATA}/vis/valid")
+    parser.add_argument("--person-category", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def train_job_from_args(args: argparse.Namespace, params: dict[str, Any] | None = None):
+    """The TrainJob the arguments describe (``params`` overrides --params, e.g. tuned)."""
+    from overlearning.training import TrainJob
+
+    return TrainJob(
+        setting=args.setting, params=json.loads(args.params) if params is None else params,
+        training=json.loads(args.training), trunk_cfg=json.loads(args.trunk),
+        cache=Path(args.cache), train_dir=Path(args.train_dir), valid_dir=Path(args.valid_dir),
+        person_category=args.person_category, seed=args.seed, threads=args.threads,
+    )
