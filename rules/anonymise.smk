@@ -141,17 +141,16 @@ rule anonymise_person_gallery:
         + ANON_FLAGS + " --out {output} > {log} 2>&1"
 
 
-def anonymised_sets_of(variant):
-    """Anonymised sets of one variant (deployment sets only where the detector ran)."""
-    return [name for name, s in ANON_SOURCES.items()
-            if s["policy"] != "detected" or s["detections"] in EXCLUSION_SETS]
+# Anonymised sets made for every variant (deployment sets only where the detector ran).
+ANON_SETS = [name for name, s in ANON_SOURCES.items()
+             if s["policy"] != "detected" or s["detections"] in EXCLUSION_SETS]
 
 
 def anon_embed_flags(wildcards):
     """A VIS copy is embedded as a split (crop index + crops), a gallery copy as a folder."""
     flags = []
     for variant in ANON_VARIANTS:
-        for name in anonymised_sets_of(variant):
+        for name in ANON_SETS:
             source = ANON_SOURCES[name]
             folder = anon_dir(variant, name)
             if source["folder"] is not None:
@@ -165,10 +164,10 @@ def anon_embed_flags(wildcards):
 rule embed_anonymised:
     input:
         unpack(lambda wildcards: model_files(wildcards.setting)),
-        images=[anon_dir(v, name) for v in ANON_VARIANTS for name in anonymised_sets_of(v)],
+        images=[anon_dir(v, name) for v in ANON_VARIANTS for name in ANON_SETS],
     output:
         [anon_embedding_path("{setting}", v, name)
-         for v in ANON_VARIANTS for name in anonymised_sets_of(v)],
+         for v in ANON_VARIANTS for name in ANON_SETS],
     params:
         model_dir=lambda wildcards: f"{RESULTS}/models/{wildcards.setting}",
         trunk=eval_trunk_json,
@@ -349,7 +348,7 @@ rule anonymisation_privacy_utility:
 
 def anonymised_sets():
     """Every anonymised image set (deployment sets only where the detector ran on them)."""
-    return [anon_dir(v, name) for v in ANON_VARIANTS for name in anonymised_sets_of(v)]
+    return [anon_dir(v, name) for v in ANON_VARIANTS for name in ANON_SETS]
 
 
 def anonymisation_targets():
