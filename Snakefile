@@ -27,7 +27,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
 )
 
-from overlearning.config import ConfigError, check_dataset_sources, validate_config
+from overlearning.workflow.config import ConfigError, check_dataset_sources, validate_config
 
 try:
     validate_config(config)

@@ -1,6 +1,6 @@
 """Index exclusion at scale: our RLE mask IoU against dense per-pair IoU loops.
 
-Ours (``overlearning.exclusion.vis_exclusion``) compares run-length encoded masks with
+Ours (``overlearning.safeguards.exclusion.vis_exclusion``) compares run-length encoded masks with
 pycocotools (one call per frame for the whole ground-truth x detection matrix). The naive
 version follows the study's script: decode every mask to a dense array, fill the detection
 polygons, compute the IoU of each (ground truth, detection) pair with numpy in a Python
@@ -28,15 +28,15 @@ from torchvision.ops import nms as tv_nms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from overlearning.exclusion import (  # noqa: E402
+from overlearning.core.masks import decode_segmentation, encode_mask  # noqa: E402
+from overlearning.detect.segmentation import polygon_to_mask  # noqa: E402
+from overlearning.safeguards.exclusion import (  # noqa: E402
     CATEGORIES,
     ExclusionSettings,
     category,
     is_person_label,
     vis_exclusion,
 )
-from overlearning.masks import decode_segmentation, encode_mask  # noqa: E402
-from overlearning.segmentation import polygon_to_mask  # noqa: E402
 
 PERSON = 26
 

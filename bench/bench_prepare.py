@@ -33,11 +33,11 @@ from pycocotools import mask as coco_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from overlearning.crops import crop_file_name, foreground_crop, make_crops  # noqa: E402
-from overlearning.image_io import read_rgb, write_image  # noqa: E402
-from overlearning.masks import encode_mask  # noqa: E402
-from overlearning.vis_frames import convert_video_annotations  # noqa: E402
-from overlearning.vis_split import SPLITS, split_frames_file  # noqa: E402
+from overlearning.core.image_io import read_rgb, write_image  # noqa: E402
+from overlearning.core.masks import encode_mask  # noqa: E402
+from overlearning.data.crops import crop_file_name, foreground_crop, make_crops  # noqa: E402
+from overlearning.data.vis_frames import convert_video_annotations  # noqa: E402
+from overlearning.data.vis_split import SPLITS, split_frames_file  # noqa: E402
 
 
 def _rle(mask: np.ndarray) -> dict:

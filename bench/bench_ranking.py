@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from overlearning.ranking import MISSING, knn_with_exclusion, l2_normalise  # noqa: E402
+from overlearning.evaluate.ranking import MISSING, knn_with_exclusion, l2_normalise  # noqa: E402
 
 
 def naive_ranking(x: np.ndarray, k: int, excluded: set[int]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """SAM on detection boxes: one image encode per image against one encode per box.
 
-Ours (``overlearning.segmentation.segment_boxes``) encodes each image once and decodes all of
+Ours (``overlearning.detect.segmentation.segment_boxes``) encodes each image once and decodes all of
 its k boxes in one call. The naive version is what the study's script did: encode the image
 again for every box. Both give the same masks (checked here, pixel agreement). The model is
 SAM built from segment_anything's classes with random weights: by default a reduced ViT
@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from overlearning.detector_models import build_sam  # noqa: E402
-from overlearning.segmentation import make_predictor, segment_boxes  # noqa: E402
+from overlearning.detect.segmentation import make_predictor, segment_boxes  # noqa: E402
+from overlearning.models.detectors import build_sam  # noqa: E402
 
 
 def naive_segment(predictor, image: np.ndarray, boxes: list[list[float]]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Training throughput: images/s, step time split into data and compute, peak memory.
 
-The real training step (overlearning.training's loader settings, the trunk and transforms
-of overlearning.models, the confusion loss) on synthetic JPEG crops written to a temporary
+The real training step (overlearning.train.loop's loader settings, the trunk and transforms
+of overlearning.models.embedder, the confusion loss) on synthetic JPEG crops written to a temporary
 folder. On the CPU (default when no GPU is present) it uses a tiny random ViT of the same
 timm family at 64 px and scales the batch size; on CUDA (``--device cuda``, or ``auto``
 with a GPU) the real ViT-B/16 CLIP trunk at 384 px, batch 64, with bf16 autocast and
@@ -36,10 +36,10 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from overlearning.crop_sets import Item  # noqa: E402
-from overlearning.image_data import CropDataset, MPerClassEpochSampler  # noqa: E402
-from overlearning.losses import MultiSimilarityConfusionLoss  # noqa: E402
-from overlearning.models import build_embedding_model  # noqa: E402
+from overlearning.data.crop_sets import Item  # noqa: E402
+from overlearning.models.embedder import build_embedding_model  # noqa: E402
+from overlearning.models.losses import MultiSimilarityConfusionLoss  # noqa: E402
+from overlearning.train.loader import CropDataset, MPerClassEpochSampler  # noqa: E402
 
 CLIP = "vit_base_patch16_clip_384.laion2b_ft_in12k_in1k"
 TINY = {"kind": "timm", "name": CLIP,

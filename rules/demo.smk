@@ -4,7 +4,7 @@
 # archives in the official shapes (YouTube-VIS 2021 train.zip, OVIS train.zip +
 # annotations_train.json, CUHK03-NP and Market-1501 zips with MGCAM person masks) at the
 # paths config datasets.*.archives names, so checksum checks, safe extraction and all the
-# parsing code run on them exactly as on the real files (docs: overlearning/demo_data.py).
+# parsing code run on them exactly as on the real files (docs: overlearning/demo/downloads.py).
 
 DEMO = config["demo"]
 

@@ -8,7 +8,7 @@
 import json
 import os
 
-from overlearning import person_sets as prepared_person_sets
+from overlearning.data import person_sets as prepared_person_sets
 
 EXCLUSION_SETTINGS = json.dumps(config["exclusion"], sort_keys=True)
 

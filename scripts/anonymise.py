@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from overlearning.anonymise import METHODS, Anonymiser, anonymise_set
-from overlearning.image_io import DEFAULT_JPEG_QUALITY
+from overlearning.core.image_io import DEFAULT_JPEG_QUALITY
+from overlearning.safeguards.anonymise import METHODS, Anonymiser, anonymise_set
 
 
 def main(argv: list[str] | None = None) -> int:

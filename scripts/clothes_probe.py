@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from overlearning.weights import go_offline
+from overlearning.models.cache import go_offline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     go_offline(args.cache)
     import torch
 
-    from overlearning.clothes import run_clothes_probe
+    from overlearning.detect.clothes import run_clothes_probe
 
     torch.set_num_threads(args.threads)
     summary = run_clothes_probe(args.queries, args.out, args.record, json.loads(args.models),

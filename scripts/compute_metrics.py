@@ -24,11 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="resolved workflow config (JSON), for provenance")
     args = parser.parse_args(argv)
 
-    from overlearning.anonymise import write_anonymised_metrics
-    from overlearning.evaluation import write_metrics
-    from overlearning.provenance import write_provenance
-    from overlearning.ranking import set_threads
-    from overlearning.retrieval_inputs import part_from_cli
+    from overlearning.evaluate.anonymised import write_anonymised_metrics
+    from overlearning.evaluate.metrics_file import write_metrics
+    from overlearning.evaluate.ranking import set_threads
+    from overlearning.evaluate.retrieval_inputs import part_from_cli
+    from overlearning.workflow.provenance import write_provenance
 
     set_threads(args.threads)
     config = json.loads(args.config)

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from overlearning.weights import go_offline
+from overlearning.models.cache import go_offline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     go_offline(args.cache)
     import torch
 
-    from overlearning.grounding import run_detect_shard
+    from overlearning.detect.grounding import run_detect_shard
 
     torch.set_num_threads(args.threads)
     summary = run_detect_shard(args.images_from, args.image_root, json.loads(args.models),

@@ -29,14 +29,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from overlearning.embeddings import (
+    from overlearning.evaluate.embeddings import (
         embed_items,
         embedding_set_from_items,
         items_for_set,
         save_embedding_set,
     )
-    from overlearning.models import load_embedding_model
-    from overlearning.ranking import set_threads
+    from overlearning.evaluate.ranking import set_threads
+    from overlearning.models.embedder import load_embedding_model
 
     set_threads(args.threads)
     torch.manual_seed(0)

@@ -17,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
-    from overlearning.embeddings import load_embedding_set
-    from overlearning.figures import embedding_map
-    from overlearning.ranking import set_threads
+    from overlearning.evaluate.embeddings import load_embedding_set
+    from overlearning.evaluate.figures import embedding_map
+    from overlearning.evaluate.ranking import set_threads
 
     set_threads(args.threads)
     sets = [(name, load_embedding_set(path)) for name, path in args.set]

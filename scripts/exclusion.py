@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from overlearning.exclusion import run_person_exclusion, run_vis_exclusion, settings_from
+from overlearning.safeguards.exclusion import run_person_exclusion, run_vis_exclusion, settings_from
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from overlearning.archives import ArchiveSource, extract_archives
+from overlearning.data.archives import ArchiveSource, extract_archives
 
 
 def _optional(values: list[str] | None, count: int, flag: str,

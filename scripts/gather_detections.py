@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from overlearning.grounding import run_gather
+from overlearning.detect.grounding import run_gather
 
 
 def main(argv: list[str] | None = None) -> int:

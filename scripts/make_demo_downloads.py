@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from overlearning.demo_data import DemoSizes, write_demo_downloads
+from overlearning.demo.downloads import DemoSizes, write_demo_downloads
 
 
 def main(argv: list[str] | None = None) -> int:

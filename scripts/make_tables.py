@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="what the second part of a row label is, for the caption")
     args = parser.parse_args(argv)
 
-    from overlearning.provenance import write_provenance
-    from overlearning.tables import write_tables
+    from overlearning.evaluate.tables import write_tables
+    from overlearning.workflow.provenance import write_provenance
 
     written = write_tables(args.metrics, Path(args.out_dir), args.baseline, args.safeguarded,
                            args.nonperson, args.person, row_label=args.row_label)

@@ -4,8 +4,8 @@
 import argparse
 import logging
 
-from overlearning.crops import make_crops
-from overlearning.vis_frames import read_object_count
+from overlearning.data.crops import make_crops
+from overlearning.data.vis_frames import read_object_count
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 import argparse
 import logging
 
-from overlearning.probes import make_probe
+from overlearning.data.probes import make_probe
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 import argparse
 import logging
 
-from overlearning.person_sets import prepare_person_set
+from overlearning.data.person_sets import prepare_person_set
 
 
 def main() -> None:

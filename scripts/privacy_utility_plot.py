@@ -14,8 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
-    from overlearning.figures import privacy_utility_plot
-    from overlearning.tables import load_records
+    from overlearning.evaluate.figures import privacy_utility_plot
+    from overlearning.evaluate.tables import load_records
 
     privacy_utility_plot(load_records(args.metrics), args.out, args.nonperson, args.person)
     return 0

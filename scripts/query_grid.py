@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
-    from overlearning.figures import query_grid
-    from overlearning.retrieval_inputs import load_retrieval_inputs, part_from_cli
+    from overlearning.evaluate.figures import query_grid
+    from overlearning.evaluate.retrieval_inputs import load_retrieval_inputs, part_from_cli
 
     query = part_from_cli(args.query[0], args.query[1])
     references = [part_from_cli(*spec[:3]) for spec in args.reference]

@@ -17,8 +17,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from overlearning.errors import WorkflowInputError
-from overlearning.rerun import DEFAULT_EXCLUDE, format_report, rerun_and_compare, write_report
+from overlearning.core.errors import WorkflowInputError
+from overlearning.workflow.rerun import (
+    DEFAULT_EXCLUDE,
+    format_report,
+    rerun_and_compare,
+    write_report,
+)
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
-    from overlearning.figures import roc_figure
-    from overlearning.tables import load_records
+    from overlearning.evaluate.figures import roc_figure
+    from overlearning.evaluate.tables import load_records
 
     roc_figure(load_records(args.metrics), args.out, args.evaluations)
     return 0

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from overlearning.weights import go_offline
+from overlearning.models.cache import go_offline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     go_offline(args.cache)
     import torch
 
-    from overlearning.segmentation import run_segment
+    from overlearning.detect.segmentation import run_segment
 
     torch.set_num_threads(args.threads)
     counts = run_segment(args.detections, args.image_root, json.loads(args.models),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from train_job_args import add_train_job_arguments, train_job_from_args
 
-from overlearning.weights import go_offline
+from overlearning.models.cache import go_offline
 
 
 def relaunch_under_torchrun(processes: int, argv: list[str]) -> None:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes > 1 and "LOCAL_RANK" not in os.environ:
         relaunch_under_torchrun(args.processes, argv)
     go_offline(args.cache)
-    from overlearning.training import resolve_params, train_setting
+    from overlearning.train.loop import resolve_params, train_setting
 
     tuned = args.tuned[0] if args.tuned else None
     job = train_job_from_args(args, resolve_params(json.loads(args.params), tuned))

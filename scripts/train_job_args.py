@@ -23,7 +23,7 @@ def add_train_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_job_from_args(args: argparse.Namespace, params: dict[str, Any] | None = None):
     """The TrainJob the arguments describe (``params`` overrides --params, e.g. tuned)."""
-    from overlearning.training import TrainJob
+    from overlearning.train.loop import TrainJob
 
     return TrainJob(
         setting=args.setting, params=json.loads(args.params) if params is None else params,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from train_job_args import add_train_job_arguments, train_job_from_args
 
-from overlearning.weights import go_offline
+from overlearning.models.cache import go_offline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for study.sqlite, trials.csv, best.json")
     args = parser.parse_args(argv)
     go_offline(args.cache)
-    from overlearning.tuning import tune_setting
+    from overlearning.train.tuning import tune_setting
 
     job = train_job_from_args(args)
     best = tune_setting(job, json.loads(args.tuning), Path(args.work_dir), Path(args.out))

@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from overlearning.container_check import format_report, verify
-from overlearning.errors import WorkflowInputError
+from overlearning.core.errors import WorkflowInputError
+from overlearning.workflow.container_check import format_report, verify
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 import argparse
 import logging
 
-from overlearning.crops import make_crops
+from overlearning.data.crops import make_crops
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 import argparse
 import logging
 
-from overlearning.vis_frames import convert_video_annotations
+from overlearning.data.vis_frames import convert_video_annotations
 
 
 def main() -> None:

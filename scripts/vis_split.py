@@ -4,7 +4,7 @@
 import argparse
 import logging
 
-from overlearning.vis_split import split_frames_file
+from overlearning.data.vis_split import split_frames_file
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from overlearning.weights import prepare_weight_cache
+from overlearning.models.weights import prepare_weight_cache
 
 
 def main(argv: list[str] | None = None) -> int:

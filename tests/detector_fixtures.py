@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from overlearning.atomic import write_json
-from overlearning.detector_weights import prepare_detector_weights
+from overlearning.core.atomic import write_json
+from overlearning.models.detector_weights import prepare_detector_weights
 
 TINY_MODELS: dict[str, Any] = {
     "grounding_dino": {

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from overlearning.anonymise import (
+from overlearning.core.errors import ConfigError, WorkflowInputError
+from overlearning.data.crop_sets import load_crop_set
+from overlearning.safeguards.anonymise import (
     Anonymiser,
     anonymise_pixels,
     anonymise_set,
     noise_seed,
     variant_name,
 )
-from overlearning.crop_sets import load_crop_set
-from overlearning.errors import ConfigError, WorkflowInputError
 from tests.conftest import REPO
 
 PERSON = 26
@@ -369,7 +369,7 @@ def test_deployment_policy_on_a_person_gallery(tmp_path: Path) -> None:
 
 
 def _embedding_set(tmp_path: Path, name: str, embeddings: np.ndarray):
-    from overlearning.embeddings import EmbeddingSet, save_embedding_set
+    from overlearning.evaluate.embeddings import EmbeddingSet, save_embedding_set
 
     files = np.array([f"v{i // 3}/0000{i}_{i // 3 + 1}.jpg" for i in range(len(embeddings))])
     data = EmbeddingSet(embeddings.astype(np.float32), np.array([i // 3 + 1 for i in range(len(embeddings))]),
@@ -384,9 +384,9 @@ def _embedding_set(tmp_path: Path, name: str, embeddings: np.ndarray):
 def test_an_unchanged_copy_gives_exactly_the_raw_metrics(tmp_path: Path) -> None:
     # Raw queries against a copy whose vectors equal the raw ones: with each query's copy
     # taken as the query itself, every number equals the raw evaluation (query set = index).
-    from overlearning.anonymise import write_anonymised_metrics
-    from overlearning.evaluation import write_metrics
-    from overlearning.retrieval_inputs import Part
+    from overlearning.evaluate.anonymised import write_anonymised_metrics
+    from overlearning.evaluate.metrics_file import write_metrics
+    from overlearning.evaluate.retrieval_inputs import Part
 
     embeddings = np.random.default_rng(0).normal(size=(9, 8))
     raw = _embedding_set(tmp_path, "raw/vis_test.npz", embeddings)
@@ -406,8 +406,8 @@ def test_an_unchanged_copy_gives_exactly_the_raw_metrics(tmp_path: Path) -> None
 def test_query_copies_are_found_by_name_only_in_the_copy_part(tmp_path: Path) -> None:
     # References: a 6-item distractor part whose names collide with the queries', then the
     # 9-item copy. Person queries are items 0, 2, 4, 6, 8; their copies sit at 6 + i.
-    from overlearning.anonymise import mark_query_copies
-    from overlearning.retrieval_inputs import Part, load_retrieval_inputs
+    from overlearning.evaluate.anonymised import mark_query_copies
+    from overlearning.evaluate.retrieval_inputs import Part, load_retrieval_inputs
 
     rng = np.random.default_rng(2)
     raw = _embedding_set(tmp_path, "raw/vis_test.npz", rng.normal(size=(9, 4)))
@@ -420,8 +420,8 @@ def test_query_copies_are_found_by_name_only_in_the_copy_part(tmp_path: Path) ->
 
 
 def test_a_query_without_its_copy_stops(tmp_path: Path) -> None:
-    from overlearning.anonymise import write_anonymised_metrics
-    from overlearning.retrieval_inputs import Part
+    from overlearning.evaluate.anonymised import write_anonymised_metrics
+    from overlearning.evaluate.retrieval_inputs import Part
 
     raw = _embedding_set(tmp_path, "raw/vis_test.npz", np.eye(6))
     copy = _embedding_set(tmp_path, "anon/vis_test.npz", np.eye(6)[:3])

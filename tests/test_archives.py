@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from overlearning.archives import (
+from overlearning.core.errors import WorkflowInputError
+from overlearning.data.archives import (
     ArchiveSource,
     archive_kind,
     extract_archives,
     file_digests,
     safe_member_path,
 )
-from overlearning.errors import WorkflowInputError
 from scripts.extract_dataset import main as extract_main
 
 

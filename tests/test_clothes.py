@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from overlearning.clothes import clothes_probes, masked_crop, run_clothes_probe
-from overlearning.detector_models import load_sam
-from overlearning.grounding import folder_image_names, load_detector
-from overlearning.image_io import read_rgb
-from overlearning.segmentation import polygon_to_mask
+from overlearning.core.image_io import image_names as folder_image_names
+from overlearning.core.image_io import read_rgb
+from overlearning.detect.clothes import clothes_probes, masked_crop, run_clothes_probe
+from overlearning.detect.grounding import load_detector
+from overlearning.detect.segmentation import polygon_to_mask
+from overlearning.models.detectors import load_sam
 from tests.detector_fixtures import (
     GARMENTS,
     IMAGE_SIZE,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from overlearning.config import (
+from overlearning.workflow.config import (
     ConfigError,
     check_dataset_sources,
     config_hash,

@@ -20,10 +20,10 @@ import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from overlearning.archives import ArchiveSource, extract_archives
-from overlearning.demo_data import DEMO_FILES, ZIP_TIME, DemoSizes, check_expected
-from overlearning.demo_vis import uncompressed_rle
-from overlearning.errors import WorkflowInputError
+from overlearning.core.errors import WorkflowInputError
+from overlearning.data.archives import ArchiveSource, extract_archives
+from overlearning.demo.downloads import DEMO_FILES, ZIP_TIME, DemoSizes, check_expected
+from overlearning.demo.vis import uncompressed_rle
 from scripts.make_demo_downloads import main as make_main
 from tests.conftest import REPO
 
@@ -210,7 +210,7 @@ def test_youtube_vis_content_is_useful_downstream(vis: tuple[zipfile.ZipFile, di
 def test_valid_and_test_videos_of_the_split_show_persons(vis: tuple[zipfile.ZipFile, dict]) -> None:
     """Person validation (training) and person queries (evaluation) need persons there."""
     _, inst = vis
-    from overlearning.vis_split import cut_points, shuffled_video_order
+    from overlearning.data.vis_split import cut_points, shuffled_video_order
 
     ids = [v["id"] for v in inst["videos"]]
     order = shuffled_video_order(ids, CONFIG["preparation"]["split_seed"])

@@ -15,10 +15,8 @@ import torch
 import yaml
 from PIL import Image
 
-from overlearning.detector_models import GD_TEXT_ENCODER, GD_WEIGHTS, load_grounding_dino
-from overlearning.detector_weights import prepare_detector_weights
-from overlearning.errors import WorkflowInputError
-from overlearning.grounding import (
+from overlearning.core.errors import WorkflowInputError
+from overlearning.detect.grounding import (
     GroundingDetector,
     caption_for,
     detect_images,
@@ -28,6 +26,8 @@ from overlearning.grounding import (
     shard_names,
     size_batches,
 )
+from overlearning.models.detector_weights import prepare_detector_weights
+from overlearning.models.detectors import GD_TEXT_ENCODER, GD_WEIGHTS, load_grounding_dino
 from tests.conftest import REPO
 from tests.detector_fixtures import (
     IMAGE_SIZE,
@@ -97,8 +97,8 @@ def test_hub_source_converts_published_checkpoints(tmp_path: Path) -> None:
 
     from safetensors.torch import load_file
 
-    from overlearning.detector_models import SAM_WEIGHTS, build_grounding_dino, build_sam
-    from overlearning.detector_weights import write_tiny_bert
+    from overlearning.models.detector_weights import write_tiny_bert
+    from overlearning.models.detectors import SAM_WEIGHTS, build_grounding_dino, build_sam
 
     bert = tmp_path / "bert"
     write_tiny_bert(bert, seed=5)

@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from overlearning.crop_sets import load_person_folder
-from overlearning.embeddings import (
+from overlearning.core.errors import WorkflowInputError
+from overlearning.data.crop_sets import load_person_folder
+from overlearning.evaluate.embeddings import (
     NPZ_KEYS,
     embed_items,
     embedding_set_from_items,
@@ -22,8 +23,7 @@ from overlearning.embeddings import (
     load_embedding_set,
     save_embedding_set,
 )
-from overlearning.errors import WorkflowInputError
-from overlearning.models import build_embedding_model, save_embedding_model
+from overlearning.models.embedder import build_embedding_model, save_embedding_model
 
 REPO = Path(__file__).resolve().parent.parent
 

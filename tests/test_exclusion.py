@@ -13,8 +13,9 @@ from PIL import Image
 from torchvision.ops import box_iou as tv_box_iou
 from torchvision.ops import nms as tv_nms
 
-from overlearning.errors import WorkflowInputError
-from overlearning.exclusion import (
+from overlearning.core.errors import WorkflowInputError
+from overlearning.core.masks import encode_mask
+from overlearning.safeguards.exclusion import (
     CATEGORIES,
     DETECTED,
     MISCLASSIFIED_EXCLUSION,
@@ -30,7 +31,6 @@ from overlearning.exclusion import (
     run_vis_exclusion,
     vis_exclusion,
 )
-from overlearning.masks import encode_mask
 
 H, W = 64, 80
 PERSON = 26

@@ -16,16 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
-from overlearning.embeddings import (
+from overlearning.core.errors import WorkflowInputError
+from overlearning.evaluate.embeddings import (
     EmbeddingSet,
     embed_items,
     embedding_set_from_items,
     items_for_set,
     save_embedding_set,
 )
-from overlearning.errors import WorkflowInputError
-from overlearning.explain import check_torchvision_trunk, pick_pairs
-from overlearning.models import build_embedding_model, save_embedding_model
+from overlearning.evaluate.explain import check_torchvision_trunk, pick_pairs
+from overlearning.models.embedder import build_embedding_model, save_embedding_model
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_TV = {"kind": "torchvision", "name": "vit_b_16", "weights": None,
@@ -66,8 +66,8 @@ def test_timm_trunk_is_refused():
 # Runs in a child process: heat-map properties, then the explain script's main() on files.
 CHILD = """
 import json, runpy, sys, torch
-from overlearning.explain import enable_attnlrp, attnlrp_heatmap
-from overlearning.models import build_embedding_model
+from overlearning.evaluate.explain import enable_attnlrp, attnlrp_heatmap
+from overlearning.models.embedder import build_embedding_model
 enable_attnlrp()
 torch.manual_seed(0)
 model = build_embedding_model(json.loads(sys.argv[1]), 8).eval()

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from overlearning.embeddings import EmbeddingSet
-from overlearning.errors import WorkflowInputError
-from overlearning.figures import (
+from overlearning.core.errors import WorkflowInputError
+from overlearning.evaluate.embeddings import EmbeddingSet
+from overlearning.evaluate.figures import (
     GREEN,
     RED,
     embedding_map,
@@ -18,7 +18,7 @@ from overlearning.figures import (
     query_grid,
     roc_figure,
 )
-from overlearning.retrieval_inputs import RetrievalInputs
+from overlearning.evaluate.retrieval_inputs import RetrievalInputs
 
 
 def _records():

@@ -15,7 +15,7 @@ import pytest
 import torch
 from pytorch_metric_learning.losses import MultiSimilarityLoss
 
-from overlearning.losses import (
+from overlearning.models.losses import (
     LoggedMultiSimilarity,
     MultiSimilarityCenterLoss,
     MultiSimilarityConfusionLoss,

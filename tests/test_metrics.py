@@ -11,12 +11,12 @@ import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import return_results
 
-from overlearning.embeddings import EmbeddingSet, save_embedding_set
-from overlearning.errors import WorkflowInputError
-from overlearning.evaluation import write_metrics
-from overlearning.metrics import evaluate_retrieval
-from overlearning.ranking import MISSING, knn_with_exclusion, l2_normalise
-from overlearning.retrieval_inputs import Part, RetrievalInputs, load_retrieval_inputs
+from overlearning.core.errors import WorkflowInputError
+from overlearning.evaluate.embeddings import EmbeddingSet, save_embedding_set
+from overlearning.evaluate.metrics import evaluate_retrieval
+from overlearning.evaluate.metrics_file import write_metrics
+from overlearning.evaluate.ranking import MISSING, knn_with_exclusion, l2_normalise
+from overlearning.evaluate.retrieval_inputs import Part, RetrievalInputs, load_retrieval_inputs
 
 METRICS = ("mean_average_precision", "mean_average_precision_at_r")
 

@@ -11,8 +11,8 @@ import torchvision
 from PIL import Image
 from training_fixtures import TIMM_TINY, TORCHVISION_TINY
 
-from overlearning.errors import WorkflowInputError
-from overlearning.models import (
+from overlearning.core.errors import WorkflowInputError
+from overlearning.models.embedder import (
     EmbeddingModel,
     build_embedding_model,
     build_trunk,

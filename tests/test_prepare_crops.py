@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from overlearning.crop_sets import load_crop_set
-from overlearning.crops import crop_file_name, crop_window, make_crops
-from overlearning.errors import WorkflowInputError
-from overlearning.vis_frames import convert_video_annotations, read_object_count
+from overlearning.core.errors import WorkflowInputError
+from overlearning.data.crop_sets import load_crop_set
+from overlearning.data.crops import crop_file_name, crop_window, make_crops
+from overlearning.data.vis_frames import convert_video_annotations, read_object_count
 from tests.test_prepare_fixtures import (
     VIS_CATEGORIES,
     box_mask,

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from overlearning.errors import WorkflowInputError
-from overlearning.vis_frames import convert_video_annotations, read_object_count, videos_to_frames
+from overlearning.core.errors import WorkflowInputError
+from overlearning.data.vis_frames import (
+    convert_video_annotations,
+    read_object_count,
+    videos_to_frames,
+)
 from tests.test_prepare_fixtures import VIS_CATEGORIES, box_mask, uncompressed_rle
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from overlearning.crop_sets import load_person_folder
-from overlearning.errors import WorkflowInputError
-from overlearning.person_sets import label_group, mask_person, prepare_person_set
+from overlearning.core.errors import WorkflowInputError
+from overlearning.data.crop_sets import load_person_folder
+from overlearning.data.person_sets import label_group, mask_person, prepare_person_set
 from tests.test_prepare_fixtures import build_cuhk03, build_market, write_png
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from overlearning.crop_sets import load_person_folder
-from overlearning.errors import WorkflowInputError
-from overlearning.probes import half, make_probe, torso_band
+from overlearning.core.errors import WorkflowInputError
+from overlearning.data.crop_sets import load_person_folder
+from overlearning.data.probes import half, make_probe, torso_band
 from tests.test_prepare_fixtures import write_png
 
 

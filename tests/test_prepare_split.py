@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from overlearning.vis_split import cut_points, shuffled_video_order, split_frames, split_frames_file
+from overlearning.data.vis_split import (
+    cut_points,
+    shuffled_video_order,
+    split_frames,
+    split_frames_file,
+)
 
 
 def _frames(n_videos: int, empty: tuple[int, ...] = (), interleave: bool = False) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from overlearning.crop_sets import load_crop_set, load_person_folder
+from overlearning.data.crop_sets import load_crop_set, load_person_folder
 from tests.conftest import REPO, run_snakemake
 from tests.test_prepare_fixtures import build_cuhk03, build_market, build_ovis, build_vis
 

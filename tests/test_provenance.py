@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from overlearning import provenance
-from overlearning.config import config_hash
-from overlearning.provenance import (
+from overlearning.workflow import provenance
+from overlearning.workflow.config import config_hash
+from overlearning.workflow.provenance import (
     git_state,
     provenance_path,
     provenance_record,
@@ -162,7 +162,7 @@ def test_record_is_json_serialisable_and_overwrites(tmp_path):
 
 
 def test_import_does_not_import_torch():
-    code = "import sys, overlearning.provenance; print('torch' in sys.modules)"
+    code = "import sys, overlearning.workflow.provenance; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parent.parent).stdout
     assert out.strip() == "False"

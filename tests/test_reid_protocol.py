@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from overlearning.ranking import l2_normalise
-from overlearning.reid_protocol import pair_similarity_roc, reid_protocol
+from overlearning.evaluate.ranking import l2_normalise
+from overlearning.evaluate.reid_protocol import pair_similarity_roc, reid_protocol
 
 
 def _unit(degrees) -> np.ndarray:

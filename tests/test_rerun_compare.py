@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from overlearning.errors import WorkflowInputError
-from overlearning.rerun import compare_trees, parse_planned_jobs, snapshot, tree_digests
+from overlearning.core.errors import WorkflowInputError
+from overlearning.workflow.rerun import compare_trees, parse_planned_jobs, snapshot, tree_digests
 from tests.conftest import REPO, run_snakemake
 
 DRY_RUN = """\

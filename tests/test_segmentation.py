@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from overlearning.detector_models import load_sam
-from overlearning.errors import WorkflowInputError
-from overlearning.segmentation import (
+from overlearning.core.errors import WorkflowInputError
+from overlearning.detect.segmentation import (
     make_predictor,
     mask_to_polygon,
     polygon_to_mask,
@@ -19,6 +18,7 @@ from overlearning.segmentation import (
     segment_boxes,
     segment_detections,
 )
+from overlearning.models.detectors import load_sam
 from tests.detector_fixtures import TINY_MODELS, make_cache, one_torch_thread, write_image
 
 BOXES = [[5.0, 5.0, 40.0, 50.0], [10.0, 20.0, 70.0, 60.0], [0.0, 0.0, 80.0, 64.0]]

@@ -165,8 +165,8 @@ def test_profile_sets_what_a_cluster_user_adapts() -> None:
     assert re.fullmatch(r"\d+[smhd]", profile["default-resources"]["runtime"])
     assert isinstance(profile["default-resources"]["mem_mb"], int)
     assert "--nv" in profile["apptainer-args"].split()
-    # Hub caches point at the weights cache (overlearning.weights.hub_homes uses the same).
-    from overlearning.weights import hub_homes
+    # Hub caches point at the weights cache (overlearning.models.cache.hub_homes uses the same).
+    from overlearning.models.cache import hub_homes
 
     cache = PAPER["weights"]["cache"]
     homes = hub_homes(cache)

@@ -8,8 +8,14 @@ import json
 
 import pytest
 
-from overlearning.errors import WorkflowInputError
-from overlearning.tables import MAIN_COLUMNS, assemble, headline, load_records, write_tables
+from overlearning.core.errors import WorkflowInputError
+from overlearning.evaluate.tables import (
+    MAIN_COLUMNS,
+    assemble,
+    headline,
+    load_records,
+    write_tables,
+)
 
 # (setting, exclusion) -> {evaluation: MAP@R}
 VALUES = {

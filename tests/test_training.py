@@ -19,11 +19,11 @@ import torch.multiprocessing as mp
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from training_fixtures import CONFUSION, PERSON, TIMM_TINY, TRAINING, make_job, make_split
 
-import overlearning.training as training
-from overlearning.errors import WorkflowInputError
-from overlearning.image_data import MPerClassEpochSampler
-from overlearning.losses import MultiSimilarityConfusionLoss
-from overlearning.weights import load_state_dict
+import overlearning.train.loop as training
+from overlearning.core.errors import WorkflowInputError
+from overlearning.models.cache import load_state_dict
+from overlearning.models.losses import MultiSimilarityConfusionLoss
+from overlearning.train.loader import MPerClassEpochSampler
 
 REPO = Path(__file__).resolve().parent.parent
 TIMINGS = {"images_per_s", "data_s", "compute_s", "validation_s", "peak_memory_mb"}

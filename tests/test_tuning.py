@@ -11,9 +11,9 @@ import optuna
 import pytest
 from training_fixtures import make_job, make_split
 
-from overlearning.errors import WorkflowInputError
-from overlearning.training import resolve_params
-from overlearning.tuning import STUDY_FILE, best_trial, suggest, tune_setting
+from overlearning.core.errors import WorkflowInputError
+from overlearning.train.loop import resolve_params
+from overlearning.train.tuning import STUDY_FILE, best_trial, suggest, tune_setting
 
 SPACE = {"lr": [1e-4, 1e-2], "lr_embed": [1e-4, 1e-2], "confusion_weight": [2.0, 200.0],
          "confusion_gamma": [1.0, 40.0], "confusion_margin": [1e-4, 0.2],

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from overlearning.container_check import (
+from overlearning.core.errors import WorkflowInputError
+from overlearning.workflow.container_check import (
     compare,
     def_base_image,
     parse_pins,
     read_lock,
     verify,
 )
-from overlearning.errors import WorkflowInputError
 from tests.conftest import REPO
 
 CPU_LOCK = REPO / "envs" / "cpu.lock.txt"

@@ -5,17 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
 from training_fixtures import TIMM_TINY, TORCHVISION_TINY
 
-import overlearning.weights as weights
-from overlearning.errors import WorkflowInputError
-from overlearning.models import build_trunk
+import overlearning.models.cache as weight_cache
+import overlearning.models.weights as weights
+from overlearning.core.errors import WorkflowInputError
+from overlearning.models.embedder import build_trunk
 
 MODELS = {"timm_clip": TIMM_TINY, "torchvision_vit": TORCHVISION_TINY,
           "sam": {"variant": "vit_b", "checkpoint_url": "x", "overrides": {}}}
@@ -34,9 +33,7 @@ def fake_detector(monkeypatch: pytest.MonkeyPatch) -> list:
         path.write_bytes(b"sam")
         return {"sam/weights.safetensors": hashlib.sha256(b"sam").hexdigest()}
 
-    module = types.ModuleType("overlearning.detector_weights")
-    module.prepare_detector_weights = prepare_detector_weights
-    monkeypatch.setitem(sys.modules, "overlearning.detector_weights", module)
+    monkeypatch.setattr(weights, "prepare_detector_weights", prepare_detector_weights)
     return calls
 
 
@@ -54,7 +51,7 @@ def test_random_cache_has_hub_layout_and_true_checksums(tmp_path: Path, fake_det
     assert build == {"kind": "timm", "name": TIMM_TINY["name"], "weights": None,
                      "overrides": TIMM_TINY["overrides"], "source": "random", "seed": 3}
     # The cached state dict fits the configured architecture.
-    state = weights.cached_trunk_state("torchvision_vit", TORCHVISION_TINY, tmp_path)
+    state = weight_cache.cached_trunk_state("torchvision_vit", TORCHVISION_TINY, tmp_path)
     build_trunk(TORCHVISION_TINY).load_state_dict(state, strict=True)
 
 
@@ -70,23 +67,23 @@ def test_random_cache_is_reproducible(tmp_path: Path, fake_detector: list) -> No
 
 def test_missing_cache_tells_which_rule_to_run_where(tmp_path: Path) -> None:
     with pytest.raises(WorkflowInputError) as error:
-        weights.require_weights(tmp_path)
+        weight_cache.require_weights(tmp_path)
     assert "snakemake weights" in str(error.value) and "login node" in str(error.value)
     assert "manifest.json" in str(error.value)
 
 
 def test_damaged_or_unlisted_files_are_refused(tmp_path: Path, fake_detector: list) -> None:
     weights.prepare_weight_cache(MODELS, tmp_path, "random", 3)
-    assert weights.require_weights(tmp_path, ["timm_clip/trunk.safetensors"])
+    assert weight_cache.require_weights(tmp_path, ["timm_clip/trunk.safetensors"])
     with pytest.raises(WorkflowInputError, match="not in the weights cache"):
-        weights.require_weights(tmp_path, ["vit_huge/trunk.safetensors"])
+        weight_cache.require_weights(tmp_path, ["vit_huge/trunk.safetensors"])
     trunk = tmp_path / "timm_clip" / "trunk.safetensors"
     trunk.write_bytes(trunk.read_bytes()[:-10])
     with pytest.raises(WorkflowInputError, match="checksum"):
-        weights.require_weights(tmp_path, ["timm_clip/trunk.safetensors"])
+        weight_cache.require_weights(tmp_path, ["timm_clip/trunk.safetensors"])
     trunk.unlink()
     with pytest.raises(WorkflowInputError, match="missing"):
-        weights.require_weights(tmp_path, ["timm_clip/trunk.safetensors"])
+        weight_cache.require_weights(tmp_path, ["timm_clip/trunk.safetensors"])
 
 
 def test_cache_built_for_another_architecture_is_refused(tmp_path: Path,
@@ -94,7 +91,7 @@ def test_cache_built_for_another_architecture_is_refused(tmp_path: Path,
     weights.prepare_weight_cache(MODELS, tmp_path, "random", 3)
     bigger = {**TIMM_TINY, "overrides": {**TIMM_TINY["overrides"], "depth": 2}}
     with pytest.raises(WorkflowInputError, match="snakemake weights"):
-        weights.cached_trunk_state("timm_clip", bigger, tmp_path)
+        weight_cache.cached_trunk_state("timm_clip", bigger, tmp_path)
 
 
 def test_go_offline_points_hubs_at_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +100,7 @@ def test_go_offline_points_hubs_at_the_cache(tmp_path: Path, monkeypatch: pytest
     import huggingface_hub.constants as constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    weights.go_offline(tmp_path)
+    weight_cache.go_offline(tmp_path)
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
     assert os.environ["HF_HOME"] == str(tmp_path.resolve() / "huggingface")
     assert os.environ["TORCH_HOME"] == str(tmp_path.resolve() / "torch")
@@ -119,7 +116,7 @@ def test_go_offline_points_hubs_at_the_cache(tmp_path: Path, monkeypatch: pytest
 
 def test_state_dict_files_are_written_whole(tmp_path: Path) -> None:
     path = tmp_path / "x" / "t.safetensors"
-    weights.save_state_dict({"w": torch.arange(6.0).reshape(2, 3).T}, path)
-    assert torch.equal(weights.load_state_dict(path)["w"], torch.arange(6.0).reshape(2, 3).T)
+    weight_cache.save_state_dict({"w": torch.arange(6.0).reshape(2, 3).T}, path)
+    assert torch.equal(weight_cache.load_state_dict(path)["w"], torch.arange(6.0).reshape(2, 3).T)
     assert [p.name for p in path.parent.iterdir()] == ["t.safetensors"]
     assert path.stat().st_mode & 0o044  # readable by the group/others like other outputs

@@ -15,9 +15,9 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from overlearning.crop_sets import Item
-from overlearning.training import TrainJob
-from overlearning.weights import prepare_trunk_weights
+from overlearning.data.crop_sets import Item
+from overlearning.models.weights import prepare_trunk_weights
+from overlearning.train.loop import TrainJob
 
 PERSON = 26
 TIMM_TINY: dict[str, Any] = {
@@ -93,7 +93,7 @@ def make_dataset(root: Path) -> tuple[Path, Path]:
 
 def make_cache(cache: Path, seed: int = 7) -> dict[str, str]:
     """A weights cache with both tiny trunks and its manifest, as the weights rule writes it."""
-    from overlearning.atomic import write_json
+    from overlearning.core.atomic import write_json
 
     files = {**prepare_trunk_weights("timm_clip", TIMM_TINY, cache, "random", seed),
              **prepare_trunk_weights("torchvision_vit", TORCHVISION_TINY, cache, "random", seed)}

@@ -1,0 +1,1 @@
+"""Shared helpers every stage uses: errors, atomic writes, image I/O, hashing, masks."""

@@ -1,0 +1,82 @@
+"""Image files in and out, with the errors and the determinism the preparation needs.
+
+Reading names the file when it is missing or corrupt. Writing gives the same bytes for the
+same pixels: a fixed JPEG quality, no EXIF or other metadata, no optimisation passes that
+depend on the encoder's defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from overlearning.core.errors import WorkflowInputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# PIL's own default, which the study's torchvision ``save_image`` crops were written with.
+DEFAULT_JPEG_QUALITY = 75
+
+
+def _open(path: Path, mode: str) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.asarray(image.convert(mode))
+    except FileNotFoundError:
+        raise WorkflowInputError(path, "image file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise WorkflowInputError(path, f"corrupt or unreadable image ({exc})") from None
+
+
+def image_files(folder: Path | str) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (Thumbs.db and the like ignored)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WorkflowInputError(folder, "image folder not found")
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                  key=lambda p: p.name)
+
+
+def image_names(folder: Path | str) -> list[str]:
+    """The names of :func:`image_files`."""
+    return [p.name for p in image_files(folder)]
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise WorkflowInputError(path, "image not found") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise WorkflowInputError(path, f"unreadable image ({exc})") from exc
+
+
+def read_rgb(path: Path | str) -> np.ndarray:
+    """H x W x 3 uint8 (grey and palette images are converted, as the study's loader did)."""
+    return _open(Path(path), "RGB")
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """H x W uint8 of 0/1: any non-zero grey value is foreground."""
+    return (_open(Path(path), "L") > 0).astype(np.uint8)
+
+
+def write_image(path: Path | str, pixels: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> None:
+    """Save uint8 pixels; the format follows the suffix (.jpg/.jpeg or .png).
+
+    Written in place: callers build whole folders in a temporary directory (see
+    ``overlearning.core.atomic``), so a single file needs no temporary name of its own.
+    """
+    path = Path(path)
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        image.save(path, format="JPEG", quality=quality, optimize=False, progressive=False)
+    elif suffix == ".png":
+        image.save(path, format="PNG", optimize=False)
+    else:
+        raise ValueError(f"unsupported image suffix {suffix!r} for {path}")

@@ -1,0 +1,142 @@
+"""CUHK03-NP and Market-1501 query / gallery images masked with the MGCAM person masks.
+
+``query/`` becomes ``foreground_query/`` and ``bounding_box_test/`` becomes
+``foregroundImages_cropped/``: every pixel outside the person mask is set to black, the
+image keeps its size and its file stem (identity before the first ``_``, camera after
+``_c``), and is saved with the configured extension. MGCAM ships each folder's masks in a
+sibling ``<folder>_seg/`` with the same stems.
+
+Market-1501 labels some gallery images ``-1`` (junk: bad detections, ignored by its
+protocol) and ``0000`` (distractors: background boxes the protocol keeps in the gallery).
+Each group is dropped or kept by configuration; CUHK03-NP has neither label.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from overlearning.core.atomic import atomic_directory
+from overlearning.core.errors import WorkflowInputError
+from overlearning.core.image_io import (
+    DEFAULT_JPEG_QUALITY,
+    image_files,
+    read_mask,
+    read_rgb,
+    write_image,
+)
+from overlearning.core.parallel import ordered_parallel_map
+
+log = logging.getLogger(__name__)
+
+# Output folder (the study's names) -> the dataset's folder it is made from.
+PERSON_FOLDERS = {"foreground_query": "query", "foregroundImages_cropped": "bounding_box_test"}
+MASK_FOLDER_SUFFIX = "_seg"
+JUNK_LABEL = "-1"
+DISTRACTOR_LABEL = "0000"
+
+Policy = Literal["drop", "keep"]
+
+
+def label_group(name: str) -> str:
+    """'junk', 'distractor' or 'person', from the identity before the first '_'."""
+    identity = name.split("_", 1)[0]
+    if identity == JUNK_LABEL:
+        return "junk"
+    if identity.isdigit() and int(identity) == 0:
+        return "distractor"
+    return "person"
+
+
+def select_images(files: list[Path], junk: Policy, distractors: Policy) -> tuple[list[Path], dict[str, int]]:
+    """Apply the junk / distractor policy; return the kept files and the counts per group."""
+    drop = {group for group, policy in (("junk", junk), ("distractor", distractors))
+            if policy == "drop"}
+    counts = {"person": 0, "junk": 0, "distractor": 0}
+    kept = []
+    for path in files:
+        group = label_group(path.name)
+        counts[group] += 1
+        if group not in drop:
+            kept.append(path)
+    return kept, counts
+
+
+def mask_person(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Black background: the image times its 0/1 person mask."""
+    return pixels * mask[..., None].astype(pixels.dtype)
+
+
+def _mask_index(mask_dir: Path) -> dict[str, Path]:
+    if not mask_dir.is_dir():
+        raise WorkflowInputError(mask_dir, "MGCAM mask folder not found")
+    index: dict[str, Path] = {}
+    for path in image_files(mask_dir):
+        # A .png mask wins over any other file with the same stem (MGCAM ships PNGs).
+        if path.stem not in index or path.suffix.lower() == ".png":
+            index[path.stem] = path
+    return index
+
+
+def mask_folder(image_dir: Path | str, mask_dir: Path | str, out_dir: Path, *, ext: str,
+                quality: int = DEFAULT_JPEG_QUALITY, threads: int = 1, junk: Policy = "drop",
+                distractors: Policy = "keep") -> dict[str, int]:
+    """Mask every selected image of ``image_dir`` into ``out_dir`` (which must exist)."""
+    image_dir, mask_dir = Path(image_dir), Path(mask_dir)
+    files = image_files(image_dir)
+    if not files:
+        raise WorkflowInputError(image_dir, "no images in folder")
+    kept, counts = select_images(files, junk, distractors)
+    masks = _mask_index(mask_dir)
+    names: dict[str, Path] = {}
+    for path in kept:
+        if path.stem not in masks:
+            raise WorkflowInputError(path, f"no MGCAM mask {mask_dir}/{path.stem}.png")
+        name = f"{path.stem}.{ext}"
+        if name in names:
+            raise WorkflowInputError(path, f"same output name as {names[name]}")
+        names[name] = path
+
+    def apply(path: Path) -> None:
+        pixels = read_rgb(path)
+        mask_path = masks[path.stem]
+        mask = read_mask(mask_path)
+        if mask.shape != pixels.shape[:2]:
+            raise WorkflowInputError(
+                mask_path, f"mask is {mask.shape[0]}x{mask.shape[1]} but the image {path.name} "
+                           f"is {pixels.shape[0]}x{pixels.shape[1]}")
+        write_image(out_dir / f"{path.stem}.{ext}", mask_person(pixels, mask), quality)
+
+    for _ in ordered_parallel_map(apply, kept, threads, len(kept), f"mask {image_dir.name}"):
+        pass
+    stats = {"images": len(files), "written": len(kept), **counts,
+             "dropped": len(files) - len(kept)}
+    log.info("%s: %d images written; %d persons, %d junk (-1, %s), %d distractors "
+             "(0000, %s)", image_dir, len(kept), counts["person"], counts["junk"],
+             junk, counts["distractor"], distractors)
+    return stats
+
+
+def prepare_person_set(images_root: Path | str, masks_root: Path | str, out_root: Path | str,
+                       *, ext: str = "jpg", quality: int = DEFAULT_JPEG_QUALITY, threads: int = 1,
+                       junk: Policy = "drop", distractors: Policy = "keep") -> dict[str, dict[str, int]]:
+    """Write ``out_root/foreground_query/`` and ``out_root/foregroundImages_cropped/``.
+
+    ``images_root`` holds ``query/`` and ``bounding_box_test/``; ``masks_root`` holds
+    ``query_seg/`` and ``bounding_box_test_seg/``.
+    """
+    images_root, masks_root, out_root = Path(images_root), Path(masks_root), Path(out_root)
+    stats = {}
+    # Both folders are built beside their final place and moved in only when both succeed.
+    with atomic_directory(out_root / "foreground_query") as query_tmp, \
+            atomic_directory(out_root / "foregroundImages_cropped") as gallery_tmp:
+        for out_name, tmp in (("foreground_query", query_tmp),
+                              ("foregroundImages_cropped", gallery_tmp)):
+            source = PERSON_FOLDERS[out_name]
+            stats[out_name] = mask_folder(
+                images_root / source, masks_root / f"{source}{MASK_FOLDER_SUFFIX}", tmp,
+                ext=ext, quality=quality, threads=threads, junk=junk, distractors=distractors)
+    return stats

@@ -1,0 +1,1 @@
+"""Generators of the demo's stand-in downloads; no stage imports them."""

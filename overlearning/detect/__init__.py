@@ -1,0 +1,1 @@
+"""Stage 4: GroundingDINO detection, SAM segmentation and the clothes probe."""

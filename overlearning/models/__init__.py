@@ -1,0 +1,1 @@
+"""Stage 2: the networks (embedding trunk, losses, detectors) and the pretrained-weights cache."""

@@ -1,0 +1,1 @@
+"""Stage 5: the study's safeguards: index exclusion and anonymisation."""

@@ -1,0 +1,1 @@
+"""Stage 3: training one loss setting (loader, loop, checkpoints, tuning)."""

@@ -1,0 +1,575 @@
+"""Training of one loss setting (REFERENCE "Training"), resumable and optionally distributed.
+
+One run: the pretrained trunk from the weights cache + a fresh ``Linear`` embedder, the
+train split's crops (persons excluded unless the setting trains with them) drawn by
+MPerClassSampler(m) in batches of ``batch_size``, AdamW with one learning rate for the
+trunk and one for the embedder, the setting's loss (overlearning.models.losses). After every
+epoch: validation on the valid split (non-person MAP@R with the non-person crops as
+queries and references; person-query MAP@R with the person crops as queries against
+persons + non-persons; pytorch-metric-learning's AccuracyCalculator, k="max_bin_count",
+L2-normalised embeddings) and a checkpoint.
+
+The checkpoint (``<checkpoint dir>/checkpoint.pt``, written atomically) holds the model,
+both optimisers, the loss state (the centre of the center loss), the sampler's RNG and
+label order, every rank's RNG states (Python, NumPy, torch CPU/CUDA, the loader's
+generator) and the metrics so far. A restarted job (SLURM time limit, pre-emption) finds
+it, prints ``resumed from checkpoint: epoch N`` and continues; on the same hardware it
+ends with the same weights as a run that was never interrupted. A checkpoint written for
+other parameters or data (its fingerprint differs) is ignored.
+
+On CUDA: bf16 autocast (``training.amp``), channels-last input, pinned memory, loader
+workers from the rule's threads, and DDP over the GPUs of one job when started by torchrun
+(every rank embeds its share of the global batch; the loss sees the whole batch through a
+differentiable all-gather, so W GPUs train like one GPU with the same global batch).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from overlearning.core.atomic import atomic_directory, read_json
+from overlearning.core.errors import WorkflowInputError
+from overlearning.core.seeding import seed_everything
+from overlearning.data.crop_sets import Item, load_crop_set
+from overlearning.models.cache import cached_trunk_state
+from overlearning.models.embedder import EmbeddingModel, build_embedding_model, save_embedding_model
+from overlearning.models.losses import make_loss
+from overlearning.train.loader import CropDataset, MPerClassEpochSampler
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+METRICS_FILE = "metrics.csv"
+CURVE_FILE = "curve.png"
+PARAMS_FILE = "params.json"
+METRIC_COLUMNS = [
+    "epoch", "loss", "ms_loss", "confusion_loss", "center_loss", "person_pairs_above_margin",
+    "nonperson_map_at_r", "person_map_at_r", "images_per_s", "data_s", "compute_s",
+    "validation_s", "peak_memory_mb", "lr", "lr_embed",
+]
+LOSS_TERMS = ("loss", "ms_loss", "confusion_loss", "center_loss")  # means per step
+# Which setting keys each loss takes from tuning (best.json "params").
+TUNABLE = {
+    "ms": ("lr", "lr_embed"),
+    "confusion": ("lr", "lr_embed", "weight", "gamma", "margin"),
+    "center": ("lr", "lr_embed", "weight", "center_lr"),
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class TrainJob:
+    """Everything one training run needs, resolved from the config by the script."""
+
+    setting: str
+    params: dict[str, Any]        # the setting (trunk, train_persons, loss, lr, ...), tuned or not
+    training: dict[str, Any]      # config training.* (settings left out)
+    trunk_cfg: dict[str, Any]     # config models.<params["trunk"]>
+    cache: Path                   # weights cache
+    train_dir: Path               # {DATA}/vis/train
+    valid_dir: Path               # {DATA}/vis/valid
+    person_category: int
+    seed: int
+    threads: int = 1
+    device: str | None = None     # None: CUDA when available
+
+
+@dataclass
+class FitResult:
+    model: EmbeddingModel
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0
+    train_items: int = 0
+
+
+def resolve_params(setting_cfg: Mapping[str, Any], tuned_path: Path | str | None = None) -> dict:
+    """The setting's values, with those of a tuning result (best.json) replacing them."""
+    params = dict(setting_cfg)
+    if tuned_path is None:
+        return params
+    tuned = read_json(tuned_path)
+    try:
+        values = dict(tuned["params"])
+    except (KeyError, TypeError):
+        raise WorkflowInputError(tuned_path, "no \"params\" object in the tuning result") from None
+    allowed = TUNABLE[params["loss"]]
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise WorkflowInputError(tuned_path, f"parameters {unknown} do not apply to loss "
+                                             f"{params['loss']!r} (allowed: {list(allowed)})")
+    for key, value in values.items():
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise WorkflowInputError(tuned_path, f"parameter {key} is not a finite number")
+    params.update({k: float(v) for k, v in values.items()})
+    return params
+
+
+# ----------------------------------------------------------------------------------------
+# Devices, processes, RNG
+
+
+@dataclass
+class Processes:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def start_processes(device: str | None) -> Processes:
+    """This process's rank and device; joins the process group when torchrun started us."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if world_size == 1:
+        return Processes(0, 1, torch.device(device or ("cuda" if cuda else "cpu")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        # Validation runs on rank 0 while the others wait: allow it a long time.
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=3))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    return Processes(dist.get_rank(), dist.get_world_size(),
+                     torch.device(f"cuda:{local_rank}" if cuda else "cpu"))
+
+
+def _python_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.long),
+            "gauss": gauss}
+
+
+def rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": _python_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "loader": loader_generator.get_state(),
+    }
+
+
+def set_rng_state(state: Mapping[str, Any], loader_generator: torch.Generator) -> None:
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"].tolist()), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    loader_generator.set_state(state["loader"])
+
+
+def loader_workers(training: Mapping[str, Any], threads: int, world_size: int) -> int:
+    """Workers per process: as configured, but no more than the job's threads allow."""
+    per_process = max(1, threads // world_size)
+    return max(0, min(int(training["num_workers"]), per_process - 1))
+
+
+# ----------------------------------------------------------------------------------------
+# Validation
+
+
+def embed(model: EmbeddingModel, dataset: CropDataset, batch_size: int, device: torch.device,
+          workers: int, bf16: bool) -> np.ndarray:
+    """L2-normalised float32 embeddings of a dataset, in its order."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    chunks = []
+    model.eval()
+    with torch.inference_mode():
+        for images, _ in loader:
+            images = images.to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(images)
+            chunks.append(torch.nn.functional.normalize(out.float(), dim=1).cpu())
+    if not chunks:
+        return np.zeros((0, model.embedder.out_features), dtype=np.float32)
+    return torch.cat(chunks).numpy()
+
+
+def map_at_r(query: np.ndarray, query_labels: np.ndarray, reference: np.ndarray,
+             reference_labels: np.ndarray) -> float:
+    """pytorch-metric-learning MAP@R, queries being the first rows of the references.
+
+    NaN when no query has another reference with its label (nothing to retrieve).
+    """
+    if len(query) == 0:
+        return float("nan")
+    counts: dict[int, int] = {}
+    for label in reference_labels.tolist():
+        counts[label] = counts.get(label, 0) + 1
+    if not any(counts[label] > 1 for label in query_labels.tolist()):
+        return float("nan")
+    calculator = AccuracyCalculator(include=("mean_average_precision_at_r",),
+                                    k="max_bin_count", device=torch.device("cpu"))
+    result = calculator.get_accuracy(query, query_labels, reference, reference_labels,
+                                     ref_includes_query=True)
+    return float(result["mean_average_precision_at_r"])
+
+
+def validation_metrics(embeddings: np.ndarray, labels: np.ndarray,
+                       is_person: np.ndarray) -> dict[str, float]:
+    """Non-person MAP@R (non-persons vs non-persons) and person-query MAP@R (vs all)."""
+    nonperson, person = embeddings[~is_person], embeddings[is_person]
+    nonperson_labels, person_labels = labels[~is_person], labels[is_person]
+    return {
+        "nonperson_map_at_r": map_at_r(nonperson, nonperson_labels, nonperson, nonperson_labels),
+        "person_map_at_r": map_at_r(person, person_labels,
+                                    np.concatenate([person, nonperson]),
+                                    np.concatenate([person_labels, nonperson_labels])),
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def fingerprint(job: TrainJob, world_size: int = 1, extra: Mapping[str, Any] | None = None) -> str:
+    """What saved state must agree on to be resumed: parameters, model, data, process count.
+
+    Not the epoch count (training longer may continue a finished run) nor the loader
+    workers. ``extra`` adds what a caller's state also depends on (tuning's search space).
+    """
+    def listing(split_dir: Path, persons: str) -> list[tuple[str, int, bool]]:
+        return [(item.name, item.label, item.is_person)
+                for item in load_crop_set(split_dir, job.person_category, persons=persons)]
+
+    training = {k: v for k, v in job.training.items() if k not in ("epochs", "num_workers")}
+    blob = json.dumps({
+        "params": job.params, "training": training, "trunk": job.trunk_cfg, "seed": job.seed,
+        "person_category": job.person_category, "world_size": world_size,
+        "train": listing(job.train_dir, "all" if job.params["train_persons"] else "exclude"),
+        "valid": listing(job.valid_dir, "all"), "extra": dict(extra or {}),
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, expected_fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it belongs to this run, else None (logged)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means: start over
+        log(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}: {exc})")
+        return None
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != expected_fingerprint:
+        log(f"ignoring checkpoint {path}: written for other parameters or data")
+        return None
+    return state
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+
+
+def _gather(embeddings: torch.Tensor, labels: torch.Tensor,
+            procs: Processes) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole global batch in rank order; gradients flow back to each rank's share."""
+    if procs.world_size == 1:
+        return embeddings, labels
+    from torch.distributed.nn.functional import all_gather
+
+    label_parts = [torch.empty_like(labels) for _ in range(procs.world_size)]
+    dist.all_gather(label_parts, labels)
+    return torch.cat(all_gather(embeddings)), torch.cat(label_parts)
+
+
+def _check_batch(items: list[Item], training: Mapping[str, Any], where: Path) -> None:
+    labels = {item.label for item in items}
+    m, batch = int(training["m_per_class"]), int(training["batch_size"])
+    if len(labels) < 2 or len(items) < batch or m * len(labels) < batch:
+        raise WorkflowInputError(where, f"{len(items)} training crops of {len(labels)} objects "
+                                        f"cannot fill a batch of {batch} with {m} per object")
+
+
+def _row(epoch: int, sums: dict[str, float], steps: int, timing: dict[str, float],
+         metrics: dict[str, float], params: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS)
+    row.update({k: v / steps for k, v in sums.items() if k in LOSS_TERMS})
+    if sums.get("person_pairs"):
+        row["person_pairs_above_margin"] = sums["person_pairs_above"] / sums["person_pairs"]
+    row.update(metrics)
+    row.update(timing)
+    row.update(epoch=epoch, lr=float(params["lr"]), lr_embed=float(params["lr_embed"]))
+    return row
+
+
+def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
+        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
+    """Train ``job`` to ``epochs`` epochs, resuming from ``checkpoint_dir`` when possible.
+
+    ``on_epoch_end(epoch, metrics row)`` runs on the main rank after each epoch's checkpoint
+    is safely written (tuning reports through it).
+    """
+    params, training = job.params, job.training
+    if training.get("deterministic", False):
+        # cuBLAS reads this when its first handle is made: before any CUDA work.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    procs = start_processes(job.device)
+    device = procs.device
+    cuda = device.type == "cuda"
+    bf16 = cuda and training["amp"] == "bf16"
+    workers = loader_workers(training, job.threads, procs.world_size)
+    torch.set_num_threads(max(1, job.threads // procs.world_size - workers))
+    if cuda and training.get("deterministic", False):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+    train_items = load_crop_set(job.train_dir, job.person_category,
+                                persons="all" if params["train_persons"] else "exclude")
+    valid_items = load_crop_set(job.valid_dir, job.person_category, persons="all")
+    _check_batch(train_items, training, job.train_dir)
+
+    # The same initial model on every rank; augmentations then differ per rank.
+    seed_everything(job.seed)
+    model = build_embedding_model(job.trunk_cfg, int(training["embedding_dim"]),
+                                  cached_trunk_state(params["trunk"], job.trunk_cfg, job.cache))
+    seed_everything(job.seed + procs.rank)
+    model.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    train_set = CropDataset(train_items, model.train_transform)
+    valid_set = CropDataset(valid_items, model.transform)
+    loss_fn = make_loss(params, training["ms_loss"], train_set.person_labels(),
+                        int(training["embedding_dim"])).to(device)
+    decay = float(training["weight_decay"])
+    optimizers = {
+        "trunk": torch.optim.AdamW(model.trunk.parameters(), lr=float(params["lr"]),
+                                   weight_decay=decay),
+        "embedder": torch.optim.AdamW(model.embedder.parameters(),
+                                      lr=float(params["lr_embed"]), weight_decay=decay),
+    }
+    batch_size = int(training["batch_size"])
+    sampler = MPerClassEpochSampler(train_set.labels, m=int(training["m_per_class"]),
+                                    length=len(train_set), batch_size=batch_size, seed=job.seed,
+                                    rank=procs.rank, world_size=procs.world_size)
+    generator = torch.Generator()
+    generator.manual_seed(job.seed + procs.rank)
+    loader = DataLoader(train_set, batch_size=batch_size // procs.world_size, sampler=sampler,
+                        num_workers=workers, pin_memory=cuda, drop_last=True,
+                        generator=generator, prefetch_factor=4 if workers else None)
+    network = model
+    if procs.world_size > 1:
+        network = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+
+    result = FitResult(model, [], procs.rank, len(train_items))
+    checkpoint_path = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
+    key = fingerprint(job, procs.world_size) if checkpoint_path is not None else ""
+    start = 1
+    state = load_checkpoint(checkpoint_path, key) if checkpoint_path is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        loss_fn.load_state_dict(state["loss"])
+        sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"][procs.rank], generator)
+        result.history = list(state["history"])
+        start = int(state["epoch"]) + 1
+        log(f"resumed from checkpoint: epoch {start}")
+
+    for epoch in range(start, epochs + 1):
+        network.train()
+        loss_fn.train()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        sums: dict[str, torch.Tensor] = {}
+        steps = images_seen = 0
+        data_s = compute_s = 0.0
+        tick = time.perf_counter()
+        for images, labels in tqdm(loader, desc=f"{job.setting} epoch {epoch}/{epochs}",
+                                   disable=not procs.main, file=sys.stderr, mininterval=10):
+            fetched = time.perf_counter()
+            data_s += fetched - tick
+            images = images.to(device, non_blocking=True)
+            if cuda:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                embeddings = network(images)
+            all_embeddings, all_labels = _gather(embeddings.float(), labels, procs)
+            loss = loss_fn(all_embeddings, all_labels)
+            for optimizer in optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for optimizer in optimizers.values():
+                optimizer.step()
+            for name, value in {"loss": loss.detach(), **loss_fn.terms}.items():
+                sums[name] = sums[name] + value if name in sums else value.clone()
+            steps += 1
+            images_seen += len(images) * procs.world_size
+            tick = time.perf_counter()
+            compute_s += tick - fetched
+        if cuda:
+            torch.cuda.synchronize(device)
+            compute_s += time.perf_counter() - tick
+        if steps == 0:
+            raise WorkflowInputError(job.train_dir, "an epoch had no complete batch")
+        timing = {"images_per_s": images_seen / max(data_s + compute_s, 1e-9),
+                  "data_s": data_s, "compute_s": compute_s,
+                  "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None}
+        metrics: dict[str, float] = {}
+        if procs.main:
+            began = time.perf_counter()
+            embeddings_np = embed(model, valid_set, batch_size, device, workers, bf16)
+            metrics = validation_metrics(embeddings_np, valid_set.labels, valid_set.is_person)
+            metrics["validation_s"] = time.perf_counter() - began
+        row = _row(epoch, {k: float(v) for k, v in sums.items()}, steps, timing, metrics, params)
+        result.history.append(row)
+        rngs = [rng_state(generator)]
+        if procs.world_size > 1:
+            rngs = [None] * procs.world_size
+            dist.all_gather_object(rngs, rng_state(generator))
+        if procs.main:
+            log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_COLUMNS if row[k] is not None))
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, {
+                    "format": CHECKPOINT_FORMAT, "fingerprint": key, "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                    "loss": loss_fn.state_dict(), "sampler": sampler.state_dict(),
+                    "rng": rngs, "history": result.history,
+                })
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+        if procs.world_size > 1:
+            dist.barrier()
+    return result
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+# ----------------------------------------------------------------------------------------
+# Outputs
+
+
+def metrics_csv(history: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: "" if row.get(k) is None else repr(row[k]) if isinstance(row[k], float)
+                         else row[k] for k in METRIC_COLUMNS})
+    return out.getvalue()
+
+
+def plot_curve(history: list[dict[str, Any]], setting: str, path: Path) -> None:
+    """Loss terms and validation MAP@R per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+
+    def series(name: str) -> list[float] | None:
+        values = [row.get(name) for row in history]
+        return None if all(v is None for v in values) else [math.nan if v is None else v
+                                                           for v in values]
+
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for name in ("loss", "ms_loss", "confusion_loss", "center_loss"):
+        values = series(name)
+        if values is not None:
+            left.plot(epochs, values, marker="o", label=name)
+    left.set(xlabel="epoch", ylabel="mean per step", title=f"{setting}: training loss")
+    left.legend()
+    for name, label, style in (
+            ("nonperson_map_at_r", "non-person MAP@R (valid)", "-o"),
+            ("person_map_at_r", "person-query MAP@R (valid)", "--s"),
+            ("person_pairs_above_margin", "person pairs above margin (train)", ":^")):
+        values = series(name)
+        if values is not None:
+            right.plot(epochs, values, style, label=label)
+    right.set(xlabel="epoch", ylim=(-0.03, 1.03), title=f"{setting}: re-identification")
+    right.legend()
+    for axis in (left, right):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def write_model_dir(out_dir: Path, result: FitResult, job: TrainJob,
+                    tuned_from: str | None) -> None:
+    """The setting's model folder, replaced whole (weights, metrics, curve, parameters)."""
+    record = {
+        "setting": job.setting, "params": job.params, "tuned_from": tuned_from,
+        "training": job.training, "trunk": job.trunk_cfg, "seed": job.seed,
+        "input_size": list(result.model.input_size), "train_items": result.train_items,
+        "epochs": len(result.history),
+    }
+    with atomic_directory(out_dir) as tmp:
+        save_embedding_model(result.model, tmp)
+        (tmp / METRICS_FILE).write_text(metrics_csv(result.history))
+        plot_curve(result.history, job.setting, tmp / CURVE_FILE)
+        (tmp / PARAMS_FILE).write_text(json.dumps(record, sort_keys=True, indent=2) + "\n")
+
+
+def train_setting(job: TrainJob, out_dir: Path, checkpoint_dir: Path,
+                  tuned_from: str | None = None) -> FitResult:
+    """Train (or finish training) one setting and write its model folder.
+
+    The checkpoint is removed once the outputs are in place: it has served its purpose,
+    and a later forced rerun must start from the pretrained trunk again.
+    """
+    result = fit(job, int(job.training["epochs"]), checkpoint_dir)
+    if result.rank == 0:
+        write_model_dir(Path(out_dir), result, job, tuned_from)
+        (Path(checkpoint_dir) / CHECKPOINT).unlink(missing_ok=True)
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return result

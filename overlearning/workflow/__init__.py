@@ -1,0 +1,1 @@
+"""Plumbing around the graph: config validation, provenance, container check, reruns."""
