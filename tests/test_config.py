@@ -144,6 +144,13 @@ def test_paper_dry_run_plans_the_full_graph_from_archives(tmp_path: Path, paper:
                  "embed", "metrics", "tables"):
         assert counts.get(rule, 0) >= 1, (rule, counts)
     assert "demo_downloads" not in counts
+    # The center setting's values were never published: the paper tunes it, and only it.
+    assert counts.get("tune") == 1, counts
+
+
+def test_paper_config_tunes_center_and_trains_it_with_the_result(paper: dict) -> None:
+    assert paper["tuning"]["settings"] == ["center"]
+    assert paper["training"]["use_tuned"] is True
 
 
 def test_paper_dry_run_uses_extracted_directories_in_place(tmp_path: Path, paper: dict) -> None:
