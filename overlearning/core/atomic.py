@@ -31,12 +31,20 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"non-standard constant {name} (JSON has no NaN or Infinity)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999 overflows to infinity
+        raise ValueError(f"number {text} overflows to infinity")
+    return value
+
+
 def read_json(path: Path | str) -> Any:
     """Parse a JSON file; a missing, malformed or non-standard (NaN) file stops with its path."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            return json.load(handle, parse_constant=_refuse_constant)
+            return json.load(handle, parse_constant=_refuse_constant,
+                             parse_float=_finite_float)
     except FileNotFoundError:
         raise WorkflowInputError(path, "file not found") from None
     except (OSError, ValueError) as exc:
