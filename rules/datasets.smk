@@ -190,6 +190,7 @@ rule person_set:
         out=lambda wildcards, output: os.path.dirname(output.foreground_query),
         junk=PREP["market_junk"],
         distractors=PREP["market_distractors"],
+        naming=lambda wildcards: PERSON_SOURCES[PERSON_DIRS[wildcards.person_dir]][0],
         **IMAGE_PARAMS,
     log:
         log_path("person_set", "{person_dir}"),
@@ -203,6 +204,7 @@ rule person_set:
     shell:
         script("person_set.py") + " --images {params.images} --masks {params.masks}"
         " --out {params.out} --junk {params.junk} --distractors {params.distractors}"
+        " --naming {params.naming}"
         + IMAGE_FLAGS + " > {log} 2>&1"
 
 

@@ -15,9 +15,11 @@ from typing import Literal
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import IMAGE_SUFFIXES
+from overlearning.core.paths import contained
 
 PersonFilter = Literal["all", "exclude", "only"]
-_CAMERA = re.compile(r"_c(\d+)")
+# Identity, then camera: what every person file name (CUHK03-NP and Market-1501) starts with.
+_PERSON = re.compile(r"(-1|\d+)_c(\d+)")
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,18 @@ def load_crop_set(split_dir: Path | str, person_category: int,
         raise WorkflowInputError(index_path, f"unreadable crop index ({exc})") from exc
     root = split_dir / "foregroundImages_cropped"
     items = []
-    for image in images:
+    for position, image in enumerate(images):
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            raise WorkflowInputError(index_path, f"$.images[{position}]: expected an object "
+                                                 f"with id and file_name, found {image!r}"[:300])
         if image["id"] not in category_of:
             raise WorkflowInputError(index_path, f"image {image['id']} has no annotation")
         is_person = category_of[image["id"]] == person_category
         if (persons == "exclude" and is_person) or (persons == "only" and not is_person):
             continue
         name = image["file_name"]
-        items.append(Item(root / name, name, crop_label(name), is_person))
+        path = contained(root, name, index_path, f"$.images[{position}].file_name")
+        items.append(Item(path, name, crop_label(name), is_person))
     return sorted(items, key=lambda item: item.name)
 
 
@@ -69,8 +75,12 @@ def person_label(name: str) -> int:
 
 
 def person_camera(name: str) -> int:
-    match = _CAMERA.search(Path(name).name)
-    return int(match.group(1)) if match else -1
+    """The camera after ``<id>_c``; a name without one stops (it used to become -1)."""
+    match = _PERSON.match(Path(name).name)
+    if match is None:
+        raise WorkflowInputError(name, "person image name: expected <id>_c<camera>_..., "
+                                       f"found {Path(name).name!r}")
+    return int(match.group(2))
 
 
 def load_person_folder(folder: Path | str) -> list[Item]:
