@@ -46,6 +46,13 @@ def _check_declared_size(path: Path, image: Image.Image) -> None:
                   f"{width * height} (refused before decoding)")
 
 
+def _bomb(path: Path, exc: Exception) -> WorkflowInputError:
+    # PIL refuses sizes far above its own limit while reading the header.
+    return WorkflowInputError(path, f"header: expected at most {_limit['pixels']} pixels "
+                                    f"(preparation.max_image_pixels), found more ({exc}); "
+                                    "refused before decoding")
+
+
 def _open(path: Path, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
@@ -55,7 +62,7 @@ def _open(path: Path, mode: str) -> np.ndarray:
     except FileNotFoundError:
         raise WorkflowInputError(path, "image file not found") from None
     except Image.DecompressionBombError as exc:
-        raise WorkflowInputError(path, f"refused: declared size too large ({exc})") from None
+        raise _bomb(path, exc) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, MemoryError) as exc:
         raise WorkflowInputError(path, f"corrupt or unreadable image ({exc})") from None
 
@@ -84,7 +91,7 @@ def image_size(path: Path | str) -> tuple[int, int]:
     except FileNotFoundError:
         raise WorkflowInputError(path, "image not found") from None
     except Image.DecompressionBombError as exc:
-        raise WorkflowInputError(path, f"refused: declared size too large ({exc})") from None
+        raise _bomb(path, exc) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise WorkflowInputError(path, f"unreadable image ({exc})") from exc
 
