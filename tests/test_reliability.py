@@ -643,3 +643,20 @@ def test_corrupted_detections_json_gives_a_result_or_our_error(tmp_path: Path,
         contained(tmp_path, image, path, "image")
         for det in dets:
             assert 0.0 <= det["confidence"] <= 1.0 and len(det["box"]) == 4
+
+
+def test_dataset_paths_in_the_config_stay_inside_the_dataset(tmp_path: Path) -> None:
+    import yaml
+
+    from overlearning.workflow.config import ConfigError, check_dataset_sources
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for source in config["datasets"].values():
+        source["archives"], source["directory"] = [], str(tmp_path)
+    check_dataset_sources(config)
+    config["datasets"]["youtube_vis"]["images"] = "../../elsewhere/JPEGImages"
+    config["datasets"]["market1501"]["masks"] = "/masks"
+    with pytest.raises(ConfigError) as info:
+        check_dataset_sources(config)
+    assert "datasets.youtube_vis.images: '..' in path" in str(info.value)
+    assert "datasets.market1501.masks: absolute path '/masks'" in str(info.value)
