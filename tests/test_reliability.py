@@ -589,7 +589,7 @@ def _valid_vis_dataset(root: Path) -> dict[str, Any]:
     return data
 
 
-_FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+_FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
                                         HealthCheck.too_slow])
 
