@@ -554,21 +554,33 @@ _LEAVES = st.one_of(
 )
 
 
+def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every place in a JSON value (the runs inside an RLE ``counts`` count as one place)."""
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += [prefix + (key,)] if key == "counts" else _paths(value, prefix + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _paths(value, prefix + (i,))
+    return found
+
+
 @st.composite
 def _corrupted(draw: st.DrawFn, valid: dict[str, Any]) -> Any:
-    """``valid`` with 1-3 random edits: a value replaced, a key or item removed or duplicated."""
+    """``valid`` with 1-3 random edits anywhere: a value replaced, a key or an item removed
+    or duplicated."""
     data: Any = copy.deepcopy(valid)
     for _ in range(draw(st.integers(1, 3))):
-        parent: Any = None
-        key: Any = None
-        node = data
-        while isinstance(node, dict | list) and node and draw(st.integers(0, 4)) > 0:
-            keys = list(node) if isinstance(node, dict) else list(range(len(node)))
-            parent, key = node, draw(st.sampled_from(keys))
-            node = node[key]
-        if parent is None:
-            data = draw(_LEAVES)
+        places = [p for p in _paths(data) if p]
+        if not places or draw(st.integers(0, 19)) == 19:
+            data = draw(_LEAVES)  # now and then the whole document
             continue
+        path = draw(st.sampled_from(places))
+        parent = data
+        for key in path[:-1]:
+            parent = parent[key]
+        key = path[-1]
         action = draw(st.sampled_from(["replace", "replace", "delete", "duplicate"]))
         if action == "replace":
             parent[key] = draw(_LEAVES)
