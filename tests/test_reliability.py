@@ -672,3 +672,25 @@ def test_dataset_paths_in_the_config_stay_inside_the_dataset(tmp_path: Path) -> 
         check_dataset_sources(config)
     assert "datasets.youtube_vis.images: '..' in path" in str(info.value)
     assert "datasets.market1501.masks: absolute path '/masks'" in str(info.value)
+
+
+def test_rerun_of_the_crop_rule_removes_a_dead_jobs_folder(tmp_path: Path) -> None:
+    instances, images = _frames_file(tmp_path, "v/00000.png")
+    leftover = instances.parent / f".foregroundImages_cropped.tmp-{_dead_pid()}"
+    (leftover / "v").mkdir(parents=True)
+    (leftover / "v/00000_1.jpg").write_bytes(b"half")
+    make_crops(instances, images, instances.parent)
+    assert sorted(p.name for p in instances.parent.iterdir()) == [
+        "fg_instances.json", "fg_instances_cropped.json", "foregroundImages_cropped",
+        "instances.json"]
+
+
+def test_rerun_of_a_training_checkpoint_removes_a_dead_jobs_half_file(tmp_path: Path) -> None:
+    from overlearning.train.loop import save_checkpoint
+
+    path = tmp_path / "models/ms/checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    half = path.with_name(f".checkpoint.pt.tmp-{_dead_pid()}")
+    half.write_bytes(b"half a checkpoint")
+    save_checkpoint(path, {"epoch": 1})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]
