@@ -257,7 +257,7 @@ def test_non_finite_numbers_name_the_file(tmp_path: Path, breakage: Any, message
     (lambda d: d["annotations"][1]["segmentations"][1].update(counts=[3, 2]),
      r"segmentations\[1\]: expected RLE counts covering 20 pixels, found 5"),
     (lambda d: d["annotations"][1]["areas"].__setitem__(0, -1),
-     r"areas\[0\]: expected a value >= 0"),
+     r"areas\[0\]: expected a finite number >= 0, found -1"),
 ])
 def test_wrong_types_and_values_name_file_path_expected_found(tmp_path: Path, breakage: Any,
                                                               message: str) -> None:
@@ -271,7 +271,7 @@ def test_wrong_types_and_values_name_file_path_expected_found(tmp_path: Path, br
 def test_nan_built_in_memory_is_refused_as_well() -> None:
     data = _vis_json()
     data["annotations"][1]["areas"][1] = float("nan")
-    with pytest.raises(WorkflowInputError, match=r"areas\[1\]: expected null or a finite number"):
+    with pytest.raises(WorkflowInputError, match=r"areas\[1\]: expected a finite number >= 0, found nan"):
         videos_to_frames(data, where="mem.json")
 
 

@@ -18,13 +18,13 @@ from overlearning.core.atomic import read_json, write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.masks import check_segmentation
 from overlearning.core.paths import check_relative
-from overlearning.core.validate import check_schema, check_xywh, unique_ids
+from overlearning.core.validate import check_schema, check_xywh, fail, is_number, unique_ids
 
 log = logging.getLogger(__name__)
 
 # The video-level format (YouTube-VIS 2019/2021, OVIS) as far as this workflow relies on it.
-# Per-frame entries are only typed here; their content (box inside the frame, mask of the
-# frame's size) is checked while converting, where the frame size is at hand.
+# Per-frame entries are checked while converting, where the frame size is at hand (box
+# inside the frame, mask of the frame's size, area a non-negative number).
 VIDEO_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["videos", "annotations", "categories"],
@@ -37,7 +37,7 @@ VIDEO_JSON_SCHEMA: dict[str, Any] = {
                 "width": {"type": "integer", "minimum": 1},
                 "height": {"type": "integer", "minimum": 1},
                 "length": {"type": "integer", "minimum": 0},
-                "file_names": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "file_names": {"type": "array"},  # each checked by check_relative
             }}},
         "categories": {"type": "array", "items": {
             "type": "object",
@@ -51,11 +51,11 @@ VIDEO_JSON_SCHEMA: dict[str, Any] = {
                 "video_id": {"type": "integer"},
                 "category_id": {"type": "integer"},
                 "iscrowd": {"type": "integer", "minimum": 0, "maximum": 1},
-                "segmentations": {"type": "array",
-                                  "items": {"type": ["null", "object", "array"]}},
-                "bboxes": {"type": "array", "items": {"type": ["null", "array"]}},
-                "areas": {"type": "array",
-                          "items": {"type": ["null", "number"], "minimum": 0}},
+                # Per-frame entries: checked while converting (typing every one of them
+                # here would cost ten times the conversion on the full dataset).
+                "segmentations": {"type": "array"},
+                "bboxes": {"type": "array"},
+                "areas": {"type": "array"},
             }}},
     },
 }
@@ -150,6 +150,8 @@ def videos_to_frames(video_json: dict[str, Any], where: object = "<video json>",
                     where, f"{what}: expected a bbox and an area beside the segmentation of "
                            f"frame {frame_id}, found {'no bbox' if bbox is None else 'no area'}")
             check_xywh(bbox, width, height, where, f"{what}.bboxes[{frame_id}]")
+            if not is_number(area) or area < 0:
+                raise fail(where, f"{what}.areas[{frame_id}]", "a finite number >= 0", area)
             check_segmentation(segmentation, height, width, where,
                                f"{what}.segmentations[{frame_id}]")
             annotations.append({
