@@ -694,3 +694,14 @@ def test_rerun_of_a_training_checkpoint_removes_a_dead_jobs_half_file(tmp_path: 
     half.write_bytes(b"half a checkpoint")
     save_checkpoint(path, {"epoch": 1})
     assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]
+
+
+def test_rewriting_a_json_output_removes_a_dead_jobs_half_file(tmp_path: Path) -> None:
+    from overlearning.core.atomic import write_json
+
+    half = tmp_path / f".frames.json.tmp-{_dead_pid()}"
+    half.write_text('{"videos": [')
+    neighbour = tmp_path / f".objects.json.tmp-{_dead_pid()}"
+    neighbour.write_text("{")
+    write_json(tmp_path / "frames.json", {"videos": []})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [neighbour.name, "frames.json"]

@@ -65,6 +65,7 @@ def write_bytes(path: Path | str, data: bytes) -> None:
     """Write beside the target, then rename: readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)  # a killed job's half-written copy of this file
     tmp = temporary_name(path)
     try:
         tmp.write_bytes(data)
