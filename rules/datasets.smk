@@ -15,8 +15,10 @@ VIS = f"{DATA}/vis"
 OVIS_TEST = f"{DATA}/ovis/test"
 CROP_FILES = ("foregroundImages_cropped", "fg_instances_cropped.json", "fg_instances.json")
 PERSON_FOLDERS = ("foreground_query", "foregroundImages_cropped")
-IMAGE_FLAGS = " --ext {params.ext} --quality {params.quality} --threads {threads}"
-IMAGE_PARAMS = {"ext": PREP["image_ext"], "quality": PREP["jpeg_quality"]}
+IMAGE_FLAGS = (" --ext {params.ext} --quality {params.quality} --threads {threads}"
+               " --max-image-pixels {params.max_image_pixels}")
+IMAGE_PARAMS = {"ext": PREP["image_ext"], "quality": PREP["jpeg_quality"],
+                "max_image_pixels": PREP["max_image_pixels"]}
 
 # Person set -> (dataset, folder of the set inside the dataset's images / masks root).
 PERSON_SOURCES = {
@@ -53,6 +55,7 @@ rule vis_frames:
         objects=f"{VIS}/objects.json",
     params:
         annotations=raw_path("youtube_vis", "annotations"),
+        person_category=PREP["vis_person_category"],
     log:
         log_path("vis_frames"),
     benchmark:
@@ -64,7 +67,8 @@ rule vis_frames:
     container: container_for("cpu")
     shell:
         script("vis_frames.py") + " --annotations {params.annotations}"
-        " --out {output.frames} --objects-out {output.objects} > {log} 2>&1"
+        " --out {output.frames} --objects-out {output.objects}"
+        " --person-category {params.person_category} > {log} 2>&1"
 
 
 # Step 2: the study's split -- videos shuffled with random.seed(123), cut 80/10/10.
@@ -126,6 +130,7 @@ rule ovis_frames:
         instances=f"{OVIS_TEST}/instances.json",
     params:
         annotations=raw_path("ovis", "annotations"),
+        person_category=PREP["ovis_person_category"],
     log:
         log_path("ovis_frames"),
     benchmark:
@@ -137,7 +142,7 @@ rule ovis_frames:
     container: container_for("cpu")
     shell:
         script("ovis_frames.py") + " --annotations {params.annotations}"
-        " --out {output.instances} > {log} 2>&1"
+        " --out {output.instances} --person-category {params.person_category} > {log} 2>&1"
 
 
 # OVIS, step 3: crops as for YouTube-VIS; object ids are offset by the YouTube-VIS object
@@ -185,6 +190,7 @@ rule person_set:
         out=lambda wildcards, output: os.path.dirname(output.foreground_query),
         junk=PREP["market_junk"],
         distractors=PREP["market_distractors"],
+        naming=lambda wildcards: PERSON_SOURCES[PERSON_DIRS[wildcards.person_dir]][0],
         **IMAGE_PARAMS,
     log:
         log_path("person_set", "{person_dir}"),
@@ -198,6 +204,7 @@ rule person_set:
     shell:
         script("person_set.py") + " --images {params.images} --masks {params.masks}"
         " --out {params.out} --junk {params.junk} --distractors {params.distractors}"
+        " --naming {params.naming}"
         + IMAGE_FLAGS + " > {log} 2>&1"
 
 

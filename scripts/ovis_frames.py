@@ -11,9 +11,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--annotations", required=True, help="annotations_train.json")
     parser.add_argument("--out", required=True, help="frame-level JSON to write")
+    parser.add_argument("--person-category", type=int, default=None,
+                        help="configured person category id; must be named 'person' in the file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    convert_video_annotations(args.annotations, args.out)
+    convert_video_annotations(args.annotations, args.out,
+                              person_category=args.person_category)
 
 
 if __name__ == "__main__":

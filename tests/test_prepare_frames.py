@@ -84,15 +84,15 @@ def test_convert_file_writes_frames_and_object_count(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("breakage, message", [
-    (lambda d: d["annotations"][0].update(category_id=99), "unknown category id 99"),
-    (lambda d: d["annotations"][0]["bboxes"].pop(), "lists of different lengths"),
-    (lambda d: d["annotations"][1].update(areas=[None, 4]), "lists of different lengths"),
-    (lambda d: d["annotations"][0].update(video_id=42), "unknown video id 42"),
-    (lambda d: d["annotations"][0]["bboxes"].__setitem__(1, None), "no bbox/area"),
-    (lambda d: d["videos"][1].update(id=7), "duplicate video id"),
-    (lambda d: d["videos"][0].update(length=5), "length 5 but 2 file_names"),
-    (lambda d: d["annotations"][0].pop("segmentations"), "lacks segmentations"),
-    (lambda d: d.pop("categories"), "'categories'"),
+    (lambda d: d["annotations"][0].update(category_id=99), r"annotations\[0\].category_id: expected one of the categories' ids, found 99"),
+    (lambda d: d["annotations"][0]["bboxes"].pop(), "expected lists as long as its video"),
+    (lambda d: d["annotations"][1].update(areas=[None, 4]), "expected lists as long as its video"),
+    (lambda d: d["annotations"][0].update(video_id=42), r"annotations\[0\].video_id: expected one of the videos' ids, found 42"),
+    (lambda d: d["annotations"][0]["bboxes"].__setitem__(1, None), "frame 1, found no bbox"),
+    (lambda d: d["videos"][1].update(id=7), r"\$.videos\[1\].id: expected a unique id, found 7"),
+    (lambda d: d["videos"][0].update(length=5), r"videos\[0\].length: expected 2 .*found 5"),
+    (lambda d: d["annotations"][0].pop("segmentations"), r"\$.annotations\[0\]: expected keys .*found no segmentations"),
+    (lambda d: d.pop("categories"), "expected keys videos, annotations, categories, found no categories"),
 ])
 def test_bad_input_names_file_and_reason(tmp_path: Path, breakage, message: str) -> None:
     data = copy.deepcopy(_video_json())

@@ -3,13 +3,21 @@
 A rule that fails half-way must leave nothing that Snakemake or a later step could take for a
 finished output, so files go to a temporary name and directories to a temporary sibling,
 and are renamed into place only when complete.
+
+Temporary names carry the writing process's id (``.<name>.tmp-<pid>``). A job killed
+with SIGKILL (or a node that died) cannot clean up after itself, so the next job writing
+the same output removes the siblings whose process is gone (:func:`remove_stale_temporaries`);
+a job stopped with SIGTERM (Snakemake, Slurm's ``scancel``) unwinds and removes its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +26,25 @@ from typing import Any
 from overlearning.core.errors import WorkflowInputError
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN / Infinity, which are not JSON and would be written on as such.
+    raise ValueError(f"non-standard constant {name} (JSON has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999 overflows to infinity
+        raise ValueError(f"number {text} overflows to infinity")
+    return value
+
+
 def read_json(path: Path | str) -> Any:
-    """Parse a JSON file; a missing or malformed file stops with its path."""
+    """Parse a JSON file; a missing, malformed or non-standard (NaN) file stops with its path."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            return json.load(handle)
+            return json.load(handle, parse_constant=_refuse_constant,
+                             parse_float=_finite_float)
     except FileNotFoundError:
         raise WorkflowInputError(path, "file not found") from None
     except (OSError, ValueError) as exc:
@@ -44,7 +65,8 @@ def write_bytes(path: Path | str, data: bytes) -> None:
     """Write beside the target, then rename: readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(path)  # a killed job's half-written copy of this file
+    tmp = temporary_name(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
@@ -56,25 +78,107 @@ def write_text(path: Path | str, text: str) -> None:
     write_bytes(path, text.encode())
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder tree if it is there."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
 
 
+# ``.<name>.<kind>-<pid>``: every temporary this project makes beside an output.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|partial|old)-(?P<pid>\d+)$")
+
+
+def temporary_name(final: Path | str, kind: str = "tmp") -> Path:
+    """The sibling ``.<name>.<kind>-<pid>`` this process builds ``final`` in."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{kind}-{os.getpid()}")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(final: Path | str) -> list[Path]:
+    """Remove the temporaries of ``final`` left by processes that no longer exist.
+
+    Only siblings named ``.<final name>.{tmp,partial,old}-<pid>`` are candidates, and only
+    when that pid is not a running process here (nor this one): a live writer's folder, a
+    different output's temporaries and every other file are left alone. On a cluster a
+    pid from another node may exist here by chance; that temporary is then kept, not lost.
+    """
+    final = Path(final)
+    parent = final.parent
+    if not parent.is_dir():
+        return []
+    removed = []
+    for entry in parent.glob(f".{_glob_escape(final.name)}.*-*"):
+        match = _TEMPORARY.match(entry.name)
+        if match is None or match["name"] != final.name:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or process_alive(pid):
+            continue
+        remove_path(entry)
+        removed.append(entry)
+    return removed
+
+
+def _glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+@contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit`` inside the block so ``finally`` clean-ups run.
+
+    Python dies on SIGTERM without unwinding; Snakemake and Slurm stop jobs with it. Only
+    the main thread may set handlers, and a handler someone else installed is kept.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @contextmanager
 def atomic_directory(final: Path | str) -> Iterator[Path]:
-    """Yield an empty sibling directory that replaces ``final`` when the block succeeds."""
+    """Yield an empty sibling directory that replaces ``final`` when the block succeeds.
+
+    Temporaries of ``final`` left by killed jobs are removed first.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    _remove(tmp)
+    remove_stale_temporaries(final)
+    tmp = temporary_name(final)
+    remove_path(tmp)
     tmp.mkdir()
-    try:
-        yield tmp
-        _remove(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with terminate_as_exit():
+        try:
+            yield tmp
+            remove_path(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)

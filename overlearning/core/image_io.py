@@ -15,18 +15,55 @@ from PIL import Image, UnidentifiedImageError
 from overlearning.core.errors import WorkflowInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# Largest image (width x height) read, checked from the header before any pixel is decoded:
+# a few hundred bytes of PNG can declare gigabytes of pixels. The preparation rules set it
+# from preparation.max_image_pixels; every other reader keeps this default.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+_limit = {"pixels": DEFAULT_MAX_IMAGE_PIXELS}
 # PIL's own default, which the study's torchvision ``save_image`` crops were written with.
 DEFAULT_JPEG_QUALITY = 75
+
+
+def set_max_image_pixels(pixels: int) -> None:
+    """Set the largest width x height any reader here accepts (preparation.max_image_pixels)."""
+    if not isinstance(pixels, int) or isinstance(pixels, bool) or pixels < 1:
+        raise ValueError(f"max image pixels must be a positive integer, got {pixels!r}")
+    _limit["pixels"] = pixels
+    # PIL's own guard stays above ours, so ours (naming the file and the key) speaks first.
+    Image.MAX_IMAGE_PIXELS = max(pixels, Image.MAX_IMAGE_PIXELS or 0)
+
+
+def max_image_pixels() -> int:
+    return _limit["pixels"]
+
+
+def _check_declared_size(path: Path, image: Image.Image) -> None:
+    width, height = image.size
+    if width * height > _limit["pixels"]:
+        raise WorkflowInputError(
+            path, f"header: expected at most {_limit['pixels']} pixels "
+                  f"(preparation.max_image_pixels), found {width}x{height} = "
+                  f"{width * height} (refused before decoding)")
+
+
+def _bomb(path: Path, exc: Exception) -> WorkflowInputError:
+    # PIL refuses sizes far above its own limit while reading the header.
+    return WorkflowInputError(path, f"header: expected at most {_limit['pixels']} pixels "
+                                    f"(preparation.max_image_pixels), found more ({exc}); "
+                                    "refused before decoding")
 
 
 def _open(path: Path, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
+            _check_declared_size(path, image)
             image.load()
             return np.asarray(image.convert(mode))
     except FileNotFoundError:
         raise WorkflowInputError(path, "image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise _bomb(path, exc) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, MemoryError) as exc:
         raise WorkflowInputError(path, f"corrupt or unreadable image ({exc})") from None
 
 
@@ -46,12 +83,16 @@ def image_names(folder: Path | str) -> list[str]:
 
 def image_size(path: Path | str) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
+    path = Path(path)
     try:
         with Image.open(path) as image:
+            _check_declared_size(path, image)
             return image.size
     except FileNotFoundError:
         raise WorkflowInputError(path, "image not found") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise _bomb(path, exc) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise WorkflowInputError(path, f"unreadable image ({exc})") from exc
 
 

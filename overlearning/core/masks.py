@@ -7,12 +7,48 @@ checking that the mask has the frame's size.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as coco_mask
 
 from overlearning.core.errors import WorkflowInputError
+
+
+def check_segmentation(segmentation: Any, height: int, width: int, source: object,
+                       entry: str) -> None:
+    """Check one COCO segmentation without decoding it: shape, mask size, RLE length.
+
+    Compressed RLE strings are only typed here (their length shows when decoded, where
+    :func:`decode_segmentation` names the entry).
+    """
+    def bad(expected: str, found: Any) -> WorkflowInputError:
+        return WorkflowInputError(source, f"{entry}: expected {expected}, found {found!r}"[:300])
+
+    if isinstance(segmentation, list):
+        for polygon in segmentation:
+            if not (isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
+                    and all(isinstance(v, int | float) and not isinstance(v, bool)
+                            and math.isfinite(v) for v in polygon)):
+                raise bad("polygons of >= 3 finite [x, y] points", polygon)
+        if not segmentation:
+            raise bad("a non-empty polygon list", segmentation)
+        return
+    if not isinstance(segmentation, dict) or "counts" not in segmentation \
+            or "size" not in segmentation:
+        raise bad("an RLE {size, counts} or a polygon list", segmentation)
+    size, counts = segmentation["size"], segmentation["counts"]
+    if size != [height, width]:
+        raise bad(f"mask size [{height}, {width}] (the frame's)", size)
+    if isinstance(counts, list):
+        # set(map(type, ...)) runs in C: this is checked for every frame of every object.
+        if counts and (set(map(type, counts)) != {int} or min(counts) < 0):
+            raise bad("RLE counts of non-negative integers", "other values")
+        if sum(counts) != height * width:
+            raise bad(f"RLE counts covering {height * width} pixels", sum(counts))
+    elif not isinstance(counts, str) or not counts:
+        raise bad("RLE counts as a list or a non-empty string", counts)
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int, where: object) -> np.ndarray:

@@ -22,7 +22,6 @@ import shutil
 import stat
 import sys
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -32,6 +31,12 @@ from typing import IO
 
 from tqdm import tqdm
 
+from overlearning.core.atomic import (
+    remove_path,
+    remove_stale_temporaries,
+    temporary_name,
+    terminate_as_exit,
+)
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import file_digests
 
@@ -305,28 +310,35 @@ def _extract_one(source: ArchiveSource, root: Path) -> _Writer:
 
 
 def extract_archives(sources: Sequence[ArchiveSource], out_dir: Path | str) -> list[ExtractionReport]:
-    """Verify and unpack every source into ``out_dir`` (replaced whole), all or nothing."""
+    """Verify and unpack every source into ``out_dir`` (replaced whole), all or nothing.
+
+    Extraction folders left beside ``out_dir`` by a killed earlier run are removed first.
+    """
     out_dir = Path(out_dir)
     if not sources:
         raise WorkflowInputError(out_dir, "no archives given to extract")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
-                                dir=out_dir.parent))
-    try:
-        writers = [_extract_one(source, tmp) for source in sources]
-        # Last, as a later archive's link can redirect an earlier archive's link outside.
-        for writer in writers:
-            writer.check_links()
-        tmp.chmod(0o755)
-        if out_dir.is_symlink() or out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old",
-                                        dir=out_dir.parent))
-            os.replace(out_dir, old / "previous")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-        return [writer.report for writer in writers]
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_temporaries(out_dir)
+    tmp = temporary_name(out_dir, "partial")
+    remove_path(tmp)
+    tmp.mkdir(mode=0o700)
+    with terminate_as_exit():
+        try:
+            writers = [_extract_one(source, tmp) for source in sources]
+            # Last, as a later archive's link can redirect an earlier archive's link outside.
+            for writer in writers:
+                writer.check_links()
+            tmp.chmod(0o755)
+            if out_dir.is_symlink() or out_dir.exists():
+                old = temporary_name(out_dir, "old")
+                remove_path(old)
+                old.mkdir(mode=0o700)
+                os.replace(out_dir, old / "previous")
+                os.replace(tmp, out_dir)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, out_dir)
+            return [writer.report for writer in writers]
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)

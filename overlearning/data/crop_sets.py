@@ -7,17 +7,34 @@ Sets are sorted by file name so every consumer sees the same order.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from overlearning.core.atomic import read_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import IMAGE_SUFFIXES
+from overlearning.core.paths import contained
+from overlearning.core.validate import check_schema
 
 PersonFilter = Literal["all", "exclude", "only"]
-_CAMERA = re.compile(r"_c(\d+)")
+_ID = {"type": "integer"}
+# fg_instances_cropped.json as far as the sets rely on it.
+CROP_INDEX_SCHEMA = {
+    "type": "object",
+    "required": ["images", "annotations"],
+    "properties": {
+        "images": {"type": "array", "items": {
+            "type": "object", "required": ["id", "file_name"],
+            "properties": {"id": _ID, "file_name": {"type": "string", "minLength": 1}}}},
+        "annotations": {"type": "array", "items": {
+            "type": "object", "required": ["image_id", "category_id"],
+            "properties": {"image_id": _ID, "category_id": _ID}}},
+    },
+}
+# Identity, then camera: what every person file name (CUHK03-NP and Market-1501) starts with.
+_PERSON = re.compile(r"(-1|\d+)_c(\d+)")
 
 
 @dataclass(frozen=True)
@@ -42,22 +59,21 @@ def load_crop_set(split_dir: Path | str, person_category: int,
     """Read ``<split_dir>/fg_instances_cropped.json`` and its ``foregroundImages_cropped/``."""
     split_dir = Path(split_dir)
     index_path = split_dir / "fg_instances_cropped.json"
-    try:
-        index = json.loads(index_path.read_text())
-        category_of = {a["image_id"]: a["category_id"] for a in index["annotations"]}
-        images = index["images"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WorkflowInputError(index_path, f"unreadable crop index ({exc})") from exc
+    index = read_json(index_path)
+    check_schema(index, CROP_INDEX_SCHEMA, index_path)
+    category_of = {a["image_id"]: a["category_id"] for a in index["annotations"]}
+    images = index["images"]
     root = split_dir / "foregroundImages_cropped"
     items = []
-    for image in images:
+    for position, image in enumerate(images):
         if image["id"] not in category_of:
             raise WorkflowInputError(index_path, f"image {image['id']} has no annotation")
         is_person = category_of[image["id"]] == person_category
         if (persons == "exclude" and is_person) or (persons == "only" and not is_person):
             continue
         name = image["file_name"]
-        items.append(Item(root / name, name, crop_label(name), is_person))
+        path = contained(root, name, index_path, f"$.images[{position}].file_name")
+        items.append(Item(path, name, crop_label(name), is_person))
     return sorted(items, key=lambda item: item.name)
 
 
@@ -69,8 +85,12 @@ def person_label(name: str) -> int:
 
 
 def person_camera(name: str) -> int:
-    match = _CAMERA.search(Path(name).name)
-    return int(match.group(1)) if match else -1
+    """The camera after ``<id>_c``; a name without one stops (it used to become -1)."""
+    match = _PERSON.match(Path(name).name)
+    if match is None:
+        raise WorkflowInputError(name, "person image name: expected <id>_c<camera>_..., "
+                                       f"found {Path(name).name!r}")
+    return int(match.group(2))
 
 
 def load_person_folder(folder: Path | str) -> list[Item]:

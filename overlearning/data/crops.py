@@ -27,6 +27,8 @@ from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, read_rgb, write_image
 from overlearning.core.masks import decode_segmentation, encode_mask
 from overlearning.core.parallel import ordered_parallel_map
+from overlearning.core.paths import check_relative, contained
+from overlearning.core.validate import box_tolerance, check_schema, is_number, unique_ids
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,29 @@ CROPPED_INDEX = "fg_instances_cropped.json"
 FRAME_INDEX = "fg_instances.json"
 _ANNOTATION_KEYS = ("id", "object_id", "video_id", "image_id", "category_id", "segmentation",
                     "bbox")
+_ID = {"type": "integer"}
+# The frame-level instances file (written by vis_frames / vis_split, or given by hand).
+FRAME_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["images", "annotations", "categories"],
+    "properties": {
+        "images": {"type": "array", "items": {
+            "type": "object",
+            "required": ["id", "video_id", "frame_id", "width", "height", "file_name"],
+            "properties": {"id": _ID, "video_id": _ID, "frame_id": _ID,
+                           "width": {"type": "integer", "minimum": 1},
+                           "height": {"type": "integer", "minimum": 1},
+                           "file_name": {"type": "string", "minLength": 1}}}},
+        "annotations": {"type": "array", "items": {
+            "type": "object",
+            "required": list(_ANNOTATION_KEYS),
+            "properties": {"id": _ID, "object_id": _ID, "video_id": _ID, "image_id": _ID,
+                           "category_id": _ID, "bbox": {"type": "array"},
+                           "segmentation": {"type": ["object", "array"]}}}},
+        "categories": {"type": "array", "items": {
+            "type": "object", "required": ["id"], "properties": {"id": _ID}}},
+    },
+}
 
 
 def crop_window(pixels: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
@@ -66,8 +91,8 @@ def crop_file_name(frame_file_name: str, object_id: int, ext: str) -> str:
 def bbox_window(bbox: Any, where: object) -> tuple[int, int, int, int]:
     """Integer crop window of a COCO ``[x, y, w, h]`` box (truncated like ``int()``)."""
     if (not isinstance(bbox, list | tuple) or len(bbox) != 4
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)):
-        raise WorkflowInputError(where, f"bbox must be 4 numbers, got {bbox!r}")
+            or not all(is_number(v) for v in bbox)):
+        raise WorkflowInputError(where, f"bbox must be 4 finite numbers, got {bbox!r}")
     x, y, w, h = (int(v) for v in bbox)
     if w < 0 or h < 0:
         raise WorkflowInputError(where, f"bbox has negative size {bbox!r}")
@@ -82,34 +107,54 @@ class _Job:
     crops: list[tuple[int, dict[str, Any], str, tuple[int, int, int, int]]]
 
 
-def _plan(instances: dict[str, Any], where: object, ext: str,
-          object_offset: int) -> tuple[list[_Job], list[int]]:
-    """Group annotations by frame, name every crop, find the zero-size ones."""
+def _plan(instances: dict[str, Any], where: object, ext: str, object_offset: int,
+          images_root: Path) -> tuple[list[_Job], list[int]]:
+    """Group annotations by frame, name every crop, find the zero-size ones.
+
+    Every frame path must stay inside ``images_root`` and every crop name inside the crop
+    folder: both are checked here, before any frame is read or any crop written.
+    """
+    check_schema(instances, FRAME_JSON_SCHEMA, where)
+    unique_ids(instances["images"], "id", where, "$.images")
+    unique_ids(instances["annotations"], "id", where, "$.annotations")
     images_by_id = {image["id"]: image for image in instances["images"]}
+    position_of = {image["id"]: i for i, image in enumerate(instances["images"])}
     category_ids = {c["id"] for c in instances["categories"]}
     jobs_by_image: dict[Any, _Job] = {}
     skipped: list[int] = []
     names: set[str] = set()
     for position, annotation in enumerate(instances["annotations"], start=1):
         what = f"{where}: annotation {annotation.get('id')}"
-        missing = [k for k in _ANNOTATION_KEYS if k not in annotation]
-        if missing:
-            raise WorkflowInputError(what, f"lacks {', '.join(missing)}")
         image = images_by_id.get(annotation.get("image_id"))
         if image is None:
             raise WorkflowInputError(what, f"unknown image id {annotation.get('image_id')}")
         if annotation.get("category_id") not in category_ids:
             raise WorkflowInputError(what, f"unknown category id {annotation.get('category_id')}")
         window = bbox_window(annotation.get("bbox"), what)
+        if window[2] > image["width"] + box_tolerance(image["width"]) \
+                or window[3] > image["height"] + box_tolerance(image["height"]):
+            # Past the border is padded black (as the study did), but a box larger than
+            # its frame would allocate a crop of any size the file asks for.
+            raise WorkflowInputError(
+                where, f"$.annotations[{position - 1}].bbox: expected a box no larger than its "
+                       f"{image['width']}x{image['height']} frame, found {annotation['bbox']!r}")
         if window[2] == 0 or window[3] == 0:
             skipped.append(annotation["id"])
             continue
+        entry = f"$.images[{position_of[image['id']]}].file_name"
+        contained(images_root, image["file_name"], where, entry)
         name = crop_file_name(image["file_name"], annotation["object_id"] + object_offset, ext)
+        check_relative(name, where, entry)
         if name in names:
             raise WorkflowInputError(what, f"two annotations give the same crop {name}")
         names.add(name)
         job = jobs_by_image.setdefault(image["id"], _Job(image, []))
         job.crops.append((position, annotation, name, window))
+    if not jobs_by_image:
+        raise WorkflowInputError(
+            where, f"$.annotations: expected at least one annotation to crop, found "
+                   f"{len(instances['annotations'])} ({len(skipped)} of zero size); the "
+                   "split or the dataset has no usable annotation")
     return list(jobs_by_image.values()), skipped
 
 
@@ -123,17 +168,16 @@ def make_crops(instances_path: Path | str, images_root: Path | str, out_dir: Pat
     """
     instances_path, images_root, out_dir = Path(instances_path), Path(images_root), Path(out_dir)
     instances = read_json(instances_path)
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(instances, dict) or not isinstance(instances.get(key), list):
-            raise WorkflowInputError(instances_path, f"top-level '{key}' list missing")
-    jobs, skipped = _plan(instances, instances_path, ext, object_offset)
+    jobs, skipped = _plan(instances, instances_path, ext, object_offset, images_root)
 
     with atomic_directory(out_dir / CROP_DIR) as crop_root:
         for parent in sorted({PurePosixPath(name).parent for job in jobs for _, _, name, _ in job.crops}):
             (crop_root / parent).mkdir(parents=True, exist_ok=True)
 
         def cut(job: _Job) -> list[tuple[dict[str, Any], bool]]:
-            frame_path = images_root / job.image["file_name"]
+            # Checked in _plan already; resolved again right before reading (links may change).
+            frame_path = contained(images_root, job.image["file_name"], instances_path,
+                                   f"image {job.image['id']} file_name")
             pixels = read_rgb(frame_path)
             height, width = pixels.shape[:2]
             if (height, width) != (job.image["height"], job.image["width"]):
@@ -145,7 +189,8 @@ def make_crops(instances_path: Path | str, images_root: Path | str, out_dir: Pat
                 where = f"{instances_path}: annotation {annotation['id']} ({job.image['file_name']})"
                 mask = decode_segmentation(annotation["segmentation"], height, width, where)
                 crop, crop_mask = foreground_crop(pixels, mask, window)
-                write_image(crop_root / name, crop, quality)
+                write_image(contained(crop_root, name, instances_path, f"crop of {where}"),
+                            crop, quality)
                 masks.append((encode_mask(crop_mask), bool(crop_mask.any())))
             return masks
 

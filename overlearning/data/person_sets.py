@@ -14,6 +14,7 @@ Each group is dropped or kept by configuration; CUHK03-NP has neither label.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +30,7 @@ from overlearning.core.image_io import (
     write_image,
 )
 from overlearning.core.parallel import ordered_parallel_map
+from overlearning.core.paths import contained
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,29 @@ JUNK_LABEL = "-1"
 DISTRACTOR_LABEL = "0000"
 
 Policy = Literal["drop", "keep"]
+Naming = Literal["cuhk03", "market1501", "any"]
+# The official file stems (docs/datasets.md). CUHK03-NP: identity, camera 1 or 2, image
+# number; Market-1501: identity (-1 junk, 0000 distractor), camera 1-6 and sequence, frame,
+# box number. Labels and cameras are parsed from these names downstream, so a name of
+# another shape would give a wrong label or camera rather than an error later.
+NAME_PATTERNS: dict[str, re.Pattern[str]] = {
+    "cuhk03": re.compile(r"(?P<id>\d{4})_c(?P<camera>[12])_(?P<n>\d+)"),
+    "market1501": re.compile(
+        r"(?P<id>-1|\d{4})_c(?P<camera>[1-6])s(?P<seq>\d)_(?P<frame>\d{6})_(?P<box>\d{2})"),
+}
+NAME_FORMS = {"cuhk03": "<id:4 digits>_c<1|2>_<n>",
+              "market1501": "<id:4 digits|-1>_c<1-6>s<seq>_<frame:6 digits>_<box:2 digits>"}
+
+
+def check_person_names(files: list[Path], naming: Naming, folder: Path) -> None:
+    """Every file stem follows the dataset's official pattern (``any``: either one)."""
+    patterns = list(NAME_PATTERNS.items()) if naming == "any" else [
+        (naming, NAME_PATTERNS[naming])]
+    for path in files:
+        if not any(pattern.fullmatch(path.stem) for _, pattern in patterns):
+            forms = " or ".join(f"{NAME_FORMS[n]} ({n})" for n, _ in patterns)
+            raise WorkflowInputError(folder, f"{path.name}: expected a file name {forms}, "
+                                             f"found {path.stem!r}")
 
 
 def label_group(name: str) -> str:
@@ -83,18 +108,26 @@ def _mask_index(mask_dir: Path) -> dict[str, Path]:
 
 def mask_folder(image_dir: Path | str, mask_dir: Path | str, out_dir: Path, *, ext: str,
                 quality: int = DEFAULT_JPEG_QUALITY, threads: int = 1, junk: Policy = "drop",
-                distractors: Policy = "keep") -> dict[str, int]:
+                distractors: Policy = "keep", naming: Naming = "any") -> dict[str, int]:
     """Mask every selected image of ``image_dir`` into ``out_dir`` (which must exist)."""
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
     files = image_files(image_dir)
     if not files:
         raise WorkflowInputError(image_dir, "no images in folder")
+    check_person_names(files, naming, image_dir)
     kept, counts = select_images(files, junk, distractors)
+    if not kept:
+        raise WorkflowInputError(image_dir, f"expected at least one image to keep, found "
+                                            f"{len(files)} all dropped (junk {junk}, "
+                                            f"distractors {distractors})")
     masks = _mask_index(mask_dir)
     names: dict[str, Path] = {}
     for path in kept:
+        # A link in the folder must not lead the rule to read files outside it.
+        contained(image_dir, path.name, image_dir, "image")
         if path.stem not in masks:
             raise WorkflowInputError(path, f"no MGCAM mask {mask_dir}/{path.stem}.png")
+        contained(mask_dir, masks[path.stem].name, mask_dir, "mask")
         name = f"{path.stem}.{ext}"
         if name in names:
             raise WorkflowInputError(path, f"same output name as {names[name]}")
@@ -122,7 +155,8 @@ def mask_folder(image_dir: Path | str, mask_dir: Path | str, out_dir: Path, *, e
 
 def prepare_person_set(images_root: Path | str, masks_root: Path | str, out_root: Path | str,
                        *, ext: str = "jpg", quality: int = DEFAULT_JPEG_QUALITY, threads: int = 1,
-                       junk: Policy = "drop", distractors: Policy = "keep") -> dict[str, dict[str, int]]:
+                       junk: Policy = "drop", distractors: Policy = "keep",
+                       naming: Naming = "any") -> dict[str, dict[str, int]]:
     """Write ``out_root/foreground_query/`` and ``out_root/foregroundImages_cropped/``.
 
     ``images_root`` holds ``query/`` and ``bounding_box_test/``; ``masks_root`` holds
@@ -138,5 +172,6 @@ def prepare_person_set(images_root: Path | str, masks_root: Path | str, out_root
             source = PERSON_FOLDERS[out_name]
             stats[out_name] = mask_folder(
                 images_root / source, masks_root / f"{source}{MASK_FOLDER_SUFFIX}", tmp,
-                ext=ext, quality=quality, threads=threads, junk=junk, distractors=distractors)
+                ext=ext, quality=quality, threads=threads, junk=junk, distractors=distractors,
+                naming=naming)
     return stats

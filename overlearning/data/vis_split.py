@@ -17,6 +17,19 @@ from typing import Any
 
 from overlearning.core.atomic import read_json, write_json
 from overlearning.core.errors import WorkflowInputError
+from overlearning.core.validate import check_schema
+
+_ID = {"type": "integer"}
+_KEYED = {"type": "array", "items": {"type": "object", "required": ["id", "video_id"],
+                                     "properties": {"id": _ID, "video_id": _ID}}}
+# frames.json as far as the split relies on it (vis_crops checks the rest).
+SPLIT_INPUT_SCHEMA = {
+    "type": "object",
+    "required": ["videos", "images", "annotations", "categories"],
+    "properties": {"videos": {"type": "array", "items": {"type": "object", "required": ["id"],
+                                                         "properties": {"id": _ID}}},
+                   "images": _KEYED, "annotations": _KEYED, "categories": {"type": "array"}},
+}
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +89,16 @@ def split_frames_file(frames_path: Path | str, outputs: dict[str, Path | str],
                       cuts: tuple[float, float] | list[float], seed: int) -> dict[str, int]:
     """Split ``frames.json`` into ``outputs[split]`` (one instances.json per split)."""
     frames = read_json(frames_path)
-    for key in ("videos", "images", "annotations", "categories"):
-        if not isinstance(frames, dict) or not isinstance(frames.get(key), list):
-            raise WorkflowInputError(frames_path, f"top-level '{key}' list missing")
+    check_schema(frames, SPLIT_INPUT_SCHEMA, frames_path)
     parts = split_frames(frames, cuts, seed, where=frames_path)
+    empty = [name for name in SPLITS if not parts[name]["annotations"]]
+    if empty:
+        # Training, validation and evaluation each need objects: an empty split means
+        # too few (annotated) videos for the cut points, not a result to carry on with.
+        raise WorkflowInputError(
+            frames_path, f"split {', '.join(empty)}: expected annotated videos in every split, "
+                         f"found none ({len(frames['videos'])} videos, "
+                         f"{len(frames['annotations'])} annotations, cuts {list(cuts)})")
     counts = {}
     for name in SPLITS:
         write_json(outputs[name], parts[name])

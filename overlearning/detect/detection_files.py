@@ -8,22 +8,23 @@ nothing is silently dropped.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from overlearning.core.atomic import read_json, write_json
 from overlearning.core.errors import WorkflowInputError
+from overlearning.core.paths import check_relative
+from overlearning.core.validate import check_box_inside, is_number
 
 __all__ = ["Detections", "read_json", "write_json", "validate_detections", "validate_masks",
-           "check_masks_match", "load_detections", "load_masks"]
+           "check_masks_match", "check_boxes_inside", "load_detections", "load_masks"]
 
 Detections = dict[str, list[dict[str, Any]]]
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value)
 
 
 def _check_detection(det: Any, where: str, path: Path) -> dict[str, Any]:
@@ -51,6 +52,8 @@ def validate_detections(data: Any, path: Path | str) -> Detections:
     if not isinstance(data, dict):
         raise WorkflowInputError(path, "detections must be an object {image: [detections]}")
     for image, dets in data.items():
+        # Image names are joined to an image folder later: no absolute names, no '..'.
+        check_relative(image, path, f"image {image!r}")
         if not isinstance(dets, list):
             raise WorkflowInputError(path, f"{image}: detections must be a list")
         for i, det in enumerate(dets):
@@ -98,6 +101,24 @@ def check_masks_match(detections: Mapping[str, list], masks: Mapping[str, list],
                     (m["label"], m["confidence"], list(m["box"])):
                 raise WorkflowInputError(mask_path, f"{image}[{i}]: mask entry does not belong to "
                                                     f"detection {d} of {det_path}")
+
+
+def check_boxes_inside(dets: list[dict[str, Any]], width: int, height: int, path: Path | str,
+                       image: str) -> None:
+    """Boxes (and mask polygons, where present) within the image up to the stated tolerance.
+
+    A detector's boxes never lie far outside the image they came from; one that does
+    belongs to another image (a renamed or resized file) or to a corrupted file.
+    """
+    for i, det in enumerate(dets):
+        x1, y1, x2, y2 = det["box"]
+        check_box_inside(x1, y1, x2, y2, width, height, path, f"{image}[{i}].box")
+        polygon = det.get("mask_polygon") or []
+        if polygon:
+            xs = [p[0] for p in polygon]
+            ys = [p[1] for p in polygon]
+            check_box_inside(min(xs), min(ys), max(xs), max(ys), width, height, path,
+                             f"{image}[{i}].mask_polygon")
 
 
 def load_detections(path: Path | str) -> Detections:

@@ -21,6 +21,7 @@ from typing import Any
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import image_names, image_size, read_rgb
+from overlearning.core.paths import check_relative, contained
 from overlearning.detect.detection_files import (
     Detections,
     read_json,
@@ -45,9 +46,11 @@ def vis_frame_names(instances_json: Path | str) -> list[str]:
     """Frames of a frame-level split file (``images[].file_name``), sorted and unique."""
     data = read_json(instances_json)
     try:
-        names = sorted({str(image["file_name"]) for image in data["images"]})
+        names = sorted({image["file_name"] for image in data["images"]})
     except (KeyError, TypeError) as exc:
         raise WorkflowInputError(instances_json, f"no images[].file_name ({exc})") from exc
+    for name in names:
+        check_relative(name, instances_json, f"images[].file_name {name!r}")
     return names
 
 
@@ -142,7 +145,8 @@ class GroundingDetector:
 
 def size_batches(root: Path, names: Sequence[str], batch_size: int) -> list[list[str]]:
     """Batches of at most ``batch_size`` names whose images share one size (sorted)."""
-    sizes = {name: image_size(root / name) for name in names}
+    paths = {name: contained(root, name, root, f"image {name!r}") for name in names}
+    sizes = {name: image_size(paths[name]) for name in names}
     batches: list[list[str]] = []
     last: tuple[int, int] | None = None
     for name in sorted(names, key=lambda n: (sizes[n], n)):
@@ -162,7 +166,7 @@ def detect_images(detector: GroundingDetector, root: Path | str, names: Sequence
     results: Detections = {}
     progress = tqdm(total=len(names), desc=desc, unit="img", file=sys.stderr)
     for batch in size_batches(root, names, batch_size):
-        images = [open_rgb(root / name) for name in batch]
+        images = [open_rgb(contained(root, name, root, f"image {name!r}")) for name in batch]
         for name, dets in zip(batch, detector.detect(images), strict=True):
             results[name] = dets
         progress.update(len(batch))

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from overlearning.core.image_io import read_rgb
-from overlearning.detect.detection_files import Detections, load_detections, write_json
+from overlearning.core.paths import contained
+from overlearning.detect.detection_files import (
+    Detections,
+    check_boxes_inside,
+    load_detections,
+    write_json,
+)
 from overlearning.models.detectors import load_sam
 
 MULTIMASK_MODES = ("union", "single")
@@ -80,14 +86,19 @@ def make_predictor(sam: Any) -> Any:
 
 def segment_detections(sam: Any, detections: Mapping[str, list], image_root: Path | str,
                        mask_threshold: float, multimask: str = "union",
-                       desc: str = "segment") -> tuple[Detections, dict[str, int]]:
+                       desc: str = "segment", source: Path | str = "detections"
+                       ) -> tuple[Detections, dict[str, int]]:
     """Every detection with its ``mask_polygon``; counts of images, masks and degenerate masks.
 
-    Images without detections are kept with an empty list and never opened.
+    Images without detections are kept with an empty list and never opened. ``source``
+    names the detection file in errors; every image it names must lie inside ``image_root``
+    (checked for all of them before the first is read).
     """
     from tqdm import tqdm
 
     image_root = Path(image_root)
+    image_paths = {name: contained(image_root, name, source, f"image {name!r}")
+                   for name in detections if detections[name]}
     predictor = make_predictor(sam)
     out: Detections = {}
     counts = {"images": len(detections), "images_segmented": 0, "masks": 0,
@@ -97,7 +108,8 @@ def segment_detections(sam: Any, detections: Mapping[str, list], image_root: Pat
         if not dets:
             out[name] = []
             continue
-        image = read_rgb(image_root / name)
+        image = read_rgb(image_paths[name])
+        check_boxes_inside(dets, image.shape[1], image.shape[0], source, name)
         masks = segment_boxes(predictor, image, [d["box"] for d in dets], mask_threshold,
                               multimask)
         entries = []
@@ -119,6 +131,6 @@ def run_segment(detections_path: Path | str, image_root: Path | str,
     sam = load_sam(models_cfg, cache)
     masks, counts = segment_detections(sam, detections, image_root,
                                        segmentation_cfg["mask_threshold"],
-                                       segmentation_cfg["multimask"])
+                                       segmentation_cfg["multimask"], source=detections_path)
     write_json(out, masks)
     return counts

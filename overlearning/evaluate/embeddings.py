@@ -118,6 +118,13 @@ def load_embedding_set(path: Path | str) -> EmbeddingSet:
         raise WorkflowInputError(path, f"arrays of different lengths {sizes}")
     if not np.isfinite(emb).all():
         raise WorkflowInputError(path, "embeddings contain NaN or infinity")
+    kinds = {"labels": ("iu", "integers"), "cameras": ("iu", "integers"),
+             "persons": ("b", "booleans"), "files": ("U", "strings")}
+    for key, (codes, what) in kinds.items():
+        array = arrays[key]
+        if array.ndim != 1 or array.dtype.kind not in codes:
+            raise WorkflowInputError(path, f"{key}: expected a 1-d array of {what}, found "
+                                           f"{array.dtype} {array.shape}")
     return EmbeddingSet(
         embeddings=emb.astype(np.float32, copy=False),
         labels=arrays["labels"].astype(np.int64, copy=False),

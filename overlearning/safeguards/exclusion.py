@@ -38,7 +38,9 @@ from pycocotools import mask as coco_mask
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import image_files, image_names, image_size, read_mask
 from overlearning.core.masks import decode_segmentation
+from overlearning.core.paths import contained
 from overlearning.detect.detection_files import (
+    check_boxes_inside,
     check_masks_match,
     load_detections,
     load_masks,
@@ -320,6 +322,8 @@ def vis_exclusion(frame_index: Mapping[str, Any], instances: Mapping[str, Any],
         raise WorkflowInputError(paths["detections"], f"no detection entry for {len(uncovered)} "
                                                       f"frame(s) with objects, e.g. {uncovered[0]}; "
                                                       "re-run detection")
+    for frame, (height, width, _) in frames.items():
+        check_boxes_inside(masks.get(frame, []), width, height, paths["masks"], frame)
     counts = _new_counts()
     counts["matched"] = 0
     assigned: list[tuple[str, str]] = []
@@ -372,7 +376,8 @@ def person_exclusion(image_root: Path | str, names: Sequence[str],
     counts["no_detection"] = counts["no_overlapping_detection"] = 0
     assigned = []
     for name in tqdm(sorted(names), desc="exclusion", unit="img"):
-        width, height = image_size(image_root / name)
+        width, height = image_size(contained(image_root, name, image_root, f"image {name!r}"))
+        check_boxes_inside(masks.get(name, []), width, height, paths["masks"], name)
         if mask_files is None:
             gt = np.ones((height, width), dtype=np.uint8)
         else:

@@ -48,7 +48,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from overlearning.core.atomic import atomic_directory, read_json
+from overlearning.core.atomic import (
+    atomic_directory,
+    read_json,
+    remove_stale_temporaries,
+    temporary_name,
+)
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.seeding import seed_everything
 from overlearning.data.crop_sets import Item, load_crop_set
@@ -278,7 +283,8 @@ def fingerprint(job: TrainJob, world_size: int = 1, extra: Mapping[str, Any] | N
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(path)  # a half-written checkpoint of a killed run
+    tmp = temporary_name(path)
     try:
         buffer = io.BytesIO()
         torch.save(state, buffer)

@@ -30,7 +30,7 @@ from typing import Any
 
 import optuna
 
-from overlearning.core.atomic import write_json
+from overlearning.core.atomic import remove_stale_temporaries, write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.data.crop_sets import load_crop_set
 from overlearning.train.loop import TUNABLE, TrainJob, fingerprint, fit, log
@@ -170,6 +170,8 @@ def tune_setting(job: TrainJob, tuning: Mapping[str, Any], work_dir: Path | str,
     table = trials_csv(study)
     out_dir.mkdir(parents=True, exist_ok=True)
     storage.engine.dispose()
+    for name in (STUDY_FILE, TRIALS_FILE):
+        remove_stale_temporaries(out_dir / name)  # left by a killed tuning job
     tmp = out_dir / f".{STUDY_FILE}.tmp-{os.getpid()}"
     try:
         shutil.copyfile(work_dir / STUDY_FILE, tmp)

@@ -11,7 +11,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from overlearning.core.errors import ConfigError
+from overlearning.core.errors import ConfigError, WorkflowInputError
+from overlearning.core.paths import check_relative
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
@@ -63,6 +64,13 @@ def check_dataset_sources(config: Mapping[str, Any], produced: set[str] | None =
     problems: list[str] = []
     for name, source in config["datasets"].items():
         key = f"datasets.{name}"
+        for inner in ("images", "annotations", "masks"):
+            # Relative to the dataset's root: a path leaving it would read anything.
+            if source.get(inner) is not None:
+                try:
+                    check_relative(source[inner], "config", f"{key}.{inner}")
+                except WorkflowInputError as exc:
+                    problems.append(exc.problem)
         directory = source.get("directory")
         if directory:
             if not Path(directory).is_dir():
