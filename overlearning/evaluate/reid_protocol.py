@@ -12,7 +12,15 @@ reading) still counts them as correct matches that were never found, so a query 
 matches were all excluded scores 0; ``reid_indexed`` counts only indexed matches (torchreid
 run on the gallery with the excluded images deleted).
 
-The pair-similarity ROC uses the same valid pairs: same identity = positive.
+mINP (mean inverse negative penalty, Ye et al. 2021, as torchreid/fast-reid compute it):
+per query, the number of correct matches divided by the rank of the hardest (last) one;
+in ``reid`` a query with an excluded correct match never finds its hardest match and
+scores 0.
+
+The pair-similarity ROC uses the same valid pairs: same identity = positive. It is
+computed exactly (scikit-learn's ``roc_curve`` on every pair's float64 similarity), so
+similarities packed into a tiny range still give the true curve; only the stored points
+of the curve are thinned for the figure.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from tqdm import tqdm
 from overlearning.evaluate.ranking import l2_normalise
 
 RANKS = (1, 5, 10)
-ROC_BINS = 2000  # similarity histogram resolution on [-1, 1]
+FPR_TARGETS = (1e-4, 1e-3, 1e-2)  # fast-reid's TPR@FPR operating points
+CURVE_POINTS = 400  # at most about this many stored ROC points (log- and linear-spaced in FPR)
 
 
 @dataclass(frozen=True)
@@ -36,10 +45,12 @@ class ReidResult:
     cmc: dict[int, float]
     mean_ap: float
     scored_queries: int
+    mean_inp: float = float("nan")
 
     def summary(self) -> dict:
         out = {f"rank{r}": _rounded(v) for r, v in self.cmc.items()}
         out["mAP"] = _rounded(self.mean_ap)
+        out["mINP"] = _rounded(self.mean_inp)
         out["scored_queries"] = int(self.scored_queries)
         return out
 
@@ -59,13 +70,14 @@ def reid_protocol(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
                   gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
                   kept: np.ndarray | None = None, ranks: Sequence[int] = RANKS,
                   chunk: int = 256) -> tuple[ReidResult, ReidResult]:
-    """(study reading, indexed-only reading) of CMC and mAP; chunked over queries."""
+    """(study reading, indexed-only reading) of CMC, mAP and mINP; chunked over queries."""
     kept = np.ones(len(g_labels), dtype=bool) if kept is None else np.asarray(kept, bool)
     q = l2_normalise(queries)
     g = l2_normalise(gallery)
     ranks = tuple(ranks)
     first_hits: list[np.ndarray] = []
     ap_study, ap_indexed = [], []
+    inp_study, inp_indexed = [], []
     n_rel_all_list, n_rel_kept_list = [], []
     for start in tqdm(range(0, len(q), chunk), desc="re-id", file=sys.stderr, disable=len(q) <= chunk):
         stop = min(start + chunk, len(q))
@@ -85,69 +97,105 @@ def reid_protocol(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
         first = np.where(hits.any(axis=1),
                          np.take_along_axis(position, np.argmax(hits, axis=1)[:, None], 1)[:, 0],
                          np.iinfo(np.int64).max)
+        # Rank (among listed items) of the hardest correct match, for INP.
+        last = hits.shape[1] - 1 - np.argmax(hits[:, ::-1], axis=1)
+        last_rank = np.take_along_axis(position, last[:, None], 1)[:, 0]
         with np.errstate(invalid="ignore", divide="ignore"):
             ap_study.append(precision_sum / n_rel_all)
             ap_indexed.append(precision_sum / n_rel_kept)
+            inp_indexed.append(n_rel_kept / last_rank)
+            # An excluded correct match is never found: the hardest match is at rank infinity.
+            inp_study.append(np.where(n_rel_kept == n_rel_all, n_rel_all / last_rank, 0.0))
         first_hits.append(first)
         n_rel_all_list.append(n_rel_all)
         n_rel_kept_list.append(n_rel_kept)
 
-    def summarise(first: list, ap: list, n_rel: list) -> ReidResult:
-        first_arr, ap_arr, rel = (np.concatenate(x) if x else np.array([]) for x in (first, ap, n_rel))
+    def summarise(first: list, ap: list, inp: list, n_rel: list) -> ReidResult:
+        first_arr, ap_arr, inp_arr, rel = (np.concatenate(x) if x else np.array([])
+                                           for x in (first, ap, inp, n_rel))
         scored = rel > 0
         if not scored.any():
             return ReidResult({r: float("nan") for r in ranks}, float("nan"), 0)
         cmc = {r: float(np.mean(first_arr[scored] <= r)) for r in ranks}
-        return ReidResult(cmc, float(np.mean(ap_arr[scored])), int(scored.sum()))
+        return ReidResult(cmc, float(np.mean(ap_arr[scored])), int(scored.sum()),
+                          float(np.mean(inp_arr[scored])))
 
-    return (summarise(first_hits, ap_study, n_rel_all_list),
-            summarise(first_hits, ap_indexed, n_rel_kept_list))
+    return (summarise(first_hits, ap_study, inp_study, n_rel_all_list),
+            summarise(first_hits, ap_indexed, inp_indexed, n_rel_kept_list))
+
+
+def pair_scores(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
+                gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
+                kept: np.ndarray | None = None, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine similarity, same identity) of every valid, indexed query-gallery pair.
+
+    Similarities are float64 dot products of the L2-normalised embeddings: float32 would
+    round values that differ below 6e-8 near 1 into ties.
+    """
+    kept = np.ones(len(g_labels), dtype=bool) if kept is None else np.asarray(kept, bool)
+    q = l2_normalise(queries).astype(np.float64)
+    g = l2_normalise(gallery[kept]).astype(np.float64)
+    gl, gc = g_labels[kept], g_cams[kept]
+    scores, labels = [], []
+    for start in range(0, len(q), chunk):
+        stop = min(start + chunk, len(q))
+        sims = q[start:stop] @ g.T
+        valid = _valid_pairs(q_labels[start:stop], q_cams[start:stop], gl, gc)
+        scores.append(sims[valid])
+        labels.append((q_labels[start:stop, None] == gl[None, :])[valid])
+    if not scores:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """fast-reid's operating point: the TPR of the curve point whose FPR is nearest the
+    target (first such point on scikit-learn's ``roc_curve``)."""
+    return float(tpr[int(np.argmin(np.abs(fpr - target)))])
+
+
+def thin_curve(fpr: np.ndarray, points: int = CURVE_POINTS) -> np.ndarray:
+    """Indices of curve points to store for the figure: the last point at or below each of
+    ``points / 2`` log-spaced and ``points / 2`` linear-spaced FPRs, plus both ends."""
+    positive = fpr[fpr > 0]
+    grid = np.linspace(0.0, 1.0, points // 2)
+    if len(positive):
+        grid = np.concatenate([grid, np.geomspace(positive.min(), 1.0, points // 2)])
+    idx = np.searchsorted(fpr, grid, side="right") - 1
+    return np.unique(np.concatenate([[0, len(fpr) - 1], np.clip(idx, 0, len(fpr) - 1)]))
 
 
 def pair_similarity_roc(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
                         gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
-                        kept: np.ndarray | None = None, bins: int = ROC_BINS,
-                        chunk: int = 1024) -> dict:
-    """ROC of same/different-identity pairs (valid, indexed pairs only) by cosine similarity.
+                        kept: np.ndarray | None = None, fpr_targets: Sequence[float] = FPR_TARGETS,
+                        points: int = CURVE_POINTS, chunk: int = 1024) -> dict:
+    """Exact ROC of same/different-identity pairs (valid, indexed pairs only) by cosine
+    similarity (threshold t: pairs with similarity >= t are called the same person).
 
-    Similarities are histogrammed on ``bins`` equal bins of [-1, 1] so memory stays bounded
-    on Market-1501's 50 M pairs; the curve holds one point per bin edge (threshold t: pairs
-    with similarity >= t are called the same person), from t = 1 down to -1, without the
-    repeats where no pair lies between two edges; the AUC is the trapezoid area.
+    scikit-learn's ``roc_curve`` on every pair (memory: about 40 bytes a pair, 2 GB for
+    Market-1501's 53 M pairs); AUC by the trapezoid rule on that curve (= the
+    Mann-Whitney statistic, ties counted half); TPR at each FPR target as fast-reid reads
+    it. Only the stored ``fpr``/``tpr``/``thresholds`` are thinned (``thin_curve``).
     """
-    kept = np.ones(len(g_labels), dtype=bool) if kept is None else np.asarray(kept, bool)
-    q = l2_normalise(queries)
-    g = l2_normalise(gallery[kept])
-    gl, gc = g_labels[kept], g_cams[kept]
-    edges = np.linspace(-1.0, 1.0, bins + 1)
-    pos_hist = np.zeros(bins, dtype=np.int64)
-    neg_hist = np.zeros(bins, dtype=np.int64)
-    for start in range(0, len(q), chunk):
-        stop = min(start + chunk, len(q))
-        sims = np.clip(q[start:stop] @ g.T, -1.0, 1.0)
-        valid = _valid_pairs(q_labels[start:stop], q_cams[start:stop], gl, gc)
-        same = q_labels[start:stop, None] == gl[None, :]
-        # Bin i holds [edges[i], edges[i+1]); similarity exactly 1 goes to the last bin.
-        idx = np.minimum(((sims + 1.0) * (bins / 2.0)).astype(np.int64), bins - 1)
-        pos_hist += np.bincount(idx[valid & same], minlength=bins)
-        neg_hist += np.bincount(idx[valid & ~same], minlength=bins)
-    # Threshold edges[i]: pairs in bins >= i are predicted "same"; from high to low threshold.
-    tp = np.concatenate([np.cumsum(pos_hist[::-1])[::-1], [0]])
-    fp = np.concatenate([np.cumsum(neg_hist[::-1])[::-1], [0]])
-    n_pos, n_neg = int(pos_hist.sum()), int(neg_hist.sum())
-    tpr = (tp / n_pos if n_pos else np.full(len(tp), np.nan))[::-1]
-    fpr = (fp / n_neg if n_neg else np.full(len(fp), np.nan))[::-1]
-    thresholds = edges[::-1]
-    auc = float(np.trapezoid(tpr, fpr)) if n_pos and n_neg else float("nan")
-    # Thresholds between which no pair lies repeat the previous point: keep one of each.
-    changed = np.ones(len(tpr), dtype=bool)
-    changed[1:] = (np.diff(tp[::-1]) != 0) | (np.diff(fp[::-1]) != 0)
-    tpr, fpr, thresholds = tpr[changed], fpr[changed], thresholds[changed]
-    return {
-        "positive_pairs": n_pos,
-        "negative_pairs": n_neg,
-        "auc": _rounded(auc),
-        "thresholds": [round(float(t), 6) for t in thresholds],
-        "fpr": [round(float(v), 8) for v in fpr] if n_neg else [],
-        "tpr": [round(float(v), 8) for v in tpr] if n_pos else [],
-    }
+    from sklearn.metrics import auc as trapezoid_auc
+    from sklearn.metrics import roc_curve
+
+    scores, same = pair_scores(queries, q_labels, q_cams, gallery, g_labels, g_cams, kept, chunk)
+    n_pos, n_neg = int(same.sum()), int((~same).sum())
+    out: dict = {"positive_pairs": n_pos, "negative_pairs": n_neg}
+    keys = [f"tpr_at_fpr_{target:.0e}" for target in fpr_targets]
+    if n_pos == 0 or n_neg == 0:
+        out.update({"auc": None, **dict.fromkeys(keys), "curve_points": 0,
+                    "thresholds": [], "fpr": [], "tpr": []})
+        return out
+    fpr, tpr, thresholds = roc_curve(same, scores)
+    out["auc"] = _rounded(trapezoid_auc(fpr, tpr))
+    for key, target in zip(keys, fpr_targets, strict=True):
+        out[key] = _rounded(tpr_at_fpr(fpr, tpr, target))
+    out["curve_points"] = int(len(fpr))
+    keep = thin_curve(fpr, points)
+    # The first threshold is +inf (nothing called the same): JSON has no infinity, so null.
+    out["thresholds"] = [None if not np.isfinite(t) else round(float(t), 12) for t in thresholds[keep]]
+    out["fpr"] = [round(float(v), 10) for v in fpr[keep]]
+    out["tpr"] = [round(float(v), 10) for v in tpr[keep]]
+    return out
