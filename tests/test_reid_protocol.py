@@ -9,7 +9,13 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from overlearning.evaluate.ranking import l2_normalise
-from overlearning.evaluate.reid_protocol import pair_similarity_roc, reid_protocol, tpr_at_fpr
+from overlearning.evaluate.reid_protocol import (
+    exact_roc,
+    fast_reid_tpr_at_fpr,
+    pair_similarity_roc,
+    reid_protocol,
+    tpr_at_fpr,
+)
 
 
 def _unit(degrees) -> np.ndarray:
@@ -151,17 +157,33 @@ def test_roc_counts_valid_pairs_and_equals_sklearn():
     assert roc["negative_pairs"] == int((~same).sum())
     assert roc["auc"] == pytest.approx(roc_auc_score(same, scores), abs=1e-9)
     # The stored points are points of scikit-learn's curve, ends included, thinned.
-    fpr, tpr, _ = roc_curve(same, scores)
-    assert roc["curve_points"] == len(fpr) > len(roc["fpr"])
+    fpr, tpr, _ = roc_curve(same, scores, drop_intermediate=False)
+    assert roc["curve_points"] > len(roc["fpr"])
     stored = set(zip(roc["fpr"], roc["tpr"], strict=True))
     assert stored <= {(round(a, 10), round(b, 10)) for a, b in zip(fpr, tpr, strict=True)}
     assert (roc["fpr"][0], roc["tpr"][0]) == (0.0, 0.0) and roc["fpr"][-1] == roc["tpr"][-1] == 1.0
-    assert roc["thresholds"][0] is None and np.all(np.diff(roc["fpr"]) >= 0)
-    # At each stored threshold the rates are the fractions of pairs with similarity >= t.
-    for i in range(1, len(roc["thresholds"]), 7):
-        t = roc["thresholds"][i]
-        assert roc["tpr"][i] == pytest.approx(np.mean(scores[same] >= t - 1e-12), abs=1e-9)
-        assert roc["fpr"][i] == pytest.approx(np.mean(scores[~same] >= t - 1e-12), abs=1e-9)
+    assert np.all(np.diff(roc["fpr"]) >= 0) and np.all(np.diff(roc["tpr"]) >= 0)
+
+
+@pytest.mark.parametrize("decimals", [2, 12])
+def test_exact_roc_equals_sklearn_with_ties_and_chunks(decimals):
+    """Counting the negatives against the positive scores (no sort of all pairs) gives
+    scikit-learn's AUC and fast-reid's TPR@FPR on scikit-learn's curve, ties included."""
+    rng = np.random.default_rng(4)
+    positive = rng.random(6000) < 0.1
+    scores = np.round(rng.normal(size=6000) + 1.5 * positive, decimals)  # 2 decimals: many ties
+    chunks = [(scores[i:i + 700], positive[i:i + 700]) for i in range(0, 6000, 700)]
+    roc = exact_roc(lambda: iter(chunks))
+    assert roc.auc() == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
+    fpr, tpr = roc.curve()
+    sk_fpr, sk_tpr, _ = roc_curve(positive, scores)  # fast-reid's call: intermediates dropped
+    targets = np.geomspace(1e-4, 0.9, 60)
+    ours = fast_reid_tpr_at_fpr(roc, lambda: iter(chunks), targets)
+    assert ours == [tpr_at_fpr(sk_fpr, sk_tpr, target) for target in targets]
+    # Every corner is a point of the full curve, and the polyline has the same area.
+    full = set(zip(*roc_curve(positive, scores, drop_intermediate=False)[:2], strict=True))
+    assert set(zip(fpr, tpr, strict=True)) <= full
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc.auc(), abs=1e-12)
 
 
 def test_roc_is_exact_when_similarities_lie_within_1e_6():
@@ -189,6 +211,7 @@ def test_roc_is_exact_when_similarities_lie_within_1e_6():
     assert expected > 0.9  # the case is not trivially at chance
     assert roc["auc"] == pytest.approx(expected, abs=1e-9)
     fpr, tpr, _ = roc_curve(same, scores)
+    assert roc["tpr_at_fpr_1e-02"] > 0
     for target in (1e-4, 1e-3, 1e-2):
         assert roc[f"tpr_at_fpr_{target:.0e}"] == pytest.approx(tpr_at_fpr(fpr, tpr, target))
 

@@ -17,10 +17,10 @@ per query, the number of correct matches divided by the rank of the hardest (las
 in ``reid`` a query with an excluded correct match never finds its hardest match and
 scores 0.
 
-The pair-similarity ROC uses the same valid pairs: same identity = positive. It is
-computed exactly (scikit-learn's ``roc_curve`` on every pair's float64 similarity), so
-similarities packed into a tiny range still give the true curve; only the stored points
-of the curve are thinned for the figure.
+The pair-similarity ROC uses the same valid pairs: same identity = positive. It is exact
+(every pair's float64 similarity counted against the distinct positive scores; equal to
+scikit-learn's ``roc_curve``/``auc``), so similarities packed into a tiny range still give
+the true curve; only the stored points of the curve are thinned for the figure.
 """
 
 from __future__ import annotations
@@ -124,10 +124,10 @@ def reid_protocol(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
             summarise(first_hits, ap_indexed, inp_indexed, n_rel_kept_list))
 
 
-def pair_scores(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
-                gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
-                kept: np.ndarray | None = None, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(cosine similarity, same identity) of every valid, indexed query-gallery pair.
+def _pair_chunks(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
+                 gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
+                 kept: np.ndarray | None, chunk: int):
+    """(similarities, same identity) of the valid, indexed pairs, one query chunk at a time.
 
     Similarities are float64 dot products of the L2-normalised embeddings: float32 would
     round values that differ below 6e-8 near 1 into ties.
@@ -136,22 +136,48 @@ def pair_scores(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
     q = l2_normalise(queries).astype(np.float64)
     g = l2_normalise(gallery[kept]).astype(np.float64)
     gl, gc = g_labels[kept], g_cams[kept]
-    scores, labels = [], []
     for start in range(0, len(q), chunk):
         stop = min(start + chunk, len(q))
         sims = q[start:stop] @ g.T
         valid = _valid_pairs(q_labels[start:stop], q_cams[start:stop], gl, gc)
-        scores.append(sims[valid])
-        labels.append((q_labels[start:stop, None] == gl[None, :])[valid])
-    if not scores:
+        yield sims[valid], (q_labels[start:stop, None] == gl[None, :])[valid]
+
+
+def positive_pair_scores(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
+                         gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
+                         kept: np.ndarray | None = None) -> np.ndarray:
+    """Similarities of the valid, indexed same-identity pairs only, without the full matrix
+    (gallery grouped by identity; the same float64 arithmetic as :func:`_pair_chunks`)."""
+    kept = np.ones(len(g_labels), dtype=bool) if kept is None else np.asarray(kept, bool)
+    q = l2_normalise(queries).astype(np.float64)
+    g = l2_normalise(gallery[kept]).astype(np.float64)
+    gl, gc = g_labels[kept], g_cams[kept]
+    order = np.argsort(gl, kind="stable")
+    start = np.searchsorted(gl[order], q_labels, side="left")
+    stop = np.searchsorted(gl[order], q_labels, side="right")
+    qi = np.repeat(np.arange(len(q)), stop - start)
+    gi = order[np.concatenate([np.arange(a, b) for a, b in zip(start, stop, strict=True)]
+                              or [np.zeros(0, dtype=np.int64)]).astype(np.int64)]
+    valid = ~((q_cams[qi] >= 0) & (gc[gi] >= 0) & (q_cams[qi] == gc[gi]))
+    qi, gi = qi[valid], gi[valid]
+    return np.einsum("ij,ij->i", q[qi], g[gi])
+
+
+def pair_scores(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
+                gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
+                kept: np.ndarray | None = None, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine similarity, same identity) of every valid, indexed query-gallery pair (all in
+    memory: for small sets, tests and benchmarks)."""
+    parts = list(_pair_chunks(queries, q_labels, q_cams, gallery, g_labels, g_cams, kept, chunk))
+    if not parts:
         return np.zeros(0), np.zeros(0, dtype=bool)
-    return np.concatenate(scores), np.concatenate(labels)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     """fast-reid's operating point: the TPR of the curve point whose FPR is nearest the
-    target (first such point on scikit-learn's ``roc_curve``)."""
-    return float(tpr[int(np.argmin(np.abs(fpr - target)))])
+    target (the first such point, curve ordered from the highest threshold down)."""
+    return float(tpr[int(np.argmin(np.abs(np.asarray(fpr) - target)))])
 
 
 def thin_curve(fpr: np.ndarray, points: int = CURVE_POINTS) -> np.ndarray:
@@ -165,6 +191,142 @@ def thin_curve(fpr: np.ndarray, points: int = CURVE_POINTS) -> np.ndarray:
     return np.unique(np.concatenate([[0, len(fpr) - 1], np.clip(idx, 0, len(fpr) - 1)]))
 
 
+@dataclass(frozen=True)
+class ExactRoc:
+    """The exact ROC of (score, positive) pairs, kept as counts.
+
+    ``values``: the distinct scores of positive pairs, ascending; per value: ``positives``
+    (pairs with that score), ``negatives_below`` and ``negatives_equal`` (negative pairs
+    with a smaller / the same score).
+    """
+    values: np.ndarray
+    positives: np.ndarray
+    negatives_below: np.ndarray
+    negatives_equal: np.ndarray
+    n_pos: int
+    n_neg: int
+
+    def auc(self) -> float:
+        """P(positive scores above a negative) + half P(tie): the Mann-Whitney statistic, in
+        integers until the one division (= the trapezoid area under the exact curve)."""
+        wins = int(np.sum(self.positives * (2 * self.negatives_below + self.negatives_equal)))
+        return wins / (2 * self.n_pos * self.n_neg)
+
+    def corners(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple]]:
+        """The exact curve's corners in counts: (false positives, true positives, kept by
+        scikit-learn, horizontal segments), from the highest threshold down.
+
+        Lowering the threshold past negatives alone moves the curve right, past positives
+        alone up, past a tie of both diagonally. The corners are the origin, the point at
+        each positive score s (descending) and the end of the run of negatives below it;
+        every point of scikit-learn's curve lies on this polyline. ``kept`` marks the
+        corners ``roc_curve(drop_intermediate=True)`` (fast-reid's call) keeps: it drops
+        the point at s when no negative lies between s and the next lower positive score
+        and both carry the same (negatives, positives) counts (collinear, equal steps).
+        Each horizontal segment (a run of negatives between positive scores) is
+        (index of its first corner, lower score, upper score) with the scores exclusive;
+        its last point is the next corner.
+        """
+        m, n_neg = len(self.values), self.n_neg
+        below, equal, positives = self.negatives_below, self.negatives_equal, self.positives
+        pos_ge = np.cumsum(positives[::-1])[::-1]  # positives >= values[j]
+        neg_ge = n_neg - below
+        neg_gt = neg_ge - equal
+        fp, tp, kept, segments = [0], [0], [True], []
+        head = int(neg_gt[-1]) if m else n_neg
+        if head:  # negatives above every positive: the first segment, from the origin
+            segments.append((0, float(self.values[-1]) if m else -np.inf, np.inf))
+            fp.append(head)
+            tp.append(0)
+            kept.append(True)
+        for j in range(m - 1, -1, -1):
+            run = int((neg_gt[j - 1] if j else n_neg) - neg_ge[j])  # negatives below, above the next
+            dropped = (j > 0 and run == 0 and equal[j - 1] == equal[j]
+                       and positives[j - 1] == positives[j]
+                       and not (j == m - 1 and head == 0))  # the first point is always kept
+            fp.append(int(neg_ge[j]))
+            tp.append(int(pos_ge[j]))
+            kept.append(not dropped)
+            if run:
+                segments.append((len(fp) - 1, float(self.values[j - 1]) if j else -np.inf,
+                                 float(self.values[j])))
+                fp.append(int(neg_ge[j]) + run)
+                tp.append(int(pos_ge[j]))
+                kept.append(True)
+        return np.array(fp), np.array(tp), np.array(kept), segments
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(fpr, tpr) at every corner of the exact curve (repeats dropped)."""
+        fp, tp, _, _ = self.corners()
+        unique = np.ones(len(fp), dtype=bool)
+        unique[1:] = (np.diff(fp) != 0) | (np.diff(tp) != 0)
+        return fp[unique] / self.n_neg, tp[unique] / self.n_pos
+
+
+def fast_reid_tpr_at_fpr(roc: ExactRoc, chunks, targets: Sequence[float]) -> list[float]:
+    """fast-reid's TPR@FPR (:func:`tpr_at_fpr` on scikit-learn's ``roc_curve``), exactly,
+    without that curve: the corners scikit-learn keeps, plus, where a target falls inside a
+    run of negatives, the points scikit-learn keeps inside that run (each distinct negative
+    score whose count differs from the next lower one's), found in one more pass."""
+    fp, tp, kept, segments = roc.corners()
+    n = roc.n_neg
+    inside = {}
+    for target in targets:
+        for first, low, high in segments:
+            if fp[first] < target * n < fp[first + 1]:
+                inside[target] = (first, low, high)
+    runs: dict[tuple, list] = {seg: [] for seg in set(inside.values())}
+    if runs:
+        for scores, positive in chunks():
+            neg = scores[~positive]
+            for (_, low, high), parts in runs.items():
+                parts.append(neg[(neg > low) & (neg < high)])
+    out = []
+    for target in targets:
+        cand_fp, cand_tp = fp[kept], tp[kept]
+        if target in inside:
+            first, low, high = inside[target]
+            values, counts = np.unique(np.concatenate(runs[inside[target]]), return_counts=True)
+            counts = counts[::-1]  # descending scores
+            steps = fp[first] + np.cumsum(counts)
+            keep = np.ones(len(counts), dtype=bool)
+            keep[:-1] = counts[:-1] != counts[1:]
+            if first == 0:
+                keep[0] = True  # the highest score of all is scikit-learn's first point
+            keep[-1] = False  # the run's last point is the next corner, already listed
+            at = int(np.sum(kept[:first + 1]))  # insert after the run's first corner
+            cand_fp = np.concatenate([cand_fp[:at], steps[keep], cand_fp[at:]])
+            cand_tp = np.concatenate([cand_tp[:at], np.full(int(keep.sum()), tp[first]), cand_tp[at:]])
+        out.append(tpr_at_fpr(cand_fp / n, cand_tp / roc.n_pos, target))
+    return out
+
+
+def exact_roc(chunks, positive_scores: np.ndarray | None = None) -> ExactRoc:
+    """Build :class:`ExactRoc` from a re-iterable of (scores, positive) chunks: the positive
+    scores (few) are kept, the negatives (53 M on Market-1501) only counted against them,
+    so memory stays that of one chunk plus the positives. ``positive_scores``, when the
+    caller has them, saves the first of the two passes."""
+    if positive_scores is None:
+        positive_scores = np.concatenate([scores[positive] for scores, positive in chunks()]
+                                         or [np.zeros(0)])
+    pos = np.asarray(positive_scores, dtype=np.float64)
+    values, counts = np.unique(pos, return_counts=True)
+    m = len(values)
+    below = np.zeros(m, dtype=np.int64)
+    equal = np.zeros(m, dtype=np.int64)
+    n_neg = 0
+    for scores, positive in chunks():
+        n_neg += int((~positive).sum())
+        if m:
+            # Sorting the chunk's negatives and searching the few positive values in them is
+            # far faster than searching millions of unsorted negatives among the positives.
+            neg = np.sort(scores[~positive])
+            left = np.searchsorted(neg, values, side="left")
+            below += left
+            equal += np.searchsorted(neg, values, side="right") - left
+    return ExactRoc(values, counts.astype(np.int64), below, equal, int(len(pos)), n_neg)
+
+
 def pair_similarity_roc(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
                         gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
                         kept: np.ndarray | None = None, fpr_targets: Sequence[float] = FPR_TARGETS,
@@ -172,30 +334,27 @@ def pair_similarity_roc(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.nd
     """Exact ROC of same/different-identity pairs (valid, indexed pairs only) by cosine
     similarity (threshold t: pairs with similarity >= t are called the same person).
 
-    scikit-learn's ``roc_curve`` on every pair (memory: about 40 bytes a pair, 2 GB for
-    Market-1501's 53 M pairs); AUC by the trapezoid rule on that curve (= the
-    Mann-Whitney statistic, ties counted half); TPR at each FPR target as fast-reid reads
-    it. Only the stored ``fpr``/``tpr``/``thresholds`` are thinned (``thin_curve``).
+    Computed without sorting the pairs (:func:`exact_roc`): equal to scikit-learn's
+    ``roc_curve``/``auc`` on the same pairs (tested), in the memory of one chunk. TPR at
+    each FPR target as fast-reid reads it; only the stored ``fpr``/``tpr`` corners are
+    thinned for the figure (``thin_curve``; ``curve_points`` is the full count).
     """
-    from sklearn.metrics import auc as trapezoid_auc
-    from sklearn.metrics import roc_curve
+    def chunks():
+        return _pair_chunks(queries, q_labels, q_cams, gallery, g_labels, g_cams, kept, chunk)
 
-    scores, same = pair_scores(queries, q_labels, q_cams, gallery, g_labels, g_cams, kept, chunk)
-    n_pos, n_neg = int(same.sum()), int((~same).sum())
-    out: dict = {"positive_pairs": n_pos, "negative_pairs": n_neg}
+    roc = exact_roc(chunks, positive_pair_scores(queries, q_labels, q_cams, gallery, g_labels,
+                                                 g_cams, kept))
+    out: dict = {"positive_pairs": roc.n_pos, "negative_pairs": roc.n_neg}
     keys = [f"tpr_at_fpr_{target:.0e}" for target in fpr_targets]
-    if n_pos == 0 or n_neg == 0:
-        out.update({"auc": None, **dict.fromkeys(keys), "curve_points": 0,
-                    "thresholds": [], "fpr": [], "tpr": []})
+    if roc.n_pos == 0 or roc.n_neg == 0:
+        out.update({"auc": None, **dict.fromkeys(keys), "curve_points": 0, "fpr": [], "tpr": []})
         return out
-    fpr, tpr, thresholds = roc_curve(same, scores)
-    out["auc"] = _rounded(trapezoid_auc(fpr, tpr))
-    for key, target in zip(keys, fpr_targets, strict=True):
-        out[key] = _rounded(tpr_at_fpr(fpr, tpr, target))
+    fpr, tpr = roc.curve()
+    out["auc"] = _rounded(roc.auc())
+    for key, value in zip(keys, fast_reid_tpr_at_fpr(roc, chunks, fpr_targets), strict=True):
+        out[key] = _rounded(value)
     out["curve_points"] = int(len(fpr))
     keep = thin_curve(fpr, points)
-    # The first threshold is +inf (nothing called the same): JSON has no infinity, so null.
-    out["thresholds"] = [None if not np.isfinite(t) else round(float(t), 12) for t in thresholds[keep]]
     out["fpr"] = [round(float(v), 10) for v in fpr[keep]]
     out["tpr"] = [round(float(v), 10) for v in tpr[keep]]
     return out
