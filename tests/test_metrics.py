@@ -415,3 +415,19 @@ def test_metrics_script_passes_the_knn_switch(tmp_path):
     main(["--plan", json.dumps(plan), "--config", "{}", "--knn", "authors"])
     record = json.loads(out.read_text())
     assert record["retrieval"]["knn"] == "authors" and "knn" not in record["retrieval_indexed"]
+
+
+def test_reid_metrics_file_holds_minp_and_the_exact_roc(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(17)
+    q, g = _set(rng.normal(size=(20, 8)), rng.integers(0, 5, 20)), _set(rng.normal(size=(60, 8)), rng.integers(0, 5, 60))
+    save_embedding_set(tmp_path / "q.npz", q)
+    save_embedding_set(tmp_path / "g.npz", g)
+    record = write_metrics(tmp_path / "m.json", Part(tmp_path / "q.npz"), [Part(tmp_path / "g.npz")],
+                           reid=True, meta={})
+    sims = l2_normalise(q.embeddings).astype(np.float64) @ l2_normalise(g.embeddings).astype(np.float64).T
+    same = q.labels[:, None] == g.labels[None, :]
+    assert record["roc"]["auc"] == pytest.approx(roc_auc_score(same.ravel(), sims.ravel()), abs=1e-9)
+    assert set(record["roc"]) >= {"tpr_at_fpr_1e-04", "tpr_at_fpr_1e-03", "tpr_at_fpr_1e-02"}
+    assert 0 < record["reid"]["mINP"] <= 1 and record["reid_indexed"]["mINP"] == record["reid"]["mINP"]
