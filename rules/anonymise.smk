@@ -256,6 +256,7 @@ rule metrics_anonymised:
     params:
         plan=lambda wildcards: json.dumps(setting_anon_jobs(wildcards.setting)),
         config=EVAL_CONFIG_JSON,
+        knn=config["evaluation"]["knn"],
     log:
         log_path("metrics_anonymised", "{setting}"),
     benchmark:
@@ -268,7 +269,7 @@ rule metrics_anonymised:
         container_for("cpu")
     shell:
         script("compute_metrics.py") + " --plan {params.plan:q} --threads {threads}"
-        " --config {params.config:q} > {log} 2>&1"
+        " --knn {params.knn} --config {params.config:q} > {log} 2>&1"
 
 
 def anonymisation_metrics_files():

@@ -213,6 +213,7 @@ rule metrics:
     params:
         plan=lambda wildcards: json.dumps(setting_metrics_jobs(wildcards.setting)),
         config=EVAL_CONFIG_JSON,
+        knn=config["evaluation"]["knn"],
     log:
         log_path("metrics", "{setting}"),
     benchmark:
@@ -225,4 +226,4 @@ rule metrics:
         container_for("cpu")
     shell:
         script("compute_metrics.py") + " --plan {params.plan:q} --threads {threads}"
-        " --config {params.config:q} > {log} 2>&1"
+        " --knn {params.knn} --config {params.config:q} > {log} 2>&1"

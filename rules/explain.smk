@@ -41,6 +41,8 @@ rule explain:
         model_dir=lambda wildcards: f"{RESULTS}/models/{wildcards.setting}",
         trunk=eval_trunk_json,
         dim=config["training"]["embedding_dim"],
+        target=EXPLAIN["target"],
+        gammas=" ".join(f"--gamma {conv} {linear}" for conv, linear in EXPLAIN["gammas"]),
     log:
         log_path("explain", "{setting}"),
     benchmark:
@@ -55,4 +57,4 @@ rule explain:
         script("explain.py") + " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} --queries {input.queries:q} --gallery {input.gallery:q}"
         " --query-root {input.query_images:q} --gallery-root {input.gallery_images:q}"
-        " --threads {threads} --out {output:q} > {log} 2>&1"
+        " --target {params.target} {params.gammas} --threads {threads} --out {output:q} > {log} 2>&1"

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--plan", required=True, help="JSON list of evaluations")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--knn", choices=("exact", "authors"), default="exact",
+                        help="config evaluation.knn: exact, or the authors' k-NN (k - 1 cut)")
     parser.add_argument("--config", required=True, help="resolved workflow config (JSON), for provenance")
     args = parser.parse_args(argv)
 
@@ -39,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         copies = job.get("query_copies") or []
         if copies:
             record = write_anonymised_metrics(job["out"], query, references, copies,
-                                              job["reid"], meta)
+                                              job["reid"], meta, args.knn)
         else:
-            record = write_metrics(job["out"], query, references, job["reid"], meta)
+            record = write_metrics(job["out"], query, references, job["reid"], meta, args.knn)
         write_provenance(Path(job["out"]), config,
                          {"queries": job["query"], "references": job["references"],
                           "query_copies": copies})

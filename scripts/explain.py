@@ -1,7 +1,8 @@
 """AttnLRP heat maps for a few person queries of one torchvision-ViT model (the `explain` rule).
 
-The explained score is the cosine similarity between the query's embedding and that of its
-best same-identity gallery image (from the cached embeddings).
+The explained score (--target) is the cosine similarity between the query's embedding and
+that of its best same-identity gallery image (from the cached embeddings), or the L2 norm of
+the query's embedding (the authors' choice); one heat map per --gamma pair.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query-root", required=True, help="folder of the query images")
     parser.add_argument("--gallery-root", required=True, help="folder of the gallery images")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--target", choices=("similarity", "norm"), default="similarity",
+                        help="config explain.target")
+    parser.add_argument("--gamma", nargs=2, type=float, action="append", metavar=("CONV", "LINEAR"),
+                        help="one zennit Gamma pair per heat map (config explain.gammas); "
+                             "default 0.25 0.05")
     parser.add_argument("--out", nargs="+", required=True, help="one PNG per query")
     args = parser.parse_args(argv)
 
@@ -42,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                                  args.embedding_dim, device=device)
     check_torchvision_trunk(model, args.model_dir)
     explain_queries(model, load_embedding_set(args.queries), load_embedding_set(args.gallery),
-                    args.query_root, args.gallery_root, args.out, device=device)
+                    args.query_root, args.gallery_root, args.out, device=device,
+                    target=args.target, gammas=[tuple(g) for g in args.gamma or [(0.25, 0.05)]])
     return 0
 
 

@@ -200,6 +200,58 @@ def test_match_pairs_below_threshold_cannot_steal() -> None:
     assert match(np.array([[0.5]]), 0.5) == {0: 0}  # IoU >= threshold is a match
 
 
+def test_authors_matching_lets_a_sub_threshold_pair_steal() -> None:
+    iou = np.array([[0.6, 0.45], [0.45, 0.0]])
+    assert match(iou, 0.5, "authors") == {}
+    assert match(iou, 0.5, "thresholded") == {0: 0}
+    assert match(np.array([[0.9, 0.8], [0.85, 0.0]]), 0.5, "authors") == {0: 1, 1: 0}
+    assert match(np.zeros((2, 0)), 0.5, "authors") == {}
+    with pytest.raises(WorkflowInputError, match="exclusion.matching"):
+        ExclusionSettings(matching="hungarian")
+
+
+# One frame where the rules disagree. Object a (cols 0-59, rows 0-9) overlaps detection X
+# (cols 0-35) with IoU 0.6 and Y (cols 33-59) with 0.45; cat b (cols 0-17, rows 0-19)
+# overlaps X with 1/3 and Y not at all. Over all pairs a-Y + b-X (0.78) beats a-X (0.6),
+# and both of those pairs fall below 0.5: the authors' rule leaves a unmatched.
+STEAL_DETECTIONS = {"vid1/00000.jpg": [det("X_LABEL", 0.9, (0, 0, 35, 9)),
+                                       det("a person", 0.8, (33, 0, 59, 9))]}
+
+
+@pytest.mark.parametrize("a_category, x_label, thresholded, authors", [
+    # A person called a dog: thresholded leaks it (inclusion); authors: undetected, excluded.
+    (PERSON, "a dog", MISCLASSIFIED_INCLUSION, UNDETECTED),
+    # A dog called a person: thresholded excludes it; authors leave it unmatched, indexed.
+    (DOG, "a person", MISCLASSIFIED_EXCLUSION, None),
+])
+def test_matching_rules_on_a_frame_and_the_counted_difference(a_category, x_label, thresholded,
+                                                              authors) -> None:
+    objects = [("vid1/00000_1.jpg", 1, 0, a_category, (0, 0, 59, 9)),
+               ("vid1/00000_2.jpg", 1, 0, CAT, (0, 0, 17, 19))]
+    detections = {k: [dict(d, label=x_label if d["label"] == "X_LABEL" else d["label"])
+                      for d in v] for k, v in STEAL_DETECTIONS.items()}
+    expected = {"thresholded": thresholded, "authors": authors}
+    for rule in ("thresholded", "authors"):
+        settings = ExclusionSettings(nms_iou=0.7, min_confidence=None, match_iou=0.5,
+                                     matching=rule)
+        result, summary = run(detections, settings, objects)
+        found = [c for c in CATEGORIES if "vid1/00000_1.jpg" in result[c]]
+        assert found == ([expected[rule]] if expected[rule] else [])
+        assert summary["matched"] == (1 if rule == "thresholded" else 0)
+        assert summary["matching"] == rule
+        # The counters do not depend on the chosen rule.
+        assert summary["excluded_only_by_authors"] == int(authors is not None and a_category == PERSON)
+        assert summary["excluded_only_by_thresholded"] == int(a_category != PERSON)
+
+
+def test_matching_rules_agree_on_the_hand_made_frames() -> None:
+    authors = ExclusionSettings(nms_iou=0.7, min_confidence=None, match_iou=0.5,
+                                matching="authors")
+    result, summary = run(settings=authors)
+    assert result == EXPECTED
+    assert summary["excluded_only_by_authors"] == summary["excluded_only_by_thresholded"] == 0
+
+
 def test_match_maximises_total_iou_and_breaks_ties_by_confidence() -> None:
     assert match(np.array([[0.9, 0.8], [0.85, 0.0]]), 0.5) == {0: 1, 1: 0}
     # Equal IoU with two detections: the earlier (higher confidence) one wins.

@@ -24,7 +24,12 @@ from overlearning.evaluate.embeddings import (
     items_for_set,
     save_embedding_set,
 )
-from overlearning.evaluate.explain import check_torchvision_trunk, pick_pairs
+from overlearning.evaluate.explain import (
+    AUTHORS_GAMMAS,
+    _build_heatmap_figure,
+    check_torchvision_trunk,
+    pick_pairs,
+)
 from overlearning.models.embedder import build_embedding_model, save_embedding_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,9 +80,14 @@ image, target = torch.randn(3, 64, 64), torch.randn(8)
 heat = attnlrp_heatmap(model, image, target)
 again = attnlrp_heatmap(model, image, target)
 flipped = attnlrp_heatmap(model, image, -target)
-corr = ((heat - heat.mean()) * (flipped - flipped.mean())).mean() / (heat.std() * flipped.std())
+norm = attnlrp_heatmap(model, image, None)
+other_gamma = attnlrp_heatmap(model, image, target, 100.0, 1.0)
+def corr(a, b):
+    return float(((a - a.mean()) * (b - b.mean())).mean() / (a.std() * b.std()))
 stats = {"shape": list(heat.shape), "max": float(abs(heat).max()), "std": float(heat.std()),
-         "same": bool((heat == again).all()), "corr_flipped": float(corr)}
+         "same": bool((heat == again).all()), "corr_flipped": corr(heat, flipped),
+         "norm_max": float(abs(norm).max()), "norm_differs": bool(abs(norm - heat).max() > 1e-3),
+         "gamma_differs": bool(abs(other_gamma - heat).max() > 1e-3)}
 explain = runpy.run_path(sys.argv[2])
 explain["main"](sys.argv[3:])
 print(json.dumps(stats))
@@ -94,10 +104,12 @@ def test_heat_maps_and_the_explain_script(tmp_path):
         items = items_for_set("folder", folder)
         save_embedding_set(tmp_path / name, embedding_set_from_items(items, embed_items(model, items, 4)))
     outs = [tmp_path / "explain" / f"query_{i}.png" for i in range(2)]
+    # The authors' options: the embedding norm, two gamma pairs (two maps per figure).
     args = ["--model-dir", str(tmp_path / "model"), "--trunk", json.dumps(TINY_TV),
             "--embedding-dim", "8", "--queries", str(tmp_path / "q.npz"),
             "--gallery", str(tmp_path / "g.npz"), "--query-root", str(query),
-            "--gallery-root", str(gallery), "--out", *map(str, outs)]
+            "--gallery-root", str(gallery), "--target", "norm", "--gamma", "0.25", "0.05",
+            "--gamma", "100", "1", "--out", *map(str, outs)]
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(TINY_TV),
                            str(REPO / "scripts" / "explain.py"), *args],
                           check=True, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -107,7 +119,30 @@ def test_heat_maps_and_the_explain_script(tmp_path):
     assert stats["std"] > 0.01 and stats["same"]
     # Explaining similarity to the opposite target flips the evidence.
     assert stats["corr_flipped"] < 0
+    # The norm target and another gamma pair give other maps, scaled the same way.
+    assert stats["norm_max"] == pytest.approx(1.0)
+    assert stats["norm_differs"] and stats["gamma_differs"]
     for out in outs:
         image = np.asarray(Image.open(out).convert("RGB")).astype(int)
         # The relevance panel is drawn in red/blue: strongly coloured pixels exist.
         assert (np.abs(image[..., 0] - image[..., 2]) > 80).sum() > 100
+
+
+def test_heat_map_figure_has_a_colour_bar_the_similarity_and_one_map_per_gamma():
+    rng = np.random.default_rng(0)
+    query = rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)
+    heats = [rng.uniform(-1, 1, (16, 16)) for _ in AUTHORS_GAMMAS]
+    fig = _build_heatmap_figure(query, heats, AUTHORS_GAMMAS, query, "q vs g: cosine similarity 0.9123")
+    try:
+        assert len(AUTHORS_GAMMAS) == 15
+        every_axes = fig.axes + [child for ax in fig.axes for child in ax.child_axes]
+        colour_bars = [ax for ax in every_axes if getattr(ax, "_colorbar", None) is not None]
+        assert len(colour_bars) == 1 and colour_bars[0].get_ylim() == (-1.0, 1.0)
+        assert "0.9123" in fig._suptitle.get_text()
+        maps = [ax for ax in fig.axes if any(im.get_cmap().name == "bwr" for im in ax.images)]
+        assert len(maps) == 1 + 1 + 14  # first map, its overlay, the other 14 pairs
+        titles = {ax.get_title() for ax in fig.axes}
+        assert "gamma conv 100 / linear 1" in titles
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close(fig)

@@ -324,3 +324,110 @@ def test_metrics_script_runs_a_plan_of_evaluations(tmp_path):
                       reid=False, meta={k: job[k] for k in ("setting", "evaluation", "exclusion")})
         assert Path(job["out"]).read_bytes() == expected.read_bytes()
         assert Path(job["out"]).with_suffix(".provenance.json").exists()
+
+
+class _AuthorsKNN:
+    """The authors' exclusion-aware k-NN as their evaluation ran it, re-written plainly for
+    PML: fetch k + |excluded| (+1 with self) over every reference, -1 beyond the index as
+    FAISS returns it, drop excluded, keep k, pad with the last kept one (0 if none), then
+    PML's own return_results."""
+
+    def __init__(self, excluded: set[int]) -> None:
+        self.excluded = excluded
+
+    def __call__(self, query, k, reference, ref_includes_query):
+        n_r = len(reference)
+        fetch = min(k + len(self.excluded), n_r) + int(ref_includes_query)
+        dist = torch.cdist(query.double(), reference.double())
+        order = torch.argsort(dist, dim=1, stable=True)[:, :min(fetch, n_r)].tolist()
+        rows = []
+        for row in order:
+            row = row + [-1] * (fetch - n_r)
+            valid = [i for i in row if i not in self.excluded][:k]
+            rows.append(valid + [valid[-1] if valid else 0] * (k - len(valid)))
+        indices = torch.tensor(rows, dtype=torch.long)
+        return return_results(torch.zeros(indices.shape), indices, ref_includes_query)
+
+
+@pytest.mark.parametrize("seed, n_distractors, keep_rate", [(14, 200, 0.8), (15, 0, 0.7), (16, 0, 0.08)])
+def test_authors_knn_equals_pml_with_their_exclusion_aware_knn(seed, n_distractors, keep_rate):
+    """knn="authors": the study reading is what PML computed with the authors' k-NN (queries
+    first among the references, as their person evaluation put them); the last case keeps
+    fewer references than k, so rows are padded and FAISS's -1 appears."""
+    rng = np.random.default_rng(seed)
+    x, labels = rng.normal(size=(120, 8)), rng.integers(0, 12, 120)
+    d, dl = rng.normal(size=(n_distractors, 8)), rng.integers(900, 950, n_distractors)
+    ref_x, ref_l = np.vstack([x, d]), np.concatenate([labels, dl])
+    kept = rng.random(len(ref_l)) < keep_rate
+    data, refs = _set(x, labels), _set(ref_x, ref_l)
+    ours = evaluate_retrieval(RetrievalInputs(data, refs, kept, np.arange(120),
+                                              np.zeros(len(ref_l), int)), knn="authors")
+    theirs = _pml(x, labels, ref_x, ref_l, True,
+                  knn_func=_AuthorsKNN(set(np.flatnonzero(~kept).tolist())))
+    _assert_equal(ours.study, theirs)
+    assert ours.study.summary()["knn"] == "authors"
+    exact = _ours(data, refs, kept=kept, self_index=np.arange(120))
+    # The indexed reading is unchanged. The study reading can only lose the hit at rank k,
+    # unless rows are padded (fewer kept references than k): repeated hits then inflate it.
+    _assert_equal(ours.indexed, {m: getattr(exact.indexed, m) for m in METRICS})
+    if kept.sum() > 20:
+        assert ours.study.mean_average_precision <= exact.study.mean_average_precision + 1e-12
+        assert ours.study.mean_average_precision_at_r <= exact.study.mean_average_precision_at_r + 1e-12
+    else:
+        assert ours.study.mean_average_precision > exact.study.mean_average_precision
+
+
+def test_authors_knn_cuts_the_kth_neighbour_on_a_hand_case():
+    x, labels = _hand_case()
+    data = _set(x, labels)
+    kept = np.array([True, True, True, True, False])  # B1 leaves the index
+    exact = _ours(data, data, kept=kept, self_index=np.arange(5))
+    ours = evaluate_retrieval(RetrievalInputs(data, data, kept, np.arange(5), np.zeros(5, int)),
+                              knn="authors")
+    # k = 2 (A has 3 members). Each row keeps the first 2 kept references, self included,
+    # then loses its self match: A0 [A0 A1] -> A1, A1 [A1 A0] -> A0, B0 [B0 A1] -> A1,
+    # A2 [A2 B0] -> B0; B1 is excluded, so its row [A2 B0] has no self match and PML drops
+    # the last entry -> A2. AP = hits / R: .5, .5, 0, 0, 0.
+    np.testing.assert_allclose(ours.study.average_precision, [0.5, 0.5, 0.0, 0.0, 0.0])
+    # Exact lists hold 2 neighbours: A2 finds A1 at rank 2 (1/2 / 2), B1 finds B0 at rank 2.
+    np.testing.assert_allclose(exact.study.average_precision, [0.5, 0.5, 0.0, 0.25, 0.5])
+    # Without exclusion the authors ran plain PML: identical.
+    plain = evaluate_retrieval(RetrievalInputs(data, data, np.ones(5, bool), np.arange(5),
+                                               np.zeros(5, int)), knn="authors")
+    assert "knn" not in plain.study.summary()
+    _assert_equal(plain.study, _pml(x, labels, x, labels, True))
+
+
+def test_metrics_script_passes_the_knn_switch(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    vis, _ = _write_sets(tmp_path)
+    exclusion = tmp_path / "vis_test.json"
+    exclusion.write_text(json.dumps({"Detected Person Exclusion": [str(vis.files[0])]}))
+    vis_npz = str(tmp_path / "vis_test.npz")
+    out = tmp_path / "m.json"
+    plan = [{"query": [vis_npz, "all"], "references": [[vis_npz, "all", str(exclusion)]],
+             "reid": False, "setting": "ms", "evaluation": "e", "exclusion": "excluded",
+             "out": str(out)}]
+    main = runpy.run_path(str(repo / "scripts" / "compute_metrics.py"))["main"]
+    main(["--plan", json.dumps(plan), "--config", "{}", "--knn", "authors"])
+    record = json.loads(out.read_text())
+    assert record["retrieval"]["knn"] == "authors" and "knn" not in record["retrieval_indexed"]
+
+
+def test_reid_metrics_file_holds_minp_and_the_exact_roc(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(17)
+    q, g = _set(rng.normal(size=(20, 8)), rng.integers(0, 5, 20)), _set(rng.normal(size=(60, 8)), rng.integers(0, 5, 60))
+    save_embedding_set(tmp_path / "q.npz", q)
+    save_embedding_set(tmp_path / "g.npz", g)
+    record = write_metrics(tmp_path / "m.json", Part(tmp_path / "q.npz"), [Part(tmp_path / "g.npz")],
+                           reid=True, meta={})
+    sims = l2_normalise(q.embeddings).astype(np.float64) @ l2_normalise(g.embeddings).astype(np.float64).T
+    same = q.labels[:, None] == g.labels[None, :]
+    assert record["roc"]["auc"] == pytest.approx(roc_auc_score(same.ravel(), sims.ravel()), abs=1e-9)
+    assert set(record["roc"]) >= {"tpr_at_fpr_1e-04", "tpr_at_fpr_1e-03", "tpr_at_fpr_1e-02"}
+    assert 0 < record["reid"]["mINP"] <= 1 and record["reid_indexed"]["mINP"] == record["reid"]["mINP"]

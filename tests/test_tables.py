@@ -36,9 +36,10 @@ def _record(setting, exclusion, evaluation, value):
     }
     if evaluation == "market1501":
         record["reid"] = {"rank1": value + 0.1, "rank5": value + 0.2, "rank10": value + 0.3,
-                          "mAP": value, "scored_queries": 10}
-        record["roc"] = {"auc": 0.9, "fpr": [0, 1], "tpr": [0, 1], "thresholds": [1, -1],
-                         "positive_pairs": 1, "negative_pairs": 1}
+                          "mAP": value, "mINP": value / 4, "scored_queries": 10}
+        record["roc"] = {"auc": 0.9, "fpr": [0, 1], "tpr": [0, 1], "thresholds": [None, -1],
+                         "positive_pairs": 1, "negative_pairs": 1, "tpr_at_fpr_1e-04": 0.125,
+                         "tpr_at_fpr_1e-03": 0.25, "tpr_at_fpr_1e-02": 0.5}
     return record
 
 
@@ -72,8 +73,10 @@ def test_tables_rows_columns_and_formats(tmp_path):
     tex = (out / "main.tex").read_text()
     assert r"\begin{tabular}{llrrr}" in tex and "confusion & excluded & 65.60 & 1.20 & 1.00" in tex
     reid = list(csv.reader(io.StringIO((out / "reid.csv").read_text())))
-    assert reid[0] == ["setting", "exclusion", "market1501 R-1", "market1501 mAP"]
-    assert reid[1] == ["ms", "none", repr(0.3 + 0.1), "0.3"]
+    assert reid[0] == ["setting", "exclusion", "market1501 R-1", "market1501 mAP",
+                       "market1501 mINP", "market1501 TPR@FPR=1e-04",
+                       "market1501 TPR@FPR=1e-03", "market1501 TPR@FPR=1e-02"]
+    assert reid[1] == ["ms", "none", repr(0.3 + 0.1), "0.3", "0.075", "0.125", "0.25", "0.5"]
     summary = json.loads((out / "headline.json").read_text())
     assert summary["person_reid_accuracy_with_both_safeguards"]["value"] == 0.012
     assert summary["nonperson_retrieval_kept"]["ratio"] == pytest.approx(0.656 / 0.8)

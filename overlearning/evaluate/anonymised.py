@@ -51,7 +51,7 @@ def mark_query_copies(inputs: RetrievalInputs, copy_parts: Sequence[int]) -> Ret
 
 def write_anonymised_metrics(out: Path | str, query: Part, references: Sequence[Part],
                              query_copies: Sequence[Path | str], reid: bool,
-                             meta: Mapping[str, str]) -> dict:
+                             meta: Mapping[str, str], knn: str = "exact") -> dict:
     """The evaluation's metrics record (overlearning.evaluate.metrics_file) for raw queries against
     reference parts of which ``query_copies`` are anonymised copies of the query set."""
     copies = {os.path.realpath(p) for p in query_copies}
@@ -62,6 +62,6 @@ def write_anonymised_metrics(out: Path | str, query: Part, references: Sequence[
     inputs = mark_query_copies(load_retrieval_inputs(query, references), parts)
     if reid and np.any(inputs.self_index >= 0):
         raise ValueError("the re-ID protocol needs queries that are not in the gallery")
-    record = metrics_record(inputs, query, references, reid, meta)
+    record = metrics_record(inputs, query, references, reid, meta, knn)
     write_json(out, record)
     return record

@@ -180,7 +180,8 @@ def privacy_utility_plot(records: Sequence[Mapping[str, Any]], out: Path | str,
 
 def roc_figure(records: Sequence[Mapping[str, Any]], out: Path | str,
                evaluations: Sequence[str]) -> Path:
-    """Same/different-identity pair ROC per person set, one curve per table row."""
+    """Same/different-identity pair ROC per person set, one curve per table row; the exact
+    AUC and fast-reid's TPR at FPR 1e-4 / 1e-3 / 1e-2 (dots on the curve) in the legend."""
     panels = [e for e in evaluations if any(r["evaluation"] == e and "roc" in r for r in records)]
     if not panels:
         raise WorkflowInputError(", ".join(evaluations), "no ROC data in the given metrics files")
@@ -192,9 +193,17 @@ def roc_figure(records: Sequence[Mapping[str, Any]], out: Path | str,
                 continue
             fpr, tpr = np.asarray(roc["fpr"]), np.asarray(roc["tpr"])
             style = "--" if record["exclusion"] != "none" else "-"
-            auc = roc["auc"]
-            ax.plot(np.maximum(fpr, 1e-5), tpr, style, lw=1.2,
-                    label=f"{_row_name(record)} (AUC {auc:.3f})" if auc is not None else _row_name(record))
+            label = _row_name(record)
+            if roc.get("auc") is not None:
+                label += f" (AUC {roc['auc']:.3f}"
+                if roc.get("tpr_at_fpr_1e-03") is not None:
+                    label += f", TPR@1e-3 {roc['tpr_at_fpr_1e-03']:.3f}"
+                label += ")"
+            (line,) = ax.plot(np.maximum(fpr, 1e-5), tpr, style, lw=1.2, label=label)
+            points = [(float(key.rsplit("_", 1)[1]), value) for key, value in roc.items()
+                      if key.startswith("tpr_at_fpr_") and value is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), "o", ms=3, color=line.get_color())
         ax.plot([1e-5, 1], [1e-5, 1], ":", color="grey", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlim(1e-5, 1)

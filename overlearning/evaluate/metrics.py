@@ -18,16 +18,24 @@ of R are reported, both from that one ranking:
   bug, which repeated the last kept neighbour and could count one hit several times).
 - ``retrieval_indexed``: R counts kept references only, which equals recomputing PML on the
   reference set with the excluded items deleted ("how well is what is still indexed found").
+
+``knn="authors"`` (config ``evaluation.knn``) scores the study reading on the neighbour
+lists of the authors' exclusion-aware k-NN instead (:func:`ranking.authors_knn`): with
+queries among the references and something excluded, k - 1 neighbours per query (their
+self match used up one of the k), short rows padded with a repeated neighbour. Without
+exclusion their evaluation was PML's, so nothing changes; ``retrieval_indexed`` never
+changes (PML on the deleted reference set has no exclusion).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from overlearning.evaluate.ranking import MISSING, knn_with_exclusion, l2_normalise
+from overlearning.evaluate.ranking import MISSING, authors_knn, knn_with_exclusion, l2_normalise
 from overlearning.evaluate.retrieval_inputs import RetrievalInputs
 
 
@@ -40,13 +48,18 @@ class RetrievalResult:
     average_precision: np.ndarray  # per query, NaN where R = 0
     average_precision_at_r: np.ndarray
 
+    knn: str = "exact"  # "authors": the study reading on the authors' k-NN lists
+
     def summary(self) -> dict:
-        return {
+        out = {
             "mean_average_precision": _json_float(self.mean_average_precision),
             "mean_average_precision_at_r": _json_float(self.mean_average_precision_at_r),
             "k": int(self.k),
             "scored_queries": int(self.scored_queries),
         }
+        if self.knn != "exact":
+            out["knn"] = self.knn
+        return out
 
 
 def _json_float(value: float, digits: int = 10) -> float | None:
@@ -101,8 +114,14 @@ class RetrievalEvaluation:
     indexed: RetrievalResult     # R over kept references only
 
 
-def evaluate_retrieval(inputs: RetrievalInputs) -> RetrievalEvaluation:
-    """Rank every query once against the kept references and score both readings of R."""
+KNN_MODES = ("exact", "authors")
+
+
+def evaluate_retrieval(inputs: RetrievalInputs, knn: str = "exact") -> RetrievalEvaluation:
+    """Rank every query once against the kept references and score both readings of R
+    (``knn``: see the module docstring)."""
+    if knn not in KNN_MODES:
+        raise ValueError(f"knn must be one of {KNN_MODES}, not {knn!r}")
     q_labels, r_labels = inputs.queries.labels, inputs.references.labels
     has_self = inputs.self_index >= 0
     safe_self = np.maximum(inputs.self_index, 0)
@@ -116,4 +135,12 @@ def evaluate_retrieval(inputs: RetrievalInputs) -> RetrievalEvaluation:
                                  inputs.kept, inputs.self_index)
     retrieved = ranking != MISSING
     hits = retrieved & (r_labels[np.maximum(ranking, 0)] == q_labels[:, None])
-    return RetrievalEvaluation(ranking, _score(hits, r_all), _score(hits, r_kept))
+    study = _score(hits, r_all)
+    if knn == "authors" and not inputs.kept.all():
+        theirs = authors_knn(l2_normalise(inputs.queries.embeddings),
+                             l2_normalise(inputs.references.embeddings),
+                             int(r_all.max(initial=0)), inputs.kept, inputs.self_index)
+        # Their -1 (FAISS beyond the index) is read as PML reads it: the last reference.
+        study = dataclasses.replace(_score(r_labels[theirs] == q_labels[:, None], r_all),
+                                    knn="authors")
+    return RetrievalEvaluation(ranking, study, _score(hits, r_kept))

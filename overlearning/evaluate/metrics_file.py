@@ -28,9 +28,10 @@ def _part_summary(part: Part, count: int, excluded: int | None) -> dict:
 
 
 def metrics_record(inputs: RetrievalInputs, query: Part, references: Sequence[Part],
-                   reid: bool, meta: Mapping[str, str]) -> dict:
-    """Everything one (model, evaluation, exclusion) contributes to the tables and figures."""
-    retrieval = evaluate_retrieval(inputs)
+                   reid: bool, meta: Mapping[str, str], knn: str = "exact") -> dict:
+    """Everything one (model, evaluation, exclusion) contributes to the tables and figures
+    (``knn``: config ``evaluation.knn``, see overlearning.evaluate.metrics)."""
+    retrieval = evaluate_retrieval(inputs, knn)
     record: dict[str, Any] = dict(meta)
     record["queries"] = _part_summary(query, len(inputs.queries), None)
     record["references"] = [
@@ -53,10 +54,10 @@ def metrics_record(inputs: RetrievalInputs, query: Part, references: Sequence[Pa
 
 
 def write_metrics(out: Path | str, query: Part, references: Sequence[Part], reid: bool,
-                  meta: Mapping[str, str]) -> dict:
+                  meta: Mapping[str, str], knn: str = "exact") -> dict:
     inputs = load_retrieval_inputs(query, references)
     if reid and (np.any(inputs.self_index >= 0)):
         raise ValueError("the re-ID protocol needs queries that are not in the gallery")
-    record = metrics_record(inputs, query, references, reid, meta)
+    record = metrics_record(inputs, query, references, reid, meta, knn)
     write_json(out, record)
     return record

@@ -75,3 +75,54 @@ def knn_with_exclusion(queries: np.ndarray, references: np.ndarray, k: int,
     found, drop = found[:, :width], drop[:, :width]
     out[:, :width] = np.where(drop, MISSING, kept_positions[np.maximum(found, 0)])
     return out
+
+
+def authors_knn(queries: np.ndarray, references: np.ndarray, k: int, kept: np.ndarray,
+                self_index: np.ndarray) -> np.ndarray:
+    """The neighbour lists the authors' exclusion-aware k-NN handed to PML (``knn: authors``).
+
+    Their k-NN (used only when something is excluded) fetched ``min(k + n_excluded, n_refs)``
+    neighbours over every reference, one more when queries are references, dropped the
+    excluded ones, kept the first k, padded short rows with the last kept neighbour
+    (reference 0 when none was kept), and only then let PML's ``return_results`` drop each
+    query's self match, or the row's last entry where the self match is absent. With
+    queries among the references each row therefore holds k - 1 neighbours, not k: the
+    self match used up one of the k. FAISS marks fetches beyond the index size with -1,
+    which survives the filter; PML reads it as the last reference (negative indexing), so
+    the returned -1 must be read the same way (``labels[-1]``), not as ``MISSING``.
+
+    Inputs as :func:`knn_with_exclusion` (L2-normalised). Returns (n_queries, k - 1) indices
+    when any query is a reference, (n_queries, k) otherwise. A row whose padding repeats
+    the self match would make PML fail; here only its first occurrence is dropped.
+    """
+    n_q, n_r = len(queries), len(references)
+    kept = np.asarray(kept, dtype=bool)
+    self_index = np.asarray(self_index, dtype=np.int64)
+    with_self = bool((self_index >= 0).any())
+    width = k - 1 if with_self else k
+    if k <= 0 or n_q == 0 or width <= 0:
+        return np.zeros((n_q, max(width, 0)), dtype=np.int64)
+    fetch = min(k + int((~kept).sum()), n_r) + int(with_self)
+    index = faiss.IndexFlatL2(references.shape[1])
+    index.add(np.ascontiguousarray(references, dtype=np.float32))
+    _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(fetch, n_r))
+    if fetch > n_r:  # what FAISS returns for neighbours beyond the index size
+        found = np.hstack([found, np.full((n_q, fetch - n_r), -1, dtype=found.dtype)])
+    # The filter only knows the excluded set: FAISS's -1 is not in it and stays.
+    valid = (found < 0) | kept[np.maximum(found, 0)]
+    order = np.argsort(~valid, axis=1, kind="stable")  # valid first, in rank order
+    found = np.take_along_axis(found, order, axis=1)[:, :k]
+    n_valid = np.minimum(valid.sum(axis=1), k)
+    if found.shape[1] < k:
+        found = np.hstack([found, np.zeros((n_q, k - found.shape[1]), dtype=found.dtype)])
+    columns = np.arange(k)[None, :]
+    last_valid = np.take_along_axis(found, np.maximum(n_valid - 1, 0)[:, None], axis=1)
+    padding = np.where(n_valid[:, None] > 0, last_valid, 0)
+    rows = np.where(columns < n_valid[:, None], found, padding).astype(np.int64)
+    if not with_self:
+        return rows
+    # PML's return_results: drop the self match, or the last column where it is absent.
+    is_self = rows == self_index[:, None]
+    first_self = np.where(is_self.any(axis=1), np.argmax(is_self, axis=1), k - 1)
+    keep = columns != first_self[:, None]
+    return rows[keep].reshape(n_q, k - 1)

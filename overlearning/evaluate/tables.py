@@ -31,7 +31,11 @@ class Column:
 
 
 MAIN_COLUMNS = (Column("retrieval", "mean_average_precision_at_r", "MAP@R"),)
-REID_COLUMNS = (Column("reid", "rank1", "R-1"), Column("reid", "mAP", "mAP"))
+# fast-reid's verification operating points on the exact pair ROC (evaluate/reid_protocol.py).
+TPR_COLUMNS = tuple(Column("roc", f"tpr_at_fpr_{fpr}", f"TPR@FPR={fpr}")
+                    for fpr in ("1e-04", "1e-03", "1e-02"))
+REID_COLUMNS = (Column("reid", "rank1", "R-1"), Column("reid", "mAP", "mAP"),
+                Column("reid", "mINP", "mINP"), *TPR_COLUMNS)
 DETAIL_COLUMNS = (
     Column("retrieval", "mean_average_precision_at_r", "MAP@R"),
     Column("retrieval", "mean_average_precision", "MAP"),
@@ -41,9 +45,12 @@ DETAIL_COLUMNS = (
     Column("reid", "rank5", "Rank-5"),
     Column("reid", "rank10", "Rank-10"),
     Column("reid", "mAP", "re-ID mAP"),
+    Column("reid", "mINP", "mINP"),
     Column("reid_indexed", "rank1", "Rank-1 indexed"),
     Column("reid_indexed", "mAP", "re-ID mAP indexed"),
+    Column("reid_indexed", "mINP", "mINP indexed"),
     Column("roc", "auc", "ROC AUC"),
+    *TPR_COLUMNS,
 )
 
 
@@ -218,7 +225,7 @@ def headline_markdown(summary: Mapping[str, Any]) -> str:
 def write_tables(metrics_files: Sequence[Path | str], out_dir: Path | str, baseline: str,
                  safeguarded: str, nonperson: str, person: str,
                  row_label: str = "index exclusion") -> list[Path]:
-    """main (MAP@R per evaluation), reid (Rank-1 and mAP per re-ID evaluation), details
+    """main (MAP@R per evaluation), reid (Rank-1, mAP, mINP, TPR@FPR per re-ID evaluation), details
     (every number, CSV only) and the headline."""
     out_dir = Path(out_dir)
     records = load_records(metrics_files)
@@ -226,7 +233,8 @@ def write_tables(metrics_files: Sequence[Path | str], out_dir: Path | str, basel
                           f"MAP@R (%) per evaluation; rows: training setting and {row_label}")
     reid = assemble(records, REID_COLUMNS)
     written += write_table(reid, out_dir / "reid",
-                           "Person re-ID protocol (%): Rank-1 and mAP, same-camera matches dropped")
+                           "Person re-ID protocol (%): Rank-1, mAP and mINP (same-camera "
+                           "matches dropped), TPR at FPR of the exact same/different pair ROC")
     details = out_dir / "details.csv"
     write_text(details, to_csv(assemble(records, DETAIL_COLUMNS)))
     summary = headline(records, baseline, safeguarded, nonperson, person)

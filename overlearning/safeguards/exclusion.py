@@ -15,8 +15,13 @@ detection), then the optional confidence floor, then mask IoU (pycocotools) betw
 ground-truth masks and detection polygons filled at the image's size.
 
 - Ground-truth mode (YouTube-VIS test frames): optimal one-to-one matching (scipy's
-  Hungarian solver) over the pairs with IoU >= ``match_iou``; among equally good matchings
-  the one using higher-confidence detections wins.
+  Hungarian solver). ``matching: thresholded`` (default) matches over the pairs with
+  IoU >= ``match_iou`` only; among equally good matchings the one using higher-confidence
+  detections wins. ``matching: authors`` is the authors' rule: the Hungarian solver on
+  1 - IoU over all pairs, pairs below ``match_iou`` dropped afterwards (a sub-threshold
+  pair can take a detection away from a valid one). Both are computed on every frame; the
+  summary counts the instances excluded under one rule only
+  (``excluded_only_by_thresholded``, ``excluded_only_by_authors``).
 - Detection-only mode (CUHK03 / Market galleries, every image one person): the detection
   whose mask overlaps the person mask (MGCAM, or the whole image) most decides; equal IoU
   goes to the higher confidence; no overlapping detection means undetected.
@@ -59,6 +64,7 @@ from overlearning.safeguards.categories import (
 
 COUNTERS = ("detections", "removed_by_nms", "below_min_confidence", "empty_polygons",
             "degenerate_polygons")
+MATCHING_RULES = ("thresholded", "authors")
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,12 @@ class ExclusionSettings:
     min_confidence: float | None = None
     match_iou: float = 0.5
     person_label: str = "person"
+    matching: str = "thresholded"  # or "authors" (MATCHING_RULES; see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.matching not in MATCHING_RULES:
+            raise WorkflowInputError("exclusion.matching", f"must be one of {MATCHING_RULES}, "
+                                                           f"not {self.matching!r}")
 
 
 def is_person_label(label: str, person_label: str) -> bool:
@@ -143,14 +155,17 @@ def mask_iou(gt_rles: Sequence[dict], det_rles: Sequence[dict]) -> np.ndarray:
     return np.asarray(iou, dtype=np.float64).reshape(len(gt_rles), len(det_rles))
 
 
-def match(iou: np.ndarray, threshold: float) -> dict[int, int]:
-    """Optimal one-to-one matching over pairs with IoU >= threshold: {gt index: det index}.
+def match(iou: np.ndarray, threshold: float, rule: str = "thresholded") -> dict[int, int]:
+    """Optimal one-to-one matching, {gt index: det index}; ``rule="authors"``: see
+    :func:`match_authors`. Otherwise over pairs with IoU >= threshold only:
 
     The total IoU of the valid pairs is maximised; a pair below the threshold can never
     take a detection away from a valid pair. Detections are in descending confidence; a
     negligible bonus (at most 1e-9) settles exact ties: the higher-confidence detection
     wins, and the earlier ground-truth instance gets the higher-confidence detection.
     """
+    if rule == "authors":
+        return match_authors(iou, threshold)
     valid = iou >= threshold
     if not valid.any():
         return {}
@@ -161,6 +176,17 @@ def match(iou: np.ndarray, threshold: float) -> dict[int, int]:
 
     rows, cols = linear_sum_assignment(np.where(valid, iou + bonus, 0.0), maximize=True)
     return {int(g): int(d) for g, d in zip(rows, cols, strict=True) if valid[g, d]}
+
+
+def match_authors(iou: np.ndarray, threshold: float) -> dict[int, int]:
+    """The authors' matching: scipy's Hungarian solver minimising 1 - IoU over every pair,
+    then pairs with IoU below the threshold dropped. Ties fall as the solver leaves them."""
+    from scipy.optimize import linear_sum_assignment
+
+    if iou.size == 0:
+        return {}
+    rows, cols = linear_sum_assignment(1.0 - iou)
+    return {int(g): int(d) for g, d in zip(rows, cols, strict=True) if iou[g, d] >= threshold}
 
 
 def category(gt_person: bool, det_person: bool | None) -> str | None:
@@ -187,16 +213,25 @@ def categorize_frame(instances: Sequence[Instance], dets: Sequence[Mapping[str, 
     """(crop name, category) for the frame's instances that fall in a category."""
     kept = select_detections(dets, settings, counts)
     det_rles = [polygon_rle(d["mask_polygon"], height, width, counts) for d in kept]
-    pairs = match(mask_iou([i.rle for i in instances], det_rles), settings.match_iou)
-    counts["matched"] += len(pairs)
-    out = []
-    for g, instance in enumerate(instances):
-        det_person = (is_person_label(kept[pairs[g]]["label"], settings.person_label)
-                      if g in pairs else None)
-        found = category(instance.is_person, det_person)
-        if found is not None:
-            out.append((instance.name, found))
-    return out
+    iou = mask_iou([i.rle for i in instances], det_rles)
+    found_by = {}
+    for rule in MATCHING_RULES:
+        pairs = match(iou, settings.match_iou, rule)
+        found_by[rule] = [
+            category(instance.is_person,
+                     is_person_label(kept[pairs[g]]["label"], settings.person_label)
+                     if g in pairs else None)
+            for g, instance in enumerate(instances)]
+        if rule == settings.matching:
+            counts["matched"] += len(pairs)
+    # What the other rule would have changed, in privacy terms: instances excluded by one only.
+    for ours, theirs in zip(found_by["thresholded"], found_by["authors"], strict=True):
+        ours_out, theirs_out = ours in EXCLUDED_CATEGORIES, theirs in EXCLUDED_CATEGORIES
+        counts["excluded_only_by_thresholded"] += int(ours_out and not theirs_out)
+        counts["excluded_only_by_authors"] += int(theirs_out and not ours_out)
+    return [(instance.name, found)
+            for instance, found in zip(instances, found_by[settings.matching], strict=True)
+            if found is not None]
 
 
 def categorize_person_image(gt_rle: dict[str, Any], dets: Sequence[Mapping[str, Any]],
@@ -326,6 +361,7 @@ def vis_exclusion(frame_index: Mapping[str, Any], instances: Mapping[str, Any],
         check_boxes_inside(masks.get(frame, []), width, height, paths["masks"], frame)
     counts = _new_counts()
     counts["matched"] = 0
+    counts["excluded_only_by_thresholded"] = counts["excluded_only_by_authors"] = 0
     assigned: list[tuple[str, str]] = []
     for frame in tqdm(sorted(frames), desc="exclusion", unit="frame"):
         height, width, group = frames[frame]
@@ -333,8 +369,8 @@ def vis_exclusion(frame_index: Mapping[str, Any], instances: Mapping[str, Any],
     result = _result(assigned)
     n_instances = sum(len(g) for _, _, g in frames.values())
     persons = sum(i.is_person for _, _, g in frames.values() for i in g)
-    summary = summarize(result, counts, mode="ground_truth", frames=len(frames),
-                        instances=n_instances, persons=persons)
+    summary = summarize(result, counts, mode="ground_truth", matching=settings.matching,
+                        frames=len(frames), instances=n_instances, persons=persons)
     return result, summary
 
 
@@ -401,7 +437,8 @@ def person_exclusion(image_root: Path | str, names: Sequence[str],
 def settings_from(exclusion_cfg: Mapping[str, Any], person_label: str) -> ExclusionSettings:
     return ExclusionSettings(nms_iou=exclusion_cfg["nms_iou"],
                              min_confidence=exclusion_cfg["min_confidence"],
-                             match_iou=exclusion_cfg["match_iou"], person_label=person_label)
+                             match_iou=exclusion_cfg["match_iou"], person_label=person_label,
+                             matching=exclusion_cfg["matching"])
 
 
 def write_exclusion(result: Mapping[str, list[str]], summary: Mapping[str, Any],
