@@ -64,7 +64,7 @@ CONFUSION = {"weight": 23.752884837928374, "gamma": 31.85830217870389,
 FULL = {
     "trunk": {"kind": "timm", "name": CLIP, "overrides": {}},
     "train_batch": 64, "train_steps": 20, "train_warmup": 5,
-    "embed_images": 8192, "embed_batch": 256,
+    "embed_images": 16384, "embed_batch": 256,
     "gd": {"config": "GroundingDINO_SwinT_OGC", "overrides": {}},
     "bert": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
              "intermediate_size": 3072},
