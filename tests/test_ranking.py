@@ -108,3 +108,17 @@ def test_fetch_bounds_and_backend_are_checked() -> None:
         nearest_references(x, x, 4, "cpu")
     with pytest.raises(ValueError, match="unknown ranking backend"):
         knn_with_exclusion(x, x, 1, backend="annoy")  # type: ignore[arg-type]
+
+
+def test_direct_path_in_reference_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few queries against many references: the direct distances are computed in chunks of
+    references (memory stays bounded) and the ranking is unchanged."""
+    import overlearning.evaluate.ranking as ranking
+
+    rng = np.random.default_rng(6)
+    refs = _integer_points(rng, 900, 24)
+    queries = refs[:40]
+    whole = nearest_references(queries, refs, 25, "cpu")
+    monkeypatch.setitem(ranking._BLOCK_ELEMENTS, "cpu", 6720)  # 1 query x 280 references a chunk
+    assert np.array_equal(nearest_references(queries, refs, 25, "cpu"), whole)
+    assert np.array_equal(whole, _faiss(queries, refs, 25))

@@ -65,6 +65,10 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+def _block_elements(device: torch.device) -> int:
+    return _BLOCK_ELEMENTS.get(device.type, _BLOCK_ELEMENTS["cuda"])
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -149,7 +153,10 @@ def _rank_block(q: torch.Tensor, refs: torch.Tensor, ref_norms: torch.Tensor, fe
     n_r = refs.shape[0]
     q_norms = (q * q).sum(1, keepdim=True)
     if direct:
-        dist = _direct(q[:, None, :], refs[None, :, :])
+        # In reference chunks: the (rows, chunk, dim) differences stay within the budget.
+        step = max(1, _block_elements(q.device) // (len(q) * refs.shape[1]))
+        dist = torch.cat([_direct(q[:, None, :], refs[None, j:j + step, :])
+                          for j in range(0, n_r, step)], dim=1)
         margin = torch.zeros_like(q_norms)
     else:
         # FAISS's BLAS formula: |r|^2 - 2 q.r + |q|^2, clamped at 0 (rounding can go below).
@@ -196,7 +203,7 @@ def nearest_references(queries: np.ndarray, references: np.ndarray, fetch: int,
     qs = torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32))
     ref_norms = (refs * refs).sum(1)
     per_row = n_r * (dim if direct else 1)
-    block = max(1, _BLOCK_ELEMENTS.get(dev.type, _BLOCK_ELEMENTS["cuda"]) // max(per_row, 1))
+    block = max(1, _block_elements(dev) // max(per_row, 1))
     out = np.empty((n_q, fetch), dtype=np.int64)
     with torch.inference_mode(), _full_fp32(dev):
         for start in range(0, n_q, block):
