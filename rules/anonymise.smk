@@ -174,6 +174,8 @@ rule embed_anonymised:
         dim=config["training"]["embedding_dim"],
         sets=anon_embed_flags,
         batch_size=EVAL["batch_size"],
+        workers=EVAL["loader_workers"],
+        precision=EVAL["precision"],
     log:
         log_path("embed_anonymised", "{setting}"),
     benchmark:
@@ -187,6 +189,7 @@ rule embed_anonymised:
     shell:
         script("embed.py") + " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} {params.sets} --batch-size {params.batch_size}"
+        " --workers {params.workers} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1"
 
 

@@ -186,6 +186,8 @@ rule embed:
         dim=config["training"]["embedding_dim"],
         sets=embed_flags,
         batch_size=EVAL["batch_size"],
+        workers=EVAL["loader_workers"],
+        precision=EVAL["precision"],
     log:
         log_path("embed", "{setting}"),
     benchmark:
@@ -199,6 +201,7 @@ rule embed:
     shell:
         script("embed.py") + " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} {params.sets} --batch-size {params.batch_size}"
+        " --workers {params.workers} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1"
 
 

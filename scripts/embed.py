@@ -25,10 +25,15 @@ def main(argv: list[str] | None = None) -> int:
                              "of a crop index, or - for folders")
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="image loader processes (config evaluation.loader_workers)")
+    parser.add_argument("--precision", default="fp32", choices=["bf16", "tf32", "fp32"],
+                        help="on CUDA (config evaluation.precision); a CPU always runs fp32")
     args = parser.parse_args(argv)
 
     import torch
 
+    from overlearning.core.precision import precision_for
     from overlearning.evaluate.embeddings import (
         embed_items,
         embedding_set_from_items,
@@ -48,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--set {out}: kind must be crops or folder, not {kind!r}")
         items = items_for_set(kind, source, None if category == "-" else int(category))
         print(f"embedding {len(items)} images from {source} on {device}", file=sys.stderr)
-        embeddings = embed_items(model, items, args.batch_size, device=device)
+        embeddings = embed_items(model, items, args.batch_size, device=device,
+                                 num_workers=args.workers,
+                                 precision=precision_for(device, args.precision))
         save_embedding_set(out, embedding_set_from_items(items, embeddings))
     return 0
 

@@ -133,3 +133,60 @@ def test_embed_script_with_a_saved_model(tmp_path, model):
         assert list(data.files) == [item.name for item in items]
         np.testing.assert_allclose(data.embeddings, embed_items(model, items, 4),
                                    rtol=1e-5, atol=1e-6)
+
+
+def _clustered_folder(root, labels: int, per_label: int, noise: float = 14.0):
+    """Person images whose labels are visibly distinct: a coarse colour layout per label,
+    each image with its own pixel noise."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    for label in range(1, labels + 1):
+        base = np.kron(rng.integers(0, 255, (4, 2, 3)), np.ones((12, 12, 1)))
+        for j in range(per_label):
+            noisy = np.clip(base + rng.normal(0, noise, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(root / f"{label:04d}_c{j + 1}_{j}.jpg")
+    return root
+
+
+def _spread_model():
+    """The tiny model with its trunk's matrices drawn 10x wider than timm's init. A freshly
+    initialised ViT maps every image to nearly one direction (cosines 0.9999, dominated by
+    the class and position tokens), where any rounding reorders everything; a trained one
+    separates images, as this one does (cosines spread +-0.3)."""
+    torch.manual_seed(0)
+    spread = build_embedding_model(TINY_TIMM, 8).eval()
+    with torch.no_grad():
+        for name, param in spread.named_parameters():
+            if name.startswith("trunk.") and param.dim() >= 2:
+                torch.nn.init.normal_(param, std=0.2)
+    return spread
+
+
+def test_loader_workers_keep_order_and_bf16_keeps_the_metrics(tmp_path):
+    """Workers change nothing; bf16 autocast (what CUDA runs) moves MAP and MAP@R by < 1e-3
+    (the tolerance docs/performance.md states) on a model that separates the images."""
+    from overlearning.core.precision import precision_for
+    from overlearning.evaluate.metrics import evaluate_retrieval
+    from overlearning.evaluate.retrieval_inputs import RetrievalInputs
+
+    model = _spread_model()
+    items = items_for_set("folder", _clustered_folder(tmp_path / "g", 10, 6))
+    fp32 = embed_items(model, items, batch_size=16)
+    np.testing.assert_array_equal(embed_items(model, items, 16, num_workers=2), fp32)
+    bf16 = embed_items(model, items, batch_size=16, precision="bf16")
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # really bf16
+    scores = []
+    for emb in (fp32, bf16):
+        data = embedding_set_from_items(items, emb)
+        inputs = RetrievalInputs(queries=data, references=data,
+                                 kept=np.ones(len(data), dtype=bool),
+                                 self_index=np.arange(len(data)),
+                                 part_of=np.zeros(len(data), dtype=np.int64))
+        result = evaluate_retrieval(inputs).study
+        scores.append((result.mean_average_precision, result.mean_average_precision_at_r))
+    assert 0.5 < scores[0][0] < 1.0  # a ranking with something to lose
+    np.testing.assert_allclose(scores[1], scores[0], atol=1e-3)
+    # A CPU job runs at fp32 whatever the config says; CUDA at the configured precision.
+    assert precision_for("cpu", "bf16") == "fp32" and precision_for("cuda:0", "bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision_for("cuda", "fp8")

@@ -7,8 +7,17 @@ count), as GroundingDINO's and Hugging Face's post-processing do. Boxes are in p
 original image, ``[x1, y1, x2, y2]`` rounded to 2 decimals, confidences to 3 (the authors'
 format).
 
-Images are batched only with images of the same size, so no padding enters the backbone and
-an image's detections do not depend on which images share its batch or shard.
+Batching (``detection.batching``): ``same_size`` batches only images of one size, so no
+padding enters the backbone and an image's detections do not depend on which images share
+its batch or shard (the demo). ``padded`` batches images of any size, as the authors did
+(batch 8): GroundingDINO's NestedTensor carries a padding mask (position encodings and
+deformable attention use the valid region, boxes come out relative to each image), but
+the Swin backbone's windows still see the zero padding, so an image's confidences and
+boxes move slightly with its batch neighbours (docs/performance.md states the tolerance
+the tests hold it to). Names are sorted by size before batching so padding stays small.
+
+Precision (``detection.precision``, CUDA only; a CPU runs fp32): see
+overlearning.core.precision.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import image_names, image_size, read_rgb
 from overlearning.core.paths import check_relative, contained
+from overlearning.core.precision import precision_context, precision_for
 from overlearning.detect.detection_files import (
     Detections,
     read_json,
@@ -32,6 +42,7 @@ from overlearning.models.detectors import load_grounding_dino
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
+BATCHING = ("same_size", "padded")
 
 
 def caption_for(prompts: Sequence[str]) -> str:
@@ -79,11 +90,16 @@ class GroundingDetector:
     text_threshold: float
     image_size: int = 800
     max_image_size: int = 1333
+    batching: str = "same_size"
+    precision: str = "fp32"  # applied as given; load_detector picks it per device
 
     def __post_init__(self) -> None:
         import groundingdino.datasets.transforms as T
         import torch
 
+        if self.batching not in BATCHING:
+            raise WorkflowInputError("detection.batching",
+                                     f"must be one of {BATCHING}, got {self.batching!r}")
         self.caption = caption_for(self.prompts)
         tokenizer = self.model.tokenizer
         tokenized = tokenizer(self.caption)
@@ -112,23 +128,25 @@ class GroundingDetector:
         return self.model.tokenizer.decode(ids).strip()
 
     def detect(self, images: Sequence[Any]) -> list[list[dict[str, Any]]]:
-        """Detections for PIL RGB images of one size (a batch), in the authors' format."""
+        """Detections for a batch of PIL RGB images, in the authors' format (one size
+        unless ``batching`` is ``padded``)."""
         import torch
         from groundingdino.util.misc import nested_tensor_from_tensor_list
 
         sizes = {image.size for image in images}
-        if len(sizes) != 1:
+        if len(sizes) != 1 and self.batching != "padded":
             raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
         tensors = [self.transform(image, None)[0] for image in images]
         batch = nested_tensor_from_tensor_list(tensors).to(self.device)
-        with torch.no_grad():
+        with torch.no_grad(), precision_context(self.device, self.precision):
             out = self.model(batch, captions=[self.caption] * len(images))
         probs = out["pred_logits"].float().sigmoid().cpu()
         boxes = out["pred_boxes"].float().cpu()
-        width, height = images[0].size
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         results = []
-        for p, b in zip(probs, boxes, strict=True):
+        for image, p, b in zip(images, probs, boxes, strict=True):
+            # Boxes are relative to each image's own (unpadded) extent.
+            width, height = image.size
+            scale = torch.tensor([width, height, width, height], dtype=torch.float32)
             best = p.max(dim=1).values
             keep = (best > self.box_threshold).nonzero().flatten().tolist()
             # Highest confidence first; equal confidences keep query order (stable sort).
@@ -143,14 +161,17 @@ class GroundingDetector:
         return results
 
 
-def size_batches(root: Path, names: Sequence[str], batch_size: int) -> list[list[str]]:
-    """Batches of at most ``batch_size`` names whose images share one size (sorted)."""
+def size_batches(root: Path, names: Sequence[str], batch_size: int,
+                 batching: str = "same_size") -> list[list[str]]:
+    """Batches of at most ``batch_size`` names, in (size, name) order; with ``same_size``
+    a batch's images share one size, with ``padded`` only the batch size splits them."""
     paths = {name: contained(root, name, root, f"image {name!r}") for name in names}
     sizes = {name: image_size(paths[name]) for name in names}
     batches: list[list[str]] = []
     last: tuple[int, int] | None = None
     for name in sorted(names, key=lambda n: (sizes[n], n)):
-        if not batches or sizes[name] != last or len(batches[-1]) >= batch_size:
+        new_size = sizes[name] != last and batching != "padded"
+        if not batches or new_size or len(batches[-1]) >= batch_size:
             batches.append([])
         batches[-1].append(name)
         last = sizes[name]
@@ -165,7 +186,7 @@ def detect_images(detector: GroundingDetector, root: Path | str, names: Sequence
     root = Path(root)
     results: Detections = {}
     progress = tqdm(total=len(names), desc=desc, unit="img", file=sys.stderr)
-    for batch in size_batches(root, names, batch_size):
+    for batch in size_batches(root, names, batch_size, detector.batching):
         images = [open_rgb(contained(root, name, root, f"image {name!r}")) for name in batch]
         for name, dets in zip(batch, detector.detect(images), strict=True):
             results[name] = dets
@@ -207,10 +228,14 @@ def set_image_names(source: Path | str) -> list[str]:
 
 def load_detector(models_cfg: Mapping[str, Any], cache: Path | str, prompts: Sequence[str],
                   box_threshold: float, text_threshold: float, image_size: int = 800,
-                  max_image_size: int = 1333) -> GroundingDetector:
-    """GroundingDINO from the weights cache, ready to detect ``prompts``."""
-    return GroundingDetector(load_grounding_dino(models_cfg, cache), prompts, box_threshold,
-                             text_threshold, image_size, max_image_size)
+                  max_image_size: int = 1333, batching: str = "same_size",
+                  precision: str = "fp32") -> GroundingDetector:
+    """GroundingDINO from the weights cache, ready to detect ``prompts``; ``precision`` is
+    the configured one, used on CUDA only (a CPU runs fp32)."""
+    model = load_grounding_dino(models_cfg, cache)
+    device = next(model.parameters()).device
+    return GroundingDetector(model, prompts, box_threshold, text_threshold, image_size,
+                             max_image_size, batching, precision_for(device, precision))
 
 
 def run_detect_shard(images_from: Path | str, image_root: Path | str,
@@ -220,7 +245,9 @@ def run_detect_shard(images_from: Path | str, image_root: Path | str,
     names = shard_names(set_image_names(images_from), shard, shards)
     detector = load_detector(models_cfg, cache, detection_cfg["prompts"],
                              detection_cfg["box_threshold"], detection_cfg["text_threshold"],
-                             detection_cfg["image_size"], detection_cfg["max_image_size"])
+                             detection_cfg["image_size"], detection_cfg["max_image_size"],
+                             detection_cfg.get("batching", "same_size"),
+                             detection_cfg.get("precision", "fp32"))
     detections = detect_images(detector, image_root, names, detection_cfg["batch_size"],
                                desc=f"detect shard {shard}/{shards}")
     write_json(out, detections)

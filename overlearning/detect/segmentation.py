@@ -1,7 +1,11 @@
 """SAM masks for detection boxes, stored as the largest external contour (a polygon).
 
-The image encoder runs once per image (``SamPredictor.set_image``); all of the image's boxes
-then go through the prompt encoder and mask decoder in one ``predict_torch`` call. A mask is
+The image encoder runs once per image, on ``segmentation.batch_size`` images at a time (each
+resized and padded to SAM's square input exactly as ``SamPredictor.set_image`` does, so a
+batch changes no number beyond float rounding); all of an image's boxes then go through the
+prompt encoder and mask decoder in one ``predict_torch`` call. ``segmentation.precision``
+(CUDA only; a CPU runs fp32) applies to the image encoder, the heavy part; the decoder
+stays float32. A mask is
 SAM's logits above ``mask_threshold``; with ``multimask: union`` (the authors' behaviour:
 they averaged SAM's three candidate masks and kept pixels above 0) it is the union of the
 three candidates, with ``single`` SAM's single-mask output. The stored polygon is the
@@ -20,6 +24,7 @@ import numpy as np
 
 from overlearning.core.image_io import read_rgb
 from overlearning.core.paths import contained
+from overlearning.core.precision import precision_context, precision_for
 from overlearning.detect.detection_files import (
     Detections,
     check_boxes_inside,
@@ -78,6 +83,51 @@ def segment_boxes(predictor: Any, image: np.ndarray, boxes: Sequence[Sequence[fl
     return masks.cpu().numpy()
 
 
+def encode_images(predictor: Any, images: Sequence[np.ndarray], precision: str = "fp32"
+                  ) -> Any:
+    """SAM image embeddings (n, 256, g, g) float32 of RGB uint8 images, one encoder call."""
+    import torch
+
+    sam = predictor.model
+    device = predictor.device
+    tensors = []
+    for image in images:
+        resized = predictor.transform.apply_image(image)
+        tensor = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()
+        tensors.append(sam.preprocess(tensor[None])[0])  # normalise, pad to the square
+    with torch.no_grad(), precision_context(device, precision):
+        features = sam.image_encoder(torch.stack(tensors))
+    return features.float()
+
+
+def segment_encoded(predictor: Any, features: Any, image_shape: tuple[int, int],
+                    boxes: Sequence[Sequence[float]], mask_threshold: float,
+                    multimask: str = "union") -> np.ndarray:
+    """``segment_boxes`` for an image already encoded (``features``: (1, 256, g, g))."""
+    import torch
+
+    if multimask not in MULTIMASK_MODES:
+        raise ValueError(f"multimask must be one of {MULTIMASK_MODES}, got {multimask!r}")
+    height, width = image_shape
+    if len(boxes) == 0:
+        return np.zeros((0, height, width), dtype=bool)
+    # The predictor's state as set_image leaves it, with features computed in a batch.
+    predictor.reset_image()
+    predictor.features = features
+    predictor.original_size = (height, width)
+    predictor.input_size = tuple(predictor.transform.get_preprocess_shape(
+        height, width, predictor.transform.target_length))
+    predictor.is_image_set = True
+    box_tensor = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=predictor.device)
+    box_tensor = predictor.transform.apply_boxes_torch(box_tensor, (height, width))
+    with torch.no_grad():
+        logits, _, _ = predictor.predict_torch(None, None, boxes=box_tensor,
+                                               multimask_output=multimask == "union",
+                                               return_logits=True)
+    masks = (logits > mask_threshold).any(dim=1)
+    return masks.cpu().numpy()
+
+
 def make_predictor(sam: Any) -> Any:
     from segment_anything import SamPredictor
 
@@ -86,13 +136,15 @@ def make_predictor(sam: Any) -> Any:
 
 def segment_detections(sam: Any, detections: Mapping[str, list], image_root: Path | str,
                        mask_threshold: float, multimask: str = "union",
-                       desc: str = "segment", source: Path | str = "detections"
+                       desc: str = "segment", source: Path | str = "detections",
+                       batch_size: int = 1, precision: str = "fp32"
                        ) -> tuple[Detections, dict[str, int]]:
     """Every detection with its ``mask_polygon``; counts of images, masks and degenerate masks.
 
     Images without detections are kept with an empty list and never opened. ``source``
     names the detection file in errors; every image it names must lie inside ``image_root``
-    (checked for all of them before the first is read).
+    (checked for all of them before the first is read). The images with detections are
+    encoded ``batch_size`` at a time (in name order) at ``precision``.
     """
     from tqdm import tqdm
 
@@ -100,27 +152,31 @@ def segment_detections(sam: Any, detections: Mapping[str, list], image_root: Pat
     image_paths = {name: contained(image_root, name, source, f"image {name!r}")
                    for name in detections if detections[name]}
     predictor = make_predictor(sam)
-    out: Detections = {}
+    out: Detections = {name: [] for name in detections if not detections[name]}
     counts = {"images": len(detections), "images_segmented": 0, "masks": 0,
               "degenerate_masks": 0}
-    for name in tqdm(sorted(detections), desc=desc, unit="img", file=sys.stderr):
-        dets = detections[name]
-        if not dets:
-            out[name] = []
-            continue
-        image = read_rgb(image_paths[name])
-        check_boxes_inside(dets, image.shape[1], image.shape[0], source, name)
-        masks = segment_boxes(predictor, image, [d["box"] for d in dets], mask_threshold,
-                              multimask)
-        entries = []
-        for det, mask in zip(dets, masks, strict=True):
-            polygon = mask_to_polygon(mask)
-            counts["degenerate_masks"] += not polygon
-            entries.append({**det, "mask_polygon": polygon})
-        out[name] = entries
-        counts["images_segmented"] += 1
-        counts["masks"] += len(entries)
-    return out, counts
+    todo = [name for name in sorted(detections) if detections[name]]
+    progress = tqdm(total=len(todo), desc=desc, unit="img", file=sys.stderr)
+    for start in range(0, len(todo), max(1, batch_size)):
+        names = todo[start:start + max(1, batch_size)]
+        images = [read_rgb(image_paths[name]) for name in names]
+        features = encode_images(predictor, images, precision)
+        for i, (name, image) in enumerate(zip(names, images, strict=True)):
+            dets = detections[name]
+            check_boxes_inside(dets, image.shape[1], image.shape[0], source, name)
+            masks = segment_encoded(predictor, features[i:i + 1], image.shape[:2],
+                                    [d["box"] for d in dets], mask_threshold, multimask)
+            entries = []
+            for det, mask in zip(dets, masks, strict=True):
+                polygon = mask_to_polygon(mask)
+                counts["degenerate_masks"] += not polygon
+                entries.append({**det, "mask_polygon": polygon})
+            out[name] = entries
+            counts["images_segmented"] += 1
+            counts["masks"] += len(entries)
+        progress.update(len(names))
+    progress.close()
+    return dict(sorted(out.items())), counts
 
 
 def run_segment(detections_path: Path | str, image_root: Path | str,
@@ -129,8 +185,11 @@ def run_segment(detections_path: Path | str, image_root: Path | str,
     """The ``segment`` rule: a mask polygon for every detection of a set."""
     detections = load_detections(detections_path)
     sam = load_sam(models_cfg, cache)
-    masks, counts = segment_detections(sam, detections, image_root,
-                                       segmentation_cfg["mask_threshold"],
-                                       segmentation_cfg["multimask"], source=detections_path)
+    device = next(sam.parameters()).device
+    masks, counts = segment_detections(
+        sam, detections, image_root, segmentation_cfg["mask_threshold"],
+        segmentation_cfg["multimask"], source=detections_path,
+        batch_size=segmentation_cfg.get("batch_size", 1),
+        precision=precision_for(device, segmentation_cfg.get("precision", "fp32")))
     write_json(out, masks)
     return counts

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import read_rgb
+from overlearning.core.precision import precision_context
 from overlearning.data.crop_sets import Item, load_crop_set, load_person_folder
 
 NPZ_KEYS = ("embeddings", "labels", "files", "persons", "cameras")
@@ -163,22 +164,33 @@ class _ImageDataset(Dataset):
 
 
 def embed_items(model: nn.Module, items: Sequence[Item], batch_size: int,
-                device: str = "cpu", num_workers: int = 0) -> np.ndarray:
-    """Run the model once over every image (its own ``.transform``), in item order."""
+                device: str = "cpu", num_workers: int = 0, precision: str = "fp32") -> np.ndarray:
+    """Run the model once over every image (its own ``.transform``), in item order.
+
+    ``num_workers`` loader processes decode and transform images while the model runs
+    (order is kept: the loader does not shuffle); on CUDA batches come from pinned memory
+    and are copied asynchronously. ``precision`` is applied as given (bf16 autocast, TF32
+    or fp32, see overlearning.core.precision; callers pass ``precision_for(device, ...)``
+    so that a CPU stays at fp32). Embeddings are returned as float32 whatever the precision.
+    """
     if not items:
         raise WorkflowInputError("<embedding set>", "no images to embed")
     transform = getattr(model, "transform", None)
     if transform is None:
         raise TypeError("the embedding model must carry its eval transform as .transform")
+    on_cuda = torch.device(device).type == "cuda"
     loader = DataLoader(_ImageDataset(items, transform), batch_size=batch_size,
-                        shuffle=False, num_workers=num_workers)
+                        shuffle=False, num_workers=num_workers, pin_memory=on_cuda,
+                        persistent_workers=False,
+                        prefetch_factor=4 if num_workers > 0 else None)
     model = model.to(device).eval()
-    chunks: list[np.ndarray] = []
-    with torch.inference_mode():
+    chunks: list[torch.Tensor] = []
+    with torch.inference_mode(), precision_context(device, precision):
         for batch in tqdm(loader, desc="embed", unit="batch", file=sys.stderr):
-            out = model(batch.to(device))
-            chunks.append(out.float().cpu().numpy())
-    embeddings = np.concatenate(chunks)
+            out = model(batch.to(device, non_blocking=on_cuda))
+            # Stay on the device: one copy at the end instead of a sync per batch.
+            chunks.append(out.float())
+    embeddings = torch.cat(chunks).cpu().numpy()
     if not np.isfinite(embeddings).all():
         raise RuntimeError("the model produced NaN or infinite embeddings")
     return embeddings
