@@ -84,6 +84,7 @@ def container_for(kind):
 # to start a real run (onstart runs for real runs only, never for a dry-run).
 APPTAINER_MISSING = (
     DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+    and any(container_for(kind) for kind in config["containers"])
     and workflow.exec_mode == ExecMode.DEFAULT
     and not (shutil.which("apptainer") or shutil.which("singularity"))
 )

@@ -230,3 +230,18 @@ def test_cpu_rules_get_no_gpu(paper_plan: list[SimpleNamespace]) -> None:
         assert not any(a.startswith(("--gpus", "--gres")) for a in args), (job.name, args)
         assert f"--cpus-per-task={job.threads}" in args, (job.name, args)
         assert _option(args, "-t") is not None and _option(args, "--mem") is not None
+
+
+def test_real_run_without_apptainer_stops_before_any_job(tmp_path: Path) -> None:
+    """The dry-run may plan without Apptainer; a real run with containers must not start."""
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and not any((Path(p) / tool).exists()
+                                            for tool in ("apptainer", "singularity")))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{path}")
+    # The local executor (no SLURM here), the paper's containers, the profile's --sdm.
+    proc = subprocess.run([str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--sdm", "apptainer",
+                           "--cores", "1", "weights"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0
+    assert "no apptainer or singularity command is on PATH" in proc.stdout + proc.stderr
+    assert not (tmp_path / "resources").exists()  # the weights rule never ran
