@@ -238,6 +238,10 @@ def test_real_run_without_apptainer_stops_before_any_job(tmp_path: Path) -> None
                            if p and not any((Path(p) / tool).exists()
                                             for tool in ("apptainer", "singularity")))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{path}")
+    for dataset in PAPER["datasets"].values():
+        for archive in dataset["archives"]:
+            (tmp_path / archive["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / archive["path"]).touch()
     # The local executor (no SLURM here), the paper's containers, the profile's --sdm.
     proc = subprocess.run([str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--sdm", "apptainer",
                            "--cores", "1", "weights"], cwd=tmp_path, env=env,
