@@ -249,3 +249,21 @@ def test_real_run_without_apptainer_stops_before_any_job(tmp_path: Path) -> None
     assert proc.returncode != 0
     assert "no apptainer or singularity command is on PATH" in proc.stdout + proc.stderr
     assert not (tmp_path / "resources").exists()  # the weights rule never ran
+
+
+def test_plan_agrees_with_the_documented_resources(paper_plan: list[SimpleNamespace]) -> None:
+    """docs/hpc.md's per-rule table is what the dry-run shows, job by job."""
+    from tests.test_hpc_doc import table_by_rule
+
+    table = table_by_rule()
+    for job in paper_plan:
+        if job.name == "all":
+            continue
+        assert job.name in table, f"rule {job.name} is missing from docs/hpc.md's table"
+        row = table[job.name]
+        assert job.threads == row["threads"], job.name
+        assert job.resources["mem_mb"] == row["mem_mb"], job.name
+        assert job.resources["runtime"] == row["runtime"], job.name
+        assert job.resources.get("gpu", 0) == row["gpu"], job.name
+        if row["gpu"]:
+            assert job.resources["cpus_per_gpu"] == row["threads"], job.name
