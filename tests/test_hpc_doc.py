@@ -56,6 +56,19 @@ def table_by_rule() -> dict[str, dict]:
     return by_rule
 
 
+def _snakefiles() -> str:
+    return "\n".join(p.read_text() for p in [REPO / "Snakefile",
+                                             *sorted((REPO / "rules").glob("*.smk"))])
+
+
+def local_rule_names() -> set[str]:
+    """Rules named in a `localrules:` directive of the Snakefile or rules/*.smk."""
+    names: set[str] = set()
+    for block in re.findall(r"^localrules:\n((?:[ \t]+\w+,?[ \t]*\n)+)", _snakefiles(), re.M):
+        names |= set(re.findall(r"\w+", block))
+    return names
+
+
 def test_tested_blocks_are_there_in_order_and_parse() -> None:
     blocks = doc_blocks()
     assert [name for name, _ in blocks] == BLOCK_ORDER
@@ -83,12 +96,9 @@ def test_nothing_site_specific_in_the_tested_blocks() -> None:
 def test_resources_table_matches_config_and_profile() -> None:
     paper = yaml.safe_load((REPO / "config.yaml").read_text())
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    snakefiles = "\n".join(p.read_text() for p in [REPO / "Snakefile",
-                                                   *sorted((REPO / "rules").glob("*.smk"))])
-    local_rules = set()
-    for block in re.findall(r"^localrules:\n((?:[ \t]+\w+,?[ \t]*\n)+)", snakefiles, re.M):
-        local_rules |= set(re.findall(r"\w+", block))
+    snakefiles = _snakefiles()
     gpu_rules = {rule for rule, res in profile["set-resources"].items() if res.get("gpu")}
+    local_rules = local_rule_names()
     rows = resources_table()
     assert rows
     for row in rows:
