@@ -11,7 +11,7 @@ CORES ?= 2
 # container the image's python is used instead).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env demo test test-fast bench lint dryrun clean-demo container verify-container
+.PHONY: env env-login demo test test-fast bench lint dryrun clean-demo container verify-container
 
 env: $(STAMP)
 
@@ -23,6 +23,18 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+# The light login-node environment (docs/hpc.md): Snakemake and the SLURM plugin, no torch.
+LOGIN_VENV ?= .venv-login
+LOGIN_LOCK := envs/login.lock.txt
+
+env-login: $(LOGIN_VENV)/.installed
+
+$(LOGIN_VENV)/.installed: $(LOGIN_LOCK)
+	test -x $(LOGIN_VENV)/bin/python || $(PYTHON) -m venv $(LOGIN_VENV)
+	$(LOGIN_VENV)/bin/python -m pip install --no-deps --no-compile -r $(LOGIN_LOCK)
+	$(LOGIN_VENV)/bin/python -m pip check
+	touch $@
 
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/demo --cores $(CORES)

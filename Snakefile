@@ -55,6 +55,18 @@ include: "rules/tables.smk"
 include: "rules/explain.smk"
 include: "rules/anonymise.smk"
 
+# Cheap CPU steps (tables, figures, the query grid, gathering shard files: seconds each)
+# run where Snakemake runs, not as SLURM jobs that would each wait in the queue.
+localrules:
+    gather_detections,
+    tables,
+    privacy_utility,
+    roc_curves,
+    embedding_map,
+    query_grid,
+    anonymisation_tables,
+    anonymisation_privacy_utility,
+
 
 rule all:
     default_target: True

@@ -18,7 +18,7 @@
 
 import os
 
-from overlearning.safeguards.anonymise import variant_name
+from overlearning.core.names import variant_name
 
 ANON = config["anonymisation"]
 ANON_ROOT = f"{DATA}/anon"

@@ -1,5 +1,10 @@
 # Names and input-choosing helpers shared by every stage. No logic beyond paths.
 
+import shutil
+import sys
+
+from snakemake_interface_executor_plugins.settings import DeploymentMethod, ExecMode
+
 DATA = config["paths"]["data"]
 RESULTS = config["paths"]["results"]
 LOGS = config["paths"]["logs"]
@@ -70,6 +75,31 @@ def runtime_for(key):
 def container_for(kind):
     image = config["containers"][kind]
     return None if image in ("none", "") else image
+
+
+# Planning on a login node without Apptainer (before the image is built, or where Apptainer
+# is a module not yet loaded) must work: `snakemake -n --profile profiles/slurm` would
+# otherwise stop at Snakemake's apptainer version check. Without the command, the main
+# Snakemake process plans the same jobs with containers switched off, says so, and refuses
+# to start a real run (onstart runs for real runs only, never for a dry-run).
+APPTAINER_MISSING = (
+    DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+    and any(container_for(kind) for kind in config["containers"])
+    and workflow.exec_mode == ExecMode.DEFAULT
+    and not (shutil.which("apptainer") or shutil.which("singularity"))
+)
+if APPTAINER_MISSING:
+    workflow.deployment_settings.deployment_method = (
+        set(workflow.deployment_settings.deployment_method) - {DeploymentMethod.APPTAINER})
+    print("No apptainer (or singularity) command on PATH: planning without containers; "
+          "a real run needs it (docs/hpc.md, step 3).", file=sys.stderr)
+
+
+onstart:
+    if APPTAINER_MISSING:
+        raise WorkflowError("this run uses Apptainer containers (--sdm apptainer) but no "
+                            "apptainer or singularity command is on PATH; load or install "
+                            "it (docs/hpc.md, step 3), or look only with -n")
 
 
 def person_root(person_set):

@@ -8,7 +8,7 @@
 import json
 import os
 
-from overlearning.data import person_sets as prepared_person_sets
+from overlearning.core.names import MASK_FOLDER_SUFFIX, PERSON_FOLDERS as RAW_PERSON_FOLDERS
 
 EXCLUSION_SETTINGS = json.dumps(config["exclusion"], sort_keys=True)
 
@@ -21,9 +21,9 @@ def exclusion_targets():
 def mgcam_gallery_masks(person_set):
     """The raw dataset's MGCAM mask folder of a person set's gallery (bounding_box_test_seg)."""
     dataset, folder = PERSON_SOURCES[person_set]
-    gallery = prepared_person_sets.PERSON_FOLDERS["foregroundImages_cropped"]
+    gallery = RAW_PERSON_FOLDERS["foregroundImages_cropped"]
     return os.path.join(raw_path(dataset, "masks"), folder,
-                        gallery + prepared_person_sets.MASK_FOLDER_SUFFIX)
+                        gallery + MASK_FOLDER_SUFFIX)
 
 
 def person_gt_inputs(wildcards):

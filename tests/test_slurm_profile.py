@@ -5,9 +5,9 @@ right shape (the download paths exist as empty files), must plan every stage. Fo
 it prints, the sbatch command line is then built with the SLURM executor plugin's own
 functions (``get_submit_command`` + ``set_gres_string``, what the plugin runs for a real
 submission), and checked: GPU rules ask for a GPU, CPU rules do not, time and memory come
-from config.yaml ``resources:``. No cluster and no container runtime are needed: an
-``apptainer`` stub answers Snakemake's version check (it fails for anything else, so a
-container can never really run here).
+from config.yaml ``resources:``, and the threads the plan shows (what the job's script
+gets as --threads) are the CPUs the job asks for. Neither a cluster nor Apptainer is
+needed, as on a login node before the image exists.
 """
 
 from __future__ import annotations
@@ -132,19 +132,14 @@ def paper_plan(tmp_path_factory: pytest.TempPathFactory) -> list[SimpleNamespace
             path = work / archive["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
-    stub = work / "stub-bin"
-    stub.mkdir()
-    (stub / "apptainer").write_text(
-        '#!/bin/sh\n[ "$1" = --version ] && { echo "apptainer version 1.3.6"; exit 0; }\n'
-        'echo "apptainer stub: only --version" >&2; exit 1\n'
-    )
-    (stub / "apptainer").chmod(0o755)
-    env = dict(os.environ, PATH=f"{stub}{os.pathsep}{Path(sys.executable).parent}"
-               f"{os.pathsep}{os.environ.get('PATH', '')}")
-    # --cores: a dry-run caps threads at its local core count; SLURM jobs are not capped.
-    # --apptainer-prefix: the profile's shared-storage path is for real clusters only.
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--profile", str(PROFILE.parent),
-           "--apptainer-prefix", str(work / "apptainer"), "--cores", "512", "-n"]
+    # As on a login node: no apptainer command on PATH (the plan must still work; the
+    # workflow then plans without containers and says so), no --cores (the profile's own
+    # `cores` must be what caps threads, as in the SLURM job).
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and not any((Path(p) / tool).exists()
+                                            for tool in ("apptainer", "singularity")))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{path}")
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--profile", str(PROFILE.parent), "-n"]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL)
     output = proc.stdout + proc.stderr
@@ -161,7 +156,14 @@ def test_profile_sets_what_a_cluster_user_adapts() -> None:
     for key in ("jobs", "retries", "rerun-incomplete", "latency-wait", "slurm-logdir",
                 "apptainer-prefix"):
         assert key in profile, key
-    assert profile["retries"] >= 1 and profile["rerun-incomplete"] is True
+    # Failures that would recur are not resubmitted; pre-emption and node failure are
+    # requeued by SLURM itself (the job keeps its id and resumes from its checkpoint).
+    assert profile["retries"] == 0 and profile["slurm-requeue"] is True
+    assert profile["rerun-incomplete"] is True
+    # Nothing site-specific is on by default: no bind of a path that may not exist, no
+    # absolute image cache.
+    assert "--bind" not in profile["apptainer-args"]
+    assert not str(profile["apptainer-prefix"]).startswith("/")
     assert re.fullmatch(r"\d+[smhd]", profile["default-resources"]["runtime"])
     assert isinstance(profile["default-resources"]["mem_mb"], int)
     assert "--nv" in profile["apptainer-args"].split()
@@ -209,6 +211,9 @@ def test_gpu_rules_get_a_gpu_in_sbatch(paper_plan: list[SimpleNamespace]) -> Non
         key = GPU_RESOURCE_KEYS[job.name]
         expected = resources.get(key, resources["default"])
         assert "--gpus=1" in args, (job.name, args)
+        # One number: config.yaml threads = the plan's threads (the script's --threads)
+        # = the CPUs SLURM allocates beside the GPU.
+        assert job.threads == expected["threads"], (job.name, job.threads)
         assert f"--cpus-per-gpu={expected['threads']}" in args, (job.name, args)
         assert _option(args, "-t") == str(expected["runtime"]), (job.name, args)
         assert _option(args, "--mem") == str(expected["mem_mb"]), (job.name, args)
@@ -225,3 +230,40 @@ def test_cpu_rules_get_no_gpu(paper_plan: list[SimpleNamespace]) -> None:
         assert not any(a.startswith(("--gpus", "--gres")) for a in args), (job.name, args)
         assert f"--cpus-per-task={job.threads}" in args, (job.name, args)
         assert _option(args, "-t") is not None and _option(args, "--mem") is not None
+
+
+def test_real_run_without_apptainer_stops_before_any_job(tmp_path: Path) -> None:
+    """The dry-run may plan without Apptainer; a real run with containers must not start."""
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and not any((Path(p) / tool).exists()
+                                            for tool in ("apptainer", "singularity")))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{path}")
+    for dataset in PAPER["datasets"].values():
+        for archive in dataset["archives"]:
+            (tmp_path / archive["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / archive["path"]).touch()
+    # The local executor (no SLURM here), the paper's containers, the profile's --sdm.
+    proc = subprocess.run([str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--sdm", "apptainer",
+                           "--cores", "1", "weights"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0
+    assert "no apptainer or singularity command is on PATH" in proc.stdout + proc.stderr
+    assert not (tmp_path / "resources").exists()  # the weights rule never ran
+
+
+def test_plan_agrees_with_the_documented_resources(paper_plan: list[SimpleNamespace]) -> None:
+    """docs/hpc.md's per-rule table is what the dry-run shows, job by job."""
+    from tests.test_hpc_doc import table_by_rule
+
+    table = table_by_rule()
+    for job in paper_plan:
+        if job.name == "all":
+            continue
+        assert job.name in table, f"rule {job.name} is missing from docs/hpc.md's table"
+        row = table[job.name]
+        assert job.threads == row["threads"], job.name
+        assert job.resources["mem_mb"] == row["mem_mb"], job.name
+        assert job.resources["runtime"] == row["runtime"], job.name
+        assert job.resources.get("gpu", 0) == row["gpu"], job.name
+        if row["gpu"]:
+            assert job.resources["cpus_per_gpu"] == row["threads"], job.name

@@ -29,14 +29,13 @@ from overlearning.core.image_io import (
     read_rgb,
     write_image,
 )
+from overlearning.core.names import MASK_FOLDER_SUFFIX, PERSON_FOLDERS
 from overlearning.core.parallel import ordered_parallel_map
 from overlearning.core.paths import contained
 
 log = logging.getLogger(__name__)
 
 # Output folder (the study's names) -> the dataset's folder it is made from.
-PERSON_FOLDERS = {"foreground_query": "query", "foregroundImages_cropped": "bounding_box_test"}
-MASK_FOLDER_SUFFIX = "_seg"
 JUNK_LABEL = "-1"
 DISTRACTOR_LABEL = "0000"
 

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from overlearning.core.atomic import atomic_directory, read_json, write_json
 from overlearning.core.errors import ConfigError, WorkflowInputError
 from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, IMAGE_SUFFIXES, read_rgb, write_image
+from overlearning.core.names import variant_name
 from overlearning.data.crop_sets import load_crop_set
 from overlearning.safeguards.categories import (
     DETECTED,
@@ -90,11 +91,6 @@ class Anonymiser:
         """Anonymise an H x W x 3 uint8 image; ``name`` (relative file name) seeds the noise."""
         return anonymise_pixels(image, self.method, self.strength, seed=noise_seed(self.seed, name),
                                 background_level=self.background_level)
-
-
-def variant_name(method: str, strength: float) -> str:
-    """Folder name of one policy: ``mosaic_24``, ``blur_12``, ``noise_0.5``."""
-    return f"{method}_{float(strength):g}"
 
 
 def noise_seed(base_seed: int, name: str) -> int:

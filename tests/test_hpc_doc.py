@@ -1,0 +1,139 @@
+"""docs/hpc.md is runnable and agrees with config.yaml and profiles/slurm.
+
+The blocks fenced as ```bash test-hpc:<name> are run verbatim against the local SLURM
+cluster by tests/test_slurm.py (in the same cluster session as the rest of the SLURM
+test); this module holds their extraction and the checks that need no cluster: the blocks
+parse as bash, use only the documented site variables, and the per-rule resources table
+says what config.yaml and the profile ask for.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+
+HPC_DOC = REPO / "docs" / "hpc.md"
+# The order the tested blocks must appear in (and run in): a first day.
+BLOCK_ORDER = ["cluster", "weights", "plan", "launch", "logs"]
+# Site-specific values the reader sets once (docs/hpc.md, top); the test sets them too.
+SITE_VARIABLES = {"ACCOUNT", "CPU_PARTITION", "GPU_PARTITION"}
+# Set by SLURM inside a job, or by a block itself.
+OTHER_VARIABLES = {"SLURM_CPUS_ON_NODE", "CUDA_VISIBLE_DEVICES", "RUN_ID"}
+
+
+def doc_blocks(text: str | None = None) -> list[tuple[str, str]]:
+    """(name, script) of every ```bash test-hpc:<name> block, in document order."""
+    text = HPC_DOC.read_text() if text is None else text
+    return [(m.group(1), m.group(2))
+            for m in re.finditer(r"^```bash test-hpc:(\w+)\n(.*?)^```$", text, re.S | re.M)]
+
+
+def resources_table(text: str | None = None) -> list[dict]:
+    """Rows of the table between <!-- resources-table --> markers."""
+    text = HPC_DOC.read_text() if text is None else text
+    body = text.split("<!-- resources-table -->", 1)[1].split("<!-- /resources-table -->", 1)[0]
+    rows = []
+    for line in body.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        key, rules, where, threads, mem, gpus, minutes = cells
+        rows.append({"key": key.split("`")[1], "rules": re.findall(r"`(\w+)`", rules),
+                     "local": where == "login node", "threads": int(threads),
+                     "mem_mb": int(mem), "gpu": int(gpus), "runtime": int(minutes)})
+    return rows
+
+
+def table_by_rule() -> dict[str, dict]:
+    by_rule: dict[str, dict] = {}
+    for row in resources_table():
+        for rule in row["rules"]:
+            assert rule not in by_rule, f"{rule} appears twice in the resources table"
+            by_rule[rule] = row
+    return by_rule
+
+
+def _snakefiles() -> str:
+    return "\n".join(p.read_text() for p in [REPO / "Snakefile",
+                                             *sorted((REPO / "rules").glob("*.smk"))])
+
+
+def local_rule_names() -> set[str]:
+    """Rules named in a `localrules:` directive of the Snakefile or rules/*.smk."""
+    names: set[str] = set()
+    for block in re.findall(r"^localrules:\n((?:[ \t]+\w+,?[ \t]*\n)+)", _snakefiles(), re.M):
+        names |= set(re.findall(r"\w+", block))
+    return names
+
+
+def test_tested_blocks_are_there_in_order_and_parse() -> None:
+    blocks = doc_blocks()
+    assert [name for name, _ in blocks] == BLOCK_ORDER
+    for name, script in blocks:
+        check = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+        assert check.returncode == 0, (name, check.stderr)
+
+
+def test_blocks_use_only_documented_variables() -> None:
+    text = HPC_DOC.read_text()
+    exported = set(re.findall(r"^export (\w+)=", text, re.M)) | set(
+        re.findall(r"^export .*?\b(\w+)=", text, re.M))
+    assert SITE_VARIABLES <= exported, SITE_VARIABLES - exported
+    for name, script in doc_blocks():
+        used = set(re.findall(r"\$\{?(\w+)", script))
+        unknown = used - SITE_VARIABLES - OTHER_VARIABLES
+        assert not unknown, f"block {name} uses undocumented variables {unknown}"
+
+
+def test_nothing_site_specific_in_the_tested_blocks() -> None:
+    for name, script in doc_blocks():
+        assert "/scratch" not in script and "my_project" not in script, name
+
+
+def test_resources_table_matches_config_and_profile() -> None:
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    snakefiles = _snakefiles()
+    gpu_rules = {rule for rule, res in profile["set-resources"].items() if res.get("gpu")}
+    local_rules = local_rule_names()
+    rows = resources_table()
+    assert rows
+    for row in rows:
+        expected = paper["resources"][row["key"]]
+        for field in ("mem_mb", "runtime"):
+            assert row[field] == expected[field], (row["key"], field)
+        for rule in row["rules"]:
+            body = re.search(rf"^rule {rule}:\n(.*?)(?=^\S|\Z)", snakefiles, re.S | re.M)
+            assert body, f"rule {rule} of the table is not defined"
+            # Threads from the row's key, or a fixed number the rule sets itself.
+            fixed = re.search(r"^    threads: (\d+)$", body.group(1), re.M)
+            threads = int(fixed.group(1)) if fixed else expected["threads"]
+            assert row["threads"] == threads, (rule, row["threads"], threads)
+            assert (rule in local_rules) == row["local"], rule
+            assert (rule in gpu_rules) == (row["gpu"] == 1), rule
+            # Each rule takes its numbers from the key its row names.
+            keys = set(re.findall(r'(?:threads|mem|runtime)_for\("(\w+)"\)', body.group(1)))
+            assert keys == {row["key"]}, (rule, keys)
+    documented = set(table_by_rule())
+    assert gpu_rules <= documented and local_rules <= documented
+
+
+def test_memory_table_markers_are_there() -> None:
+    text = HPC_DOC.read_text()
+    assert text.count("<!-- memory-table:start -->") == 1
+    assert text.count("<!-- memory-table:end -->") == 1
+
+
+def test_doc_orders_the_image_before_the_weights() -> None:
+    text = HPC_DOC.read_text()
+    assert text.index("## 2. The container image") < text.index("## 4. Weights")
+    assert text.index("make container") < text.index("snakemake --profile profiles/slurm weights")
+
+
+def test_launch_block_is_the_documented_one_command() -> None:
+    (launch,) = [script for name, script in doc_blocks() if name == "launch"]
+    assert launch.strip() == "snakemake --profile profiles/slurm"
+    assert Path(REPO / "profiles" / "slurm" / "config.yaml").is_file()
