@@ -28,6 +28,7 @@ uninterrupted one drew.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -195,16 +196,19 @@ class SeededSampler(Sampler[tuple[int, int]]):
 
 def decode_rgb(path: Any) -> torch.Tensor:
     """(3, H, W) uint8 from a JPEG/PNG file; a missing or corrupt file stops with its path."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.io import ImageReadMode, decode_image
 
     try:
-        data = read_file(str(path))
-    except (FileNotFoundError, RuntimeError):
+        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+    except FileNotFoundError:
         raise WorkflowInputError(path, "image file not found") from None
-    try:
-        return decode_image(data, mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
-        raise WorkflowInputError(path, f"corrupt or unreadable image ({exc})") from None
+    with warnings.catch_warnings():
+        # torchvision 0.29 announces the move of its decoders to TorchCodec on every call.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return decode_image(data, mode=ImageReadMode.RGB)
+        except RuntimeError as exc:
+            raise WorkflowInputError(path, f"corrupt or unreadable image ({exc})") from None
 
 
 class DecodedCropDataset(Dataset):
