@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
 import json
 import os
@@ -449,3 +451,73 @@ def test_checkpoint_writer_works_in_the_background_on_a_copy(tmp_path: Path) -> 
     real.wait()
     assert torch.equal(torch.load(tmp_path / "e.pt")["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.pt"]  # no temporary left
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first found, from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+@pytest.mark.slow  # torchrun and two training processes
+def test_two_processes_under_torchrun_train_checkpoint_resume_and_match_one(tmp_path: Path) -> None:
+    """scripts/train.py --processes 2 on the CPU (gloo), as the rule starts it.
+
+    Killed after its first checkpoint and rerun, it resumes and ends where one process
+    with the same global batch ends: the device pipeline draws per global position, so
+    only the order of floating-point sums differs (gradients all-reduced, batch halves).
+    """
+    job = make_job(tmp_path, augment="device")
+    out, checkpoints = tmp_path / "out", tmp_path / "ckpt"
+
+    def command(epochs: int) -> list[str]:
+        return [sys.executable, str(REPO / "scripts" / "train.py"), "--setting", "test",
+                "--params", json.dumps(CONFUSION),
+                "--training", json.dumps({**job.training, "epochs": epochs, "processes": 2}),
+                "--trunk", json.dumps(TIMM_TINY), "--cache", str(job.cache),
+                "--train-dir", str(job.train_dir), "--valid-dir", str(job.valid_dir),
+                "--person-category", str(PERSON), "--seed", str(job.seed), "--out", str(out),
+                "--checkpoints", str(checkpoints), "--threads", "2", "--processes", "2"]
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "",
+           "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "first.log", "wb") as log:
+        proc = subprocess.Popen(command(30), stderr=log, stdout=log, env=env)
+        try:
+            while not (checkpoints / training.CHECKPOINT).exists() and proc.poll() is None:
+                time.sleep(0.05)
+        finally:
+            # As SLURM ends a job: torchrun and its ranks (torchrun starts each rank in a
+            # session of its own, so its process group would miss them).
+            for pid in [*_descendants(proc.pid), proc.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait()
+    assert (checkpoints / training.CHECKPOINT).exists(), (tmp_path / "first.log").read_text()[-3000:]
+    assert not out.exists()
+    done = subprocess.run(command(2), capture_output=True, text=True, env=env, check=False,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = {line for line in done.stderr.splitlines() if line.startswith("resumed from")}
+    assert resumed & {"resumed from checkpoint: epoch 2", "resumed from checkpoint: epoch 3"}, done.stderr[:4000]
+    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 2
+    assert not (checkpoints / training.CHECKPOINT).exists()
+
+    one = training.fit(job, 2)
+    two = load_state_dict(out / "trunk.safetensors")
+    for key, value in one.model.trunk.state_dict().items():
+        # Stated tolerance: 1e-4 absolute on every weight after two epochs at lr 1e-3.
+        assert torch.allclose(two[key], value, rtol=0, atol=1e-4), key
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for row, expected in zip(rows, one.history, strict=True):
+        assert float(row["loss"]) == pytest.approx(expected["loss"], rel=1e-4)
