@@ -515,8 +515,9 @@ def test_two_processes_under_torchrun_train_checkpoint_resume_and_match_one(tmp_
     one = training.fit(job, 2)
     two = load_state_dict(out / "trunk.safetensors")
     for key, value in one.model.trunk.state_dict().items():
-        # Stated tolerance: 1e-4 absolute on every weight after two epochs at lr 1e-3.
-        assert torch.allclose(two[key], value, rtol=0, atol=1e-4), key
+        # Stated tolerance (docs/training.md): 2e-4 absolute on every weight after two
+        # epochs at lr 1e-3, a fifth of one Adam step (observed: 3.8e-5).
+        assert torch.allclose(two[key], value, rtol=0, atol=2e-4), key
     with open(out / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     for row, expected in zip(rows, one.history, strict=True):
