@@ -156,8 +156,8 @@ def test_baseline_setting_trains_without_persons(tmp_path: Path) -> None:
 @pytest.mark.parametrize("threads", [1, 2], ids=["main-process-loading", "one-worker"])
 def test_resume_after_interruption_gives_the_same_weights(
         tmp_path: Path, threads: int, capfd: pytest.CaptureFixture) -> None:
-    job = make_job(tmp_path, threads=threads)
-    job.training["num_workers"] = 1
+    # threads=2 leaves one loader worker (make_job's keywords are training keys).
+    job = dataclasses.replace(make_job(tmp_path, num_workers=1), threads=threads)
     job.training["epochs"] = 3
     uninterrupted = training.fit(job, 3, tmp_path / "a")
     assert "resumed from checkpoint" not in capfd.readouterr().err
