@@ -17,8 +17,11 @@ it, prints ``resumed from checkpoint: epoch N`` and continues; on the same hardw
 ends with the same weights as a run that was never interrupted. A checkpoint written for
 other parameters or data (its fingerprint differs) is ignored.
 
-On CUDA: bf16 autocast (``training.amp``), channels-last input, pinned memory, loader
-workers from the rule's threads, and DDP over the GPUs of one job when started by torchrun
+On CUDA: the device input pipeline (overlearning.train.pipeline, ``training.augment``:
+uint8 crops in pinned memory, augmentation on the GPU), bf16 autocast (``training.amp``),
+TF32, fused AdamW and optional torch.compile (overlearning.train.step), channels-last
+input, loader workers from the rule's threads, checkpoints written in the background
+(overlearning.train.async_checkpoint), and DDP over the GPUs of one job when started by torchrun
 (every rank embeds its share of the global batch; the loss sees the whole batch through a
 differentiable all-gather, so W GPUs train like one GPU with the same global batch).
 """
