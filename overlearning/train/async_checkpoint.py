@@ -51,32 +51,35 @@ def write_atomically(path: Path, state: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-class CheckpointWriter:
-    """One background write at a time; a new ``save`` first waits for the previous one."""
+def snapshot(state: Any) -> tuple[Any, Any]:
+    """(CPU copy of ``state``, CUDA event after which the copy is complete, or None)."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    copy = cpu_copy(state, pinned=cuda)
+    event = None
+    if cuda:
+        event = torch.cuda.Event()
+        event.record()
+    return copy, event
 
-    def __init__(self, write: Callable[[Path, Any], None] = write_atomically) -> None:
-        self._write = write
+
+class BackgroundTask:
+    """One function at a time in a non-daemon thread; ``wait`` joins and re-raises."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, path: Path, state: Any) -> None:
+    def start(self, fn: Callable[[], None]) -> None:
         self.wait()
-        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-        snapshot = cpu_copy(state, pinned=cuda)
-        event = None
-        if cuda:
-            event = torch.cuda.Event()
-            event.record()
 
         def run() -> None:
             try:
-                if event is not None:
-                    event.synchronize()  # the pinned copies have landed
-                self._write(path, snapshot)
+                fn()
             except BaseException as exc:  # noqa: BLE001 - re-raised by wait()
                 self._error = exc
 
-        self._thread = threading.Thread(target=run, name="checkpoint-writer", daemon=False)
+        self._thread = threading.Thread(target=run, name=self.name, daemon=False)
         self._thread.start()
 
     def wait(self) -> None:
@@ -86,3 +89,25 @@ class CheckpointWriter:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+class CheckpointWriter:
+    """One background write at a time; a new ``save`` first waits for the previous one."""
+
+    def __init__(self, write: Callable[[Path, Any], None] = write_atomically) -> None:
+        self._write = write
+        self._task = BackgroundTask("checkpoint-writer")
+
+    def save(self, path: Path, state: Any) -> None:
+        self.wait()
+        copy, event = snapshot(state)
+        self._task.start(lambda: self.write_snapshot(path, copy, event))
+
+    def write_snapshot(self, path: Path, copy: Any, event: Any) -> None:
+        """Write a ``snapshot`` now, in the calling thread."""
+        if event is not None:
+            event.synchronize()  # the pinned copies have landed
+        self._write(path, copy)
+
+    def wait(self) -> None:
+        self._task.wait()

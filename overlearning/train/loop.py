@@ -28,6 +28,7 @@ differentiable all-gather, so W GPUs train like one GPU with the same global bat
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -58,7 +59,12 @@ from overlearning.data.crop_sets import Item, load_crop_set
 from overlearning.models.cache import cached_trunk_state
 from overlearning.models.embedder import EmbeddingModel, build_embedding_model, save_embedding_model
 from overlearning.models.losses import make_loss
-from overlearning.train.async_checkpoint import CheckpointWriter, write_atomically
+from overlearning.train.async_checkpoint import (
+    BackgroundTask,
+    CheckpointWriter,
+    snapshot,
+    write_atomically,
+)
 from overlearning.train.loader import CropDataset, MPerClassEpochSampler
 from overlearning.train.pipeline import train_input
 from overlearning.train.step import configure_backends, make_optimizers, maybe_compile
@@ -229,10 +235,16 @@ def embed(model: EmbeddingModel, dataset: CropDataset, batch_size: int, device: 
 
 
 def validation_loader(dataset: CropDataset, batch_size: int, device: torch.device,
-                      workers: int, persistent: bool) -> DataLoader:
-    """The unshuffled loader that ``embed`` reads (its transform draws nothing)."""
+                      workers: int, persistent: bool,
+                      generator: torch.Generator | None = None) -> DataLoader:
+    """The unshuffled loader that ``embed`` reads (its transform draws nothing).
+
+    Without a ``generator`` each pass draws its workers' base seed from torch's global
+    generator, as it always did (the CPU pipeline's random draws depend on it).
+    """
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=persistent and workers > 0)
+                      pin_memory=device.type == "cuda", generator=generator,
+                      persistent_workers=persistent and workers > 0)
 
 
 def map_at_r(query: np.ndarray, query_labels: np.ndarray, reference: np.ndarray,
@@ -401,7 +413,12 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
     loader = inputs.loader
     loss_fn = make_loss(params, training["ms_loss"], inputs.dataset.person_labels(),
                         int(training["embedding_dim"])).to(device)
-    valid_loader = validation_loader(valid_set, batch_size, device, workers, persistent=True)
+    # Validation and checkpoint in the background (off the critical path) when training
+    # draws nothing from the global generators that validation's loader touches: with the
+    # device pipeline, and not for tuning (its callback must see each epoch before the next).
+    background = BackgroundTask("epoch-end") if inputs.seeded and on_epoch_end is None else None
+    valid_loader = validation_loader(valid_set, batch_size, device, workers, persistent=True,
+                                     generator=torch.Generator() if background else None)
     writer = CheckpointWriter()
     network = model
     if procs.world_size > 1:
@@ -462,6 +479,26 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
         timing = {"images_per_s": images_seen / max(data_s + compute_s, 1e-9),
                   "data_s": data_s, "compute_s": compute_s,
                   "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None}
+        summary = {k: float(v) for k, v in sums.items()}
+        if background is not None:
+            # Validate and checkpoint this epoch in the background: the next epoch starts.
+            background.wait()  # the previous epoch's row is in the history, its file on disk
+            rngs = [rng_state(generator)]
+            if procs.world_size > 1:
+                rngs = [None] * procs.world_size
+                dist.all_gather_object(rngs, rng_state(generator))
+            if procs.main:
+                _finish_epoch_in_background(
+                    background, epoch, model, summary, steps, timing, rngs, result,
+                    lambda m: embed(m, valid_set, batch_size, device, workers, bf16,
+                                    loader=valid_loader),
+                    valid_set, params, writer, checkpoint_path, {
+                        "format": CHECKPOINT_FORMAT, "fingerprint": key, "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                        "loss": loss_fn.state_dict(), "sampler": sampler.state_dict(),
+                        "rng": rngs})
+            continue
         metrics: dict[str, float] = {}
         if procs.main:
             began = time.perf_counter()
@@ -469,7 +506,7 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
                                   loader=valid_loader)
             metrics = validation_metrics(embeddings_np, valid_set.labels, valid_set.is_person)
             metrics["validation_s"] = time.perf_counter() - began
-        row = _row(epoch, {k: float(v) for k, v in sums.items()}, steps, timing, metrics, params)
+        row = _row(epoch, summary, steps, timing, metrics, params)
         result.history.append(row)
         rngs = [rng_state(generator)]
         if procs.world_size > 1:
@@ -491,8 +528,52 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
                 on_epoch_end(epoch, row)
         if procs.world_size > 1:
             dist.barrier()
+    if background is not None:
+        background.wait()
     writer.wait()
     return result
+
+
+def _finish_epoch_in_background(background: BackgroundTask, epoch: int, model: EmbeddingModel,
+                                summary: dict[str, float], steps: int, timing: dict[str, Any],
+                                rngs: list, result: FitResult,
+                                embed_valid: Callable[[torch.nn.Module], np.ndarray],
+                                valid_set: CropDataset, params: Mapping[str, Any],
+                                writer: CheckpointWriter, checkpoint_path: Path | None,
+                                state: dict[str, Any]) -> None:
+    """Validate a copy of the model and write the checkpoint while training goes on.
+
+    The copy and the CPU copy of the state are taken now, at the end of the epoch; the
+    thread validates on a side CUDA stream (after the copy), appends the row to the
+    history and writes the checkpoint with it.
+    """
+    evaluated = copy.deepcopy(model)
+    ready = None
+    if next(model.parameters()).is_cuda:
+        ready = torch.cuda.Event()
+        ready.record()
+    saved = snapshot(state) if checkpoint_path is not None else None
+
+    def finish() -> None:
+        began = time.perf_counter()
+        if ready is not None:
+            stream = torch.cuda.Stream()
+            stream.wait_event(ready)
+            with torch.cuda.stream(stream):
+                embeddings = embed_valid(evaluated)
+        else:
+            embeddings = embed_valid(evaluated)
+        metrics = validation_metrics(embeddings, valid_set.labels, valid_set.is_person)
+        metrics["validation_s"] = time.perf_counter() - began
+        row = _row(epoch, summary, steps, timing, metrics, params)
+        result.history.append(row)
+        log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_COLUMNS if row[k] is not None))
+        if saved is not None and checkpoint_path is not None:
+            copied, event = saved
+            writer.write_snapshot(checkpoint_path, {**copied, "history": list(result.history)},
+                                  event)
+
+    background.start(finish)
 
 
 def _fmt(value: Any) -> str:

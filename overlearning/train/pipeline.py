@@ -52,6 +52,7 @@ class TrainInput:
     loader: DataLoader
     to_device: Callable[[Any], tuple[torch.Tensor, torch.Tensor]]
     set_epoch: Callable[[int], None]
+    seeded: bool = False  # draws from per-sample seeds only, never the global generators
 
 
 def train_input(items: Sequence[Item], model: EmbeddingModel, training: Mapping[str, Any],
@@ -86,4 +87,4 @@ def train_input(items: Sequence[Item], model: EmbeddingModel, training: Mapping[
     def augmented(batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return augment(batch, spec, device, channels_last=cuda)
 
-    return TrainInput(decoded, loader, augmented, seeded.set_epoch)
+    return TrainInput(decoded, loader, augmented, seeded.set_epoch, seeded=True)
