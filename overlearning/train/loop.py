@@ -557,10 +557,13 @@ def _finish_epoch_in_background(background: BackgroundTask, epoch: int, model: E
     def finish() -> None:
         began = time.perf_counter()
         if ready is not None:
-            stream = torch.cuda.Stream()
-            stream.wait_event(ready)
-            with torch.cuda.stream(stream):
-                embeddings = embed_valid(evaluated)
+            # A new thread starts on device 0: name the model's device explicitly.
+            where = next(evaluated.parameters()).device
+            with torch.cuda.device(where):
+                stream = torch.cuda.Stream(device=where)
+                stream.wait_event(ready)
+                with torch.cuda.stream(stream):
+                    embeddings = embed_valid(evaluated)
         else:
             embeddings = embed_valid(evaluated)
         metrics = validation_metrics(embeddings, valid_set.labels, valid_set.is_person)
