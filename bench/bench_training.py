@@ -1,12 +1,20 @@
-"""Training throughput: images/s, step time split into data and compute, peak memory.
+"""Training throughput: images/s, step time split into data and compute, peak memory, MFU.
 
-The real training step (overlearning.train.loop's loader settings, the trunk and transforms
-of overlearning.models.embedder, the confusion loss) on synthetic JPEG crops written to a temporary
-folder. On the CPU (default when no GPU is present) it uses a tiny random ViT of the same
-timm family at 64 px and scales the batch size; on CUDA (``--device cuda``, or ``auto``
-with a GPU) the real ViT-B/16 CLIP trunk at 384 px, batch 64, with bf16 autocast and
-channels-last, and the same in fp32 for comparison. Data time is the wait for the next
-batch; compute time is forward + loss + backward + optimiser step, synchronised on CUDA.
+The real training step (overlearning.train.pipeline's loader, overlearning.train.step's
+optimisers and backend settings, the trunk and transforms of overlearning.models.embedder,
+the confusion loss) on synthetic JPEG crops written to a temporary folder. On the CPU
+(default when no GPU is present) it uses a tiny random ViT of the same timm family at
+64 px, the CPU input pipeline, and scales the batch size; on CUDA (``--device cuda``, or
+``auto`` with a GPU) the real ViT-B/16 CLIP trunk at 384 px, batch 64, the device input
+pipeline (uint8 crops, augmentation on the GPU), fused AdamW, TF32, with bf16 autocast
+and channels-last, and the same in fp32 for comparison.
+
+Steps are not synchronised: the device runs ahead of the host as in training, and the
+timed window ends with one synchronisation. Data time is the host's wait for the next
+batch; compute time is the rest of the window. On CUDA the FLOPs of one step (forward +
+backward, torch.utils.flop_counter) times the steps per second, over the device's dense
+bf16 (or TF32 for fp32 runs) peak, gives the model FLOPs utilisation (MFU); ``--peak-tflops``
+sets the peak for a device not in the table.
 
 The naive comparison is the loss: the confusion term written the way the study's script
 works (a Python loop over the positive pairs to drop person anchors' positives and one
@@ -32,20 +40,24 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from overlearning.data.crop_sets import Item  # noqa: E402
 from overlearning.models.embedder import build_embedding_model  # noqa: E402
 from overlearning.models.losses import MultiSimilarityConfusionLoss  # noqa: E402
-from overlearning.train.loader import CropDataset, MPerClassEpochSampler  # noqa: E402
+from overlearning.train.loader import MPerClassEpochSampler  # noqa: E402
+from overlearning.train.pipeline import train_input  # noqa: E402
+from overlearning.train.step import configure_backends, make_optimizers  # noqa: E402
 
 CLIP = "vit_base_patch16_clip_384.laion2b_ft_in12k_in1k"
 TINY = {"kind": "timm", "name": CLIP,
         "overrides": {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 64}}
 REAL = {"kind": "timm", "name": CLIP, "overrides": {}}
 MS = {"alpha": 2.0, "beta": 50.0, "base": 0.5}
+# Dense peak TFLOP/s (bf16, TF32) from the vendors' data sheets (SXM parts, no sparsity).
+PEAK_TFLOPS = {"H200": (989.0, 494.5), "H100": (989.0, 494.5), "A100": (312.0, 156.0),
+               "L40S": (362.0, 183.0), "A40": (149.7, 74.8), "V100": (125.0, 125.0)}
 CONFUSION = {"weight": 23.752884837928374, "gamma": 31.85830217870389,
              "margin": 0.012645424823545037}
 
@@ -72,31 +84,42 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def device_peak_tflops(device: torch.device, bf16: bool, override: float | None) -> float | None:
+    if override:
+        return override
+    name = torch.cuda.get_device_name(device)
+    for key, (peak_bf16, peak_tf32) in PEAK_TFLOPS.items():
+        if key in name:
+            return peak_bf16 if bf16 else peak_tf32
+    return None
+
+
 def run_training(items: list[Item], trunk_cfg: dict, batch: int, steps: int, warmup: int,
-                 device: torch.device, bf16: bool, workers: int) -> dict[str, Any]:
-    """Time ``steps`` training steps after ``warmup`` untimed ones."""
+                 device: torch.device, bf16: bool, workers: int,
+                 peak_tflops: float | None = None) -> dict[str, Any]:
+    """Time ``steps`` training steps after ``warmup`` untimed ones (one of them FLOP-counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cuda = device.type == "cuda"
+    configure_backends(cuda)
     torch.manual_seed(0)
     model = build_embedding_model(trunk_cfg, 512).to(device)
-    if device.type == "cuda":
+    if cuda:
         model.to(memory_format=torch.channels_last)
         torch.cuda.reset_peak_memory_stats(device)
-    dataset = CropDataset(items, model.train_transform)
-    loss_fn = MultiSimilarityConfusionLoss(dataset.person_labels(), **CONFUSION, **MS).to(device)
-    optimizers = [torch.optim.AdamW(model.trunk.parameters(), lr=1e-5, weight_decay=1e-4),
-                  torch.optim.AdamW(model.embedder.parameters(), lr=1e-5, weight_decay=1e-4)]
-    sampler = MPerClassEpochSampler(dataset.labels, m=4, length=(steps + warmup) * batch,
+    training = {"batch_size": batch, "augment": "device" if cuda else "cpu"}
+    labels = [item.label for item in items]
+    sampler = MPerClassEpochSampler(labels, m=4, length=(steps + warmup) * batch,
                                     batch_size=batch, seed=0)
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", drop_last=True,
-                        prefetch_factor=4 if workers else None)
-    data_s, compute_s, done = [], [], 0
-    tick = time.perf_counter()
-    for images, labels in loader:
-        fetched = time.perf_counter()
-        images = images.to(device, non_blocking=True)
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
+    inputs = train_input(items, model, training, sampler, torch.Generator().manual_seed(0),
+                         workers, device, seed=0)
+    loss_fn = MultiSimilarityConfusionLoss(inputs.dataset.person_labels(), **CONFUSION,
+                                           **MS).to(device)
+    optimizers = list(make_optimizers(model, {"lr": 1e-5, "lr_embed": 1e-5}, 1e-4,
+                                      cuda).values())
+
+    def step(batch_data: Any) -> None:
+        images, labels = inputs.to_device(batch_data)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             embeddings = model(images)
         loss = loss_fn(embeddings.float(), labels)
@@ -105,27 +128,46 @@ def run_training(items: list[Item], trunk_cfg: dict, batch: int, steps: int, war
         loss.backward()
         for opt in optimizers:
             opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        end = time.perf_counter()
-        if done >= warmup:
-            data_s.append(fetched - tick)
-            compute_s.append(end - fetched)
-        done += 1
+
+    batches = iter(inputs.loader)
+    flops = 0
+    for k in range(warmup):
+        if k == warmup - 1:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                step(next(batches))
+            flops = counter.get_total_flops()
+        else:
+            step(next(batches))
+    if cuda:
+        torch.cuda.synchronize(device)
+    data_s, done = 0.0, 0
+    start = time.perf_counter()
+    for _ in range(steps):
         tick = time.perf_counter()
-        if done == warmup + steps:
-            break
-    total = sum(data_s) + sum(compute_s)
-    return {
-        "batch_size": batch, "steps": len(compute_s), "input_size": list(model.input_size),
-        "bf16": bf16, "workers": workers,
-        "images_per_s": len(compute_s) * batch / total,
-        "step_s": total / len(compute_s),
-        "data_s_per_step": float(np.mean(data_s)), "compute_s_per_step": float(np.mean(compute_s)),
-        "data_fraction": sum(data_s) / total,
+        batch_data = next(batches)
+        data_s += time.perf_counter() - tick
+        step(batch_data)
+        done += 1
+    if cuda:
+        torch.cuda.synchronize(device)  # one synchronisation for the whole window
+    total = time.perf_counter() - start
+    result = {
+        "batch_size": batch, "steps": done, "input_size": list(model.input_size),
+        "bf16": bf16, "workers": workers, "augment": training["augment"],
+        "images_per_s": done * batch / total,
+        "step_s": total / done,
+        "data_s_per_step": data_s / done, "compute_s_per_step": (total - data_s) / done,
+        "data_fraction": data_s / total,
         "peak_memory_mb": peak_memory_mb(device),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "tflop_per_image": flops / batch / 1e12,
     }
+    peak = device_peak_tflops(device, bf16, peak_tflops) if cuda else None
+    if peak:
+        result["peak_tflops"] = peak
+        result["mfu"] = flops * done / total / (peak * 1e12)
+    return result
 
 
 def naive_confusion_loss(embeddings: torch.Tensor, labels: torch.Tensor, persons: set[int],
@@ -197,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run")
     parser.add_argument("--workers", type=int, default=None, help="loader workers")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="device peak for MFU (default: from the table, by device name)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -213,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         if cuda:
             steps = args.steps or 30
             report["trunk"] = CLIP + " (random init, 384 px)"
-            report["runs"] = [run_training(items, REAL, 64, steps, 5, device, bf16, workers)
-                              for bf16 in (True, False)]
+            report["runs"] = [run_training(items, REAL, 64, steps, 5, device, bf16, workers,
+                                           args.peak_tflops) for bf16 in (True, False)]
         else:
             steps = args.steps or 10
             report["trunk"] = CLIP + " shrunk: " + json.dumps(TINY["overrides"], sort_keys=True)

@@ -17,14 +17,18 @@ it, prints ``resumed from checkpoint: epoch N`` and continues; on the same hardw
 ends with the same weights as a run that was never interrupted. A checkpoint written for
 other parameters or data (its fingerprint differs) is ignored.
 
-On CUDA: bf16 autocast (``training.amp``), channels-last input, pinned memory, loader
-workers from the rule's threads, and DDP over the GPUs of one job when started by torchrun
+On CUDA: the device input pipeline (overlearning.train.pipeline, ``training.augment``:
+uint8 crops in pinned memory, augmentation on the GPU), bf16 autocast (``training.amp``),
+TF32, fused AdamW and optional torch.compile (overlearning.train.step), channels-last
+input, loader workers from the rule's threads, checkpoints written in the background
+(overlearning.train.async_checkpoint), and DDP over the GPUs of one job when started by torchrun
 (every rank embeds its share of the global batch; the loss sees the whole batch through a
 differentiable all-gather, so W GPUs train like one GPU with the same global batch).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -51,8 +55,6 @@ from tqdm import tqdm
 from overlearning.core.atomic import (
     atomic_directory,
     read_json,
-    remove_stale_temporaries,
-    temporary_name,
 )
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.seeding import seed_everything
@@ -60,7 +62,15 @@ from overlearning.data.crop_sets import Item, load_crop_set
 from overlearning.models.cache import cached_trunk_state
 from overlearning.models.embedder import EmbeddingModel, build_embedding_model, save_embedding_model
 from overlearning.models.losses import make_loss
+from overlearning.train.async_checkpoint import (
+    BackgroundTask,
+    CheckpointWriter,
+    snapshot,
+    write_atomically,
+)
 from overlearning.train.loader import CropDataset, MPerClassEpochSampler
+from overlearning.train.pipeline import train_input
+from overlearning.train.step import configure_backends, make_optimizers, maybe_compile
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -204,10 +214,14 @@ def loader_workers(training: Mapping[str, Any], threads: int, world_size: int) -
 
 
 def embed(model: EmbeddingModel, dataset: CropDataset, batch_size: int, device: torch.device,
-          workers: int, bf16: bool) -> np.ndarray:
-    """L2-normalised float32 embeddings of a dataset, in its order."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+          workers: int, bf16: bool, loader: DataLoader | None = None) -> np.ndarray:
+    """L2-normalised float32 embeddings of a dataset, in its order.
+
+    ``loader`` (over ``dataset``, unshuffled) is reused when given: fit() keeps one with
+    persistent workers so that validation does not start new workers every epoch.
+    """
+    if loader is None:
+        loader = validation_loader(dataset, batch_size, device, workers, persistent=False)
     chunks = []
     model.eval()
     with torch.inference_mode():
@@ -221,6 +235,19 @@ def embed(model: EmbeddingModel, dataset: CropDataset, batch_size: int, device: 
     if not chunks:
         return np.zeros((0, model.embedder.out_features), dtype=np.float32)
     return torch.cat(chunks).numpy()
+
+
+def validation_loader(dataset: CropDataset, batch_size: int, device: torch.device,
+                      workers: int, persistent: bool,
+                      generator: torch.Generator | None = None) -> DataLoader:
+    """The unshuffled loader that ``embed`` reads (its transform draws nothing).
+
+    Without a ``generator`` each pass draws its workers' base seed from torch's global
+    generator, as it always did (the CPU pipeline's random draws depend on it).
+    """
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      pin_memory=device.type == "cuda", generator=generator,
+                      persistent_workers=persistent and workers > 0)
 
 
 def map_at_r(query: np.ndarray, query_labels: np.ndarray, reference: np.ndarray,
@@ -281,20 +308,12 @@ def fingerprint(job: TrainJob, world_size: int = 1, extra: Mapping[str, Any] | N
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)  # a half-written checkpoint of a killed run
-    tmp = temporary_name(path)
-    try:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        with open(tmp, "wb") as handle:
-            handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint.
+
+    fit() writes through overlearning.train.async_checkpoint.CheckpointWriter instead, in
+    the background from a CPU copy.
+    """
+    write_atomically(path, state)
 
 
 def load_checkpoint(path: Path, expected_fingerprint: str) -> dict[str, Any] | None:
@@ -362,6 +381,7 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
     procs = start_processes(job.device)
     device = procs.device
     cuda = device.type == "cuda"
+    configure_backends(cuda)
     bf16 = cuda and training["amp"] == "bf16"
     workers = loader_workers(training, job.threads, procs.world_size)
     torch.set_num_threads(max(1, job.threads // procs.world_size - workers))
@@ -382,29 +402,31 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
     model.to(device)
     if cuda:
         model.to(memory_format=torch.channels_last)
-    train_set = CropDataset(train_items, model.train_transform)
     valid_set = CropDataset(valid_items, model.transform)
-    loss_fn = make_loss(params, training["ms_loss"], train_set.person_labels(),
-                        int(training["embedding_dim"])).to(device)
-    decay = float(training["weight_decay"])
-    optimizers = {
-        "trunk": torch.optim.AdamW(model.trunk.parameters(), lr=float(params["lr"]),
-                                   weight_decay=decay),
-        "embedder": torch.optim.AdamW(model.embedder.parameters(),
-                                      lr=float(params["lr_embed"]), weight_decay=decay),
-    }
+    optimizers = make_optimizers(model, params, float(training["weight_decay"]), cuda)
     batch_size = int(training["batch_size"])
-    sampler = MPerClassEpochSampler(train_set.labels, m=int(training["m_per_class"]),
-                                    length=len(train_set), batch_size=batch_size, seed=job.seed,
+    train_labels = np.array([item.label for item in train_items], dtype=np.int64)
+    sampler = MPerClassEpochSampler(train_labels, m=int(training["m_per_class"]),
+                                    length=len(train_items), batch_size=batch_size, seed=job.seed,
                                     rank=procs.rank, world_size=procs.world_size)
     generator = torch.Generator()
     generator.manual_seed(job.seed + procs.rank)
-    loader = DataLoader(train_set, batch_size=batch_size // procs.world_size, sampler=sampler,
-                        num_workers=workers, pin_memory=cuda, drop_last=True,
-                        generator=generator, prefetch_factor=4 if workers else None)
+    inputs = train_input(train_items, model, training, sampler, generator, workers, device,
+                         job.seed, procs.rank, procs.world_size)
+    loader = inputs.loader
+    loss_fn = make_loss(params, training["ms_loss"], inputs.dataset.person_labels(),
+                        int(training["embedding_dim"])).to(device)
+    # Validation and checkpoint in the background (off the critical path) when training
+    # draws nothing from the global generators that validation's loader touches: with the
+    # device pipeline, and not for tuning (its callback must see each epoch before the next).
+    background = BackgroundTask("epoch-end") if inputs.seeded and on_epoch_end is None else None
+    valid_loader = validation_loader(valid_set, batch_size, device, workers, persistent=True,
+                                     generator=torch.Generator() if background else None)
+    writer = CheckpointWriter()
     network = model
     if procs.world_size > 1:
         network = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    network = maybe_compile(network, training)
 
     result = FitResult(model, [], procs.rank, len(train_items))
     checkpoint_path = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
@@ -425,20 +447,18 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
     for epoch in range(start, epochs + 1):
         network.train()
         loss_fn.train()
+        inputs.set_epoch(epoch)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         sums: dict[str, torch.Tensor] = {}
         steps = images_seen = 0
         data_s = compute_s = 0.0
         tick = time.perf_counter()
-        for images, labels in tqdm(loader, desc=f"{job.setting} epoch {epoch}/{epochs}",
-                                   disable=not procs.main, file=sys.stderr, mininterval=10):
+        for batch in tqdm(loader, desc=f"{job.setting} epoch {epoch}/{epochs}",
+                          disable=not procs.main, file=sys.stderr, mininterval=10):
             fetched = time.perf_counter()
             data_s += fetched - tick
-            images = images.to(device, non_blocking=True)
-            if cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(device, non_blocking=True)
+            images, labels = inputs.to_device(batch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 embeddings = network(images)
             all_embeddings, all_labels = _gather(embeddings.float(), labels, procs)
@@ -462,13 +482,34 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
         timing = {"images_per_s": images_seen / max(data_s + compute_s, 1e-9),
                   "data_s": data_s, "compute_s": compute_s,
                   "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None}
+        summary = {k: float(v) for k, v in sums.items()}
+        if background is not None:
+            # Validate and checkpoint this epoch in the background: the next epoch starts.
+            background.wait()  # the previous epoch's row is in the history, its file on disk
+            rngs = [rng_state(generator)]
+            if procs.world_size > 1:
+                rngs = [None] * procs.world_size
+                dist.all_gather_object(rngs, rng_state(generator))
+            if procs.main:
+                _finish_epoch_in_background(
+                    background, epoch, model, summary, steps, timing, rngs, result,
+                    lambda m: embed(m, valid_set, batch_size, device, workers, bf16,
+                                    loader=valid_loader),
+                    valid_set, params, writer, checkpoint_path, {
+                        "format": CHECKPOINT_FORMAT, "fingerprint": key, "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+                        "loss": loss_fn.state_dict(), "sampler": sampler.state_dict(),
+                        "rng": rngs})
+            continue
         metrics: dict[str, float] = {}
         if procs.main:
             began = time.perf_counter()
-            embeddings_np = embed(model, valid_set, batch_size, device, workers, bf16)
+            embeddings_np = embed(model, valid_set, batch_size, device, workers, bf16,
+                                  loader=valid_loader)
             metrics = validation_metrics(embeddings_np, valid_set.labels, valid_set.is_person)
             metrics["validation_s"] = time.perf_counter() - began
-        row = _row(epoch, {k: float(v) for k, v in sums.items()}, steps, timing, metrics, params)
+        row = _row(epoch, summary, steps, timing, metrics, params)
         result.history.append(row)
         rngs = [rng_state(generator)]
         if procs.world_size > 1:
@@ -477,7 +518,8 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
         if procs.main:
             log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_COLUMNS if row[k] is not None))
             if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, {
+                # In the background from a CPU copy: the next epoch starts meanwhile.
+                writer.save(checkpoint_path, {
                     "format": CHECKPOINT_FORMAT, "fingerprint": key, "epoch": epoch,
                     "model": model.state_dict(),
                     "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
@@ -485,10 +527,59 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
                     "rng": rngs, "history": result.history,
                 })
             if on_epoch_end is not None:
+                writer.wait()  # the callback may rely on the checkpoint being on disk
                 on_epoch_end(epoch, row)
         if procs.world_size > 1:
             dist.barrier()
+    if background is not None:
+        background.wait()
+    writer.wait()
     return result
+
+
+def _finish_epoch_in_background(background: BackgroundTask, epoch: int, model: EmbeddingModel,
+                                summary: dict[str, float], steps: int, timing: dict[str, Any],
+                                rngs: list, result: FitResult,
+                                embed_valid: Callable[[torch.nn.Module], np.ndarray],
+                                valid_set: CropDataset, params: Mapping[str, Any],
+                                writer: CheckpointWriter, checkpoint_path: Path | None,
+                                state: dict[str, Any]) -> None:
+    """Validate a copy of the model and write the checkpoint while training goes on.
+
+    The copy and the CPU copy of the state are taken now, at the end of the epoch; the
+    thread validates on a side CUDA stream (after the copy), appends the row to the
+    history and writes the checkpoint with it.
+    """
+    evaluated = copy.deepcopy(model)
+    ready = None
+    if next(model.parameters()).is_cuda:
+        ready = torch.cuda.Event()
+        ready.record()
+    saved = snapshot(state) if checkpoint_path is not None else None
+
+    def finish() -> None:
+        began = time.perf_counter()
+        if ready is not None:
+            # A new thread starts on device 0: name the model's device explicitly.
+            where = next(evaluated.parameters()).device
+            with torch.cuda.device(where):
+                stream = torch.cuda.Stream(device=where)
+                stream.wait_event(ready)
+                with torch.cuda.stream(stream):
+                    embeddings = embed_valid(evaluated)
+        else:
+            embeddings = embed_valid(evaluated)
+        metrics = validation_metrics(embeddings, valid_set.labels, valid_set.is_person)
+        metrics["validation_s"] = time.perf_counter() - began
+        row = _row(epoch, summary, steps, timing, metrics, params)
+        result.history.append(row)
+        log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_COLUMNS if row[k] is not None))
+        if saved is not None and checkpoint_path is not None:
+            copied, event = saved
+            writer.write_snapshot(checkpoint_path, {**copied, "history": list(result.history)},
+                                  event)
+
+    background.start(finish)
 
 
 def _fmt(value: Any) -> str:
