@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         enable_attnlrp,
         explain_queries,
     )
+    from overlearning.evaluate.names import setting_title
     from overlearning.models.embedder import load_embedding_model
 
     torch.set_num_threads(args.threads)
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                                  args.embedding_dim, device=device)
     check_torchvision_trunk(model, args.model_dir)
     explain_queries(model, load_embedding_set(args.queries), load_embedding_set(args.gallery),
-                    args.query_root, args.gallery_root, args.out, device=device)
+                    args.query_root, args.gallery_root, args.out, device=device,
+                    label=setting_title(Path(args.model_dir).name))
     return 0
 
 

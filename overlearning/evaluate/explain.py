@@ -13,6 +13,7 @@ script), never inside a training or test process.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 import torchvision
 from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import read_rgb
@@ -115,33 +117,42 @@ def heatmap_figure(query_image: np.ndarray, heat: np.ndarray, match_image: np.nd
 
     h, w = heat.shape
     query_small = np.asarray(Image.fromarray(query_image).resize((w, h), Image.BICUBIC))
-    fig, axes = plt.subplots(1, 4, figsize=(10, 3))
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3.4), layout="constrained")
     axes[0].imshow(query_small)
     axes[0].set_title("query", fontsize=8)
-    axes[1].imshow(heat, cmap="bwr", vmin=-1, vmax=1)
+    shown = axes[1].imshow(heat, cmap="bwr", vmin=-1, vmax=1)
     axes[1].set_title("AttnLRP relevance", fontsize=8)
     axes[2].imshow(query_small.mean(axis=2), cmap="gray")
     axes[2].imshow(heat, cmap="bwr", vmin=-1, vmax=1, alpha=0.6)
-    axes[2].set_title("overlay", fontsize=8)
+    axes[2].set_title("relevance over the query", fontsize=8)
     axes[3].imshow(match_image)
     axes[3].set_title("best same-identity gallery match", fontsize=8)
     for ax in axes:
         ax.axis("off")
+    # The key to the colours: relevance is scaled so the largest magnitude is 1.
+    bar = fig.colorbar(shown, ax=axes[1:3], shrink=0.85, pad=0.02)
+    bar.set_label("relevance / max |relevance|\nred raises, blue lowers the similarity",
+                  fontsize=7)
+    bar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, out)
 
 
 def explain_queries(model: nn.Module, queries: EmbeddingSet, gallery: EmbeddingSet,
                     query_root: Path | str, gallery_root: Path | str,
-                    outputs: Sequence[Path | str], device: str = "cpu") -> list[Path]:
-    """One heat-map figure per output path, for evenly spread person queries."""
+                    outputs: Sequence[Path | str], device: str = "cpu",
+                    label: str = "") -> list[Path]:
+    """One heat-map figure per output path, for evenly spread person queries (``label``,
+    e.g. the model in words, heads each figure's title)."""
     pairs = pick_pairs(queries, gallery, len(outputs))
     if len(pairs) < len(outputs):
         raise WorkflowInputError(query_root, f"only {len(pairs)} queries with a gallery match, "
                                              f"{len(outputs)} heat maps requested")
     model = model.to(device)
     written = []
-    for pair, out in zip(pairs, outputs, strict=True):
+    # One AttnLRP backward pass per query: seconds each on a GPU, minutes on a CPU.
+    for pair, out in tqdm(list(zip(pairs, outputs, strict=True)), desc="AttnLRP heat maps",
+                          unit="query", file=sys.stderr):
         query_path = Path(query_root) / queries.files[pair.query]
         match_path = Path(gallery_root) / gallery.files[pair.match]
         query_rgb = read_rgb(query_path)
@@ -149,5 +160,6 @@ def explain_queries(model: nn.Module, queries: EmbeddingSet, gallery: EmbeddingS
         target = torch.from_numpy(gallery.embeddings[pair.match]).to(device)
         heat = attnlrp_heatmap(model, image, target)
         written.append(heatmap_figure(query_rgb, heat, read_rgb(match_path), out,
-                                      f"{queries.files[pair.query]} vs {gallery.files[pair.match]}"))
+                                      f"{label + ': ' if label else ''}query {queries.files[pair.query]} "
+                                      f"vs its match {gallery.files[pair.match]}"))
     return written
