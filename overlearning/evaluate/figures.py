@@ -130,23 +130,32 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
     refs, q = inputs.references, inputs.queries
     roots = [Path(r) for r in reference_roots]
 
-    label_w, header_h, title_h, key_h, columns_h = 110, 26, 28, 24, 22
-    width = max(label_w + (neighbours + 1) * tile, 620)
-    height = (title_h + key_h + columns_h + 2 * header_h
+    label_w, header_h, title_h, key_h, columns_h = 110, 26, 28, 22, 22
+    big, small = _font(14), _font(11)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = max(label_w + (neighbours + 1) * tile, 620,
+                8 + int(measure.textlength(title, font=big)))
+    # The key: one swatch per border colour, wrapped onto as many lines as the width needs.
+    key_lines: list[list[tuple[tuple[int, int, int], str, int]]] = [[]]
+    x = 4
+    for colour, meaning in BORDER_KEY:
+        step = 26 + int(measure.textlength(meaning, font=small))
+        if key_lines[-1] and x + step > width:
+            key_lines.append([])
+            x = 4
+        key_lines[-1].append((colour, meaning, x))
+        x += step
+    height = (title_h + key_h * len(key_lines) + columns_h + 2 * header_h
               + (len(best) + len(worst)) * tile)
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    big, small = _font(14), _font(11)
     draw.text((4, 6), title, fill=(0, 0, 0), font=big)
     y = title_h
-    x = 4
-    for colour, meaning in BORDER_KEY:  # the key: one swatch per border colour
-        draw.rectangle([x, y + 4, x + 14, y + 18], fill=colour)
-        draw.text((x + 18, y + 5), meaning, fill=(0, 0, 0), font=small)
-        x += 26 + int(draw.textlength(meaning, font=small))
-        if x > width - 150:
-            break
-    y += key_h
+    for line in key_lines:
+        for colour, meaning, x in line:
+            draw.rectangle([x, y + 4, x + 14, y + 18], fill=colour)
+            draw.text((x + 18, y + 5), meaning, fill=(0, 0, 0), font=small)
+        y += key_h
     draw.text((4, y + 5), "AP@R of the query", fill=(0, 0, 0), font=small)
     names = ["query"] + [f"{_ordinal(j + 1)} nearest" for j in range(neighbours)]
     for j, name in enumerate(names):
@@ -218,10 +227,8 @@ def privacy_utility_plot(records: Sequence[Mapping[str, Any]], out: Path | str,
             ax.scatter(100 * x, 100 * y, s=60, alpha=0.85, marker=markers[exclusion],
                        facecolor=face, edgecolor=colours[setting] if hollow[exclusion] else "black",
                        linewidths=1.5 if hollow[exclusion] else 0.8, zorder=3)
-        ax.set_xlabel(f"{evaluation_title(nonperson)}: MAP@R (%)\n(utility, right is better)",
-                      fontsize=8)
-        ax.set_ylabel(f"{evaluation_title(evaluation)}: MAP@R (%)\n(risk, down is better)",
-                      fontsize=8)
+        ax.set_xlabel(f"{evaluation_title(nonperson)}\nMAP@R (%), right is better", fontsize=8)
+        ax.set_ylabel("person MAP@R (%), down is better", fontsize=8)
         ax.set_title(evaluation_title(evaluation), fontsize=9)
         ax.grid(alpha=0.3)
     setting_handles = [Line2D([], [], linestyle="", marker="o", markersize=8,
@@ -231,14 +238,14 @@ def privacy_utility_plot(records: Sequence[Mapping[str, Any]], out: Path | str,
                                 markerfacecolor="none" if hollow[e] else "#777777",
                                 markeredgecolor="black", label=safeguard_title(e))
                          for e in safeguards]
-    columns = max(1, min(3, len(panels) + 1))
-    fig.legend(handles=setting_handles, loc="outside lower left", fontsize=7,
-               title="colour: training setting", title_fontsize=8, ncol=1)
-    fig.legend(handles=safeguard_handles, loc="outside lower right", fontsize=7,
-               title="marker: test-time safeguard (hollow: every person anonymised)",
-               title_fontsize=8, ncol=columns if len(safeguards) > 4 else 1)
-    fig.suptitle("Privacy vs utility: better is right (retrieval kept) and down "
-                 "(persons not re-identified)", fontsize=9)
+    # Both keys outside the panels, one above and one below, several entries per line.
+    fig.legend(handles=setting_handles, loc="outside upper center", fontsize=7,
+               title="colour: training setting", title_fontsize=8,
+               ncol=min(3, len(setting_handles)))
+    fig.legend(handles=safeguard_handles, loc="outside lower center", fontsize=7,
+               title="marker: test-time safeguard (hollow: every person anonymised, oracle)",
+               title_fontsize=8, ncol=min(3, len(safeguard_handles)))
+    # No suptitle: the upper key takes its place; the axis labels say which way is better.
     return save_figure(fig, out)
 
 

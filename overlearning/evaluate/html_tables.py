@@ -165,5 +165,7 @@ def render_records(records: Sequence[tuple[str, Mapping[str, Any]]], out: Path |
     flat = [(name, flatten(record)) for name, record in records]
     columns = list(dict.fromkeys(key for _, record in flat for key in record))
     rows = [[name] + [_cell(record.get(key)) for key in columns] for name, record in flat]
-    write_text(out, table_html([name_column, *columns], rows, title, caption, titles=str))
+    # Nested keys are titled by their last part (the full key stays underneath).
+    write_text(out, table_html([name_column, *columns], rows, title, caption,
+                               titles=lambda key: key.rsplit(" / ", 1)[-1]))
     return Path(out)
