@@ -322,6 +322,11 @@ rule anonymisation_tables:
         " --row-label safeguard > {log} 2>&1"
 
 
+# Seconds of work each: run beside Snakemake, never as a cluster job.
+localrules:
+    anonymisation_tables_html,
+
+
 # The comparison tables as HTML pages for the report.
 rule anonymisation_tables_html:
     input:

@@ -104,6 +104,11 @@ rule exclusion_person_set:
         " --summary {output.summary:q} > {log} 2>&1"
 
 
+# Seconds of work each: run beside Snakemake, never as a cluster job.
+localrules:
+    exclusion_counts,
+
+
 # The counts of every exclusion set in one HTML table for the report.
 rule exclusion_counts:
     input:

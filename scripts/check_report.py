@@ -106,12 +106,13 @@ SHOW_SECTION = """
 <script>
 window.addEventListener("load", () => setTimeout(() => {
   const category = CATEGORY;
-  app.showCategory(category);
   const sub = Object.keys(categories[category])[0];
   const path = categories[category][sub][0];
   const mime = getResultMimeType(path);
   const kind = mime.startsWith("image/") ? "img" : (mime === "text/html" ? "html" : null);
   if (kind) { app.setView({content: kind, contentPath: results[path].data_uri, resultPath: path}); }
+  // The menu after the content: the app merges views with its state of before the call.
+  setTimeout(() => app.showCategory(category), 200);
 }, 200));
 </script>
 """
