@@ -31,20 +31,27 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.record) != bool(args.records_out):
         parser.error("--record and --records-out go together")
 
+    from tqdm import tqdm
+
     from overlearning.core.atomic import read_json
     from overlearning.core.errors import WorkflowInputError
     from overlearning.evaluate.html_tables import render_csv, render_json, render_records
 
+    jobs = [(out, lambda s=src, o=out, t=title: render_csv(
+                s, o, t, NOTE + " Numbers are percentages.", percent=True))
+            for src, out, title in args.fractions]
+    jobs += [(out, lambda s=src, o=out, t=title: render_csv(s, o, t, NOTE))
+             for src, out, title in args.csv]
+    jobs += [(out, lambda s=src, o=out, t=title: render_json(s, o, t, "Every entry of the JSON file."))
+             for src, out, title in args.json]
+    if args.record:
+        jobs.append((args.records_out[0], lambda: render_records(
+            [(name, read_json(path)) for name, path in args.record], args.records_out[0],
+            args.records_out[1], NOTE)))
     try:
-        for src, out, title in args.fractions:
-            render_csv(src, out, title, NOTE + " Numbers are percentages.", percent=True)
-        for src, out, title in args.csv:
-            render_csv(src, out, title, NOTE)
-        for src, out, title in args.json:
-            render_json(src, out, title, "Every entry of the JSON file.")
-        if args.record:
-            records = [(name, read_json(path)) for name, path in args.record]
-            render_records(records, args.records_out[0], args.records_out[1], NOTE)
+        for out, render in tqdm(jobs, desc="tables", unit="table", file=sys.stderr):
+            render()
+            print(f"wrote {out}", file=sys.stderr)
     except WorkflowInputError as error:
         print(f"render_tables: {error}", file=sys.stderr)
         return 1
