@@ -27,13 +27,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from overlearning.core.names import setting_title
     from overlearning.evaluate.embeddings import load_embedding_set
     from overlearning.evaluate.explain import (
         check_torchvision_trunk,
         enable_attnlrp,
         explain_queries,
     )
-    from overlearning.evaluate.names import setting_title
     from overlearning.models.embedder import load_embedding_model
 
     torch.set_num_threads(args.threads)

@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
+    from overlearning.core.names import evaluation_title, safeguard_title, setting_title
     from overlearning.evaluate.figures import query_grid
-    from overlearning.evaluate.names import evaluation_title, safeguard_title, setting_title
     from overlearning.evaluate.retrieval_inputs import load_retrieval_inputs, part_from_cli
 
     query = part_from_cli(args.query[0], args.query[1])

@@ -9,13 +9,13 @@ from html.parser import HTMLParser
 import pytest
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.evaluate.html_tables import render_csv, render_json, render_records
-from overlearning.evaluate.names import (
+from overlearning.core.names import (
     column_title,
     evaluation_title,
     safeguard_title,
     setting_title,
 )
+from overlearning.evaluate.html_tables import render_csv, render_json, render_records
 from overlearning.workflow.report_graph import graph_spec, layered_order, rule_edges
 from tests.conftest import REPO
 

@@ -24,9 +24,9 @@ from tqdm import tqdm  # noqa: E402
 
 from overlearning.core.errors import WorkflowInputError  # noqa: E402
 from overlearning.core.image_io import read_rgb  # noqa: E402
+from overlearning.core.names import evaluation_title, safeguard_title, setting_title  # noqa: E402
 from overlearning.evaluate.embeddings import EmbeddingSet  # noqa: E402
 from overlearning.evaluate.metrics import evaluate_retrieval  # noqa: E402
-from overlearning.evaluate.names import evaluation_title, safeguard_title, setting_title  # noqa: E402
 from overlearning.evaluate.ranking import MISSING, l2_normalise  # noqa: E402
 from overlearning.evaluate.retrieval_inputs import RetrievalInputs  # noqa: E402
 

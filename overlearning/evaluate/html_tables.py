@@ -18,7 +18,7 @@ from typing import Any
 
 from overlearning.core.atomic import read_json, write_text
 from overlearning.core.errors import WorkflowInputError
-from overlearning.evaluate.names import column_title, safeguard_title, setting_title
+from overlearning.core.names import column_title, safeguard_title, setting_title
 
 STYLE = """
 body { font-family: system-ui, sans-serif; font-size: 13px; margin: 16px; color: #111; }
