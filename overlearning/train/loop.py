@@ -527,8 +527,8 @@ def plot_curve(history: list[dict[str, Any]], setting: str, path: Path) -> None:
         values = series(name)
         if values is not None:
             left.plot(epochs, values, marker="o", label=label)
-    left.set(xlabel="epoch", ylabel="loss, mean per training step",
-             title=f"{words}: training loss")
+    fig.suptitle(f"Training of {words} [{setting}]", fontsize=10)
+    left.set(xlabel="epoch", ylabel="loss, mean per training step", title="training loss")
     left.legend()
     for name, label, style in (
             ("nonperson_map_at_r", "non-person MAP@R (valid)", "-o"),
@@ -538,7 +538,7 @@ def plot_curve(history: list[dict[str, Any]], setting: str, path: Path) -> None:
         if values is not None:
             right.plot(epochs, values, style, label=label)
     right.set(xlabel="epoch", ylabel="fraction (1 = all)", ylim=(-0.03, 1.03),
-              title=f"{words}: retrieval and re-identification")
+              title="retrieval (valid) and person pairs (train)")
     right.legend()
     for axis in (left, right):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
