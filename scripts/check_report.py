@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -127,12 +128,24 @@ def find_chromium() -> str | None:
 
 
 def _chromium(binary: str, args: list[str], timeout: int,
-              budget_ms: int = 60000) -> subprocess.CompletedProcess:
+              budget_ms: int = 60000, tries: int = 3) -> subprocess.CompletedProcess:
+    """One headless Chromium run; a run that hangs (seen now and then on a loaded machine)
+    is killed with all its helper processes and started again, up to ``tries`` times."""
     # --no-sandbox: CI containers run as root, where Chromium's sandbox refuses to start.
     cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
            "--hide-scrollbars", f"--virtual-time-budget={budget_ms}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    for attempt in range(1, tries + 1):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the browser and its renderer processes
+            proc.communicate()
+            print(f"check_report: Chromium hung (try {attempt} of {tries}): {args[-1]}",
+                  file=sys.stderr)
+    raise RuntimeError(f"Chromium hung {tries} times on {args[-1]}")
 
 
 def _with_script(report_html: str, script: str) -> str:
@@ -163,7 +176,7 @@ def graph_rules(report_html: str) -> list[str]:
     raise ValueError("the rule graph has no node data")
 
 
-def drive(report: Path, binary: str, work: Path, timeout: int = 300) -> dict:
+def drive(report: Path, binary: str, work: Path, timeout: int = 240) -> dict:
     """Run the driver in Chromium; the JSON it wrote into the page."""
     page = work / "driven.html"
     page.write_text(_with_script(report.read_text(errors="replace"), DRIVER))
@@ -176,7 +189,7 @@ def drive(report: Path, binary: str, work: Path, timeout: int = 300) -> dict:
 
 
 def screenshots(report: Path, binary: str, out_dir: Path, work: Path,
-                timeout: int = 120) -> list[Path]:
+                timeout: int = 60) -> list[Path]:
     """The first page and one picture per section, as PNG files in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     source = report.read_text(errors="replace")

@@ -163,8 +163,8 @@ def test_html_report_renders_every_section(demo_runs: tuple[Path, Path]) -> None
     assert {got["mime"] for got in shown.values()} <= {"image/png", "text/html"}
     # Table pages name their columns in words (the key stays underneath).
     main = shown["demo-run/results/tables/main.html"]
-    assert main["rows"] == 10 and "non-person retrieval (utility) nonperson" in [
-        " ".join(h.split()) for h in main["headers"]]
+    assert main["rows"] == 10
+    assert any(h.startswith("non-person retrieval (utility)") for h in main["headers"])
     # Screenshots for people: the first page and one per section, real PNGs.
     pictures = sorted(shots.glob("*.png"))
     assert len(pictures) == 1 + len(found["sections"])
