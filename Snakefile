@@ -28,6 +28,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 from overlearning.workflow.config import ConfigError, check_dataset_sources, validate_config
+from overlearning.workflow.report_graph import install as install_report_graph
+
+# `snakemake --report`: the rule graph on the report's first page gets one node per rule.
+install_report_graph()
 
 try:
     validate_config(config)

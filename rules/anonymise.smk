@@ -326,12 +326,53 @@ rule anonymisation_tables:
         " --row-label safeguard > {log} 2>&1"
 
 
+# Seconds of work each: run beside Snakemake, never as a cluster job.
+localrules:
+    anonymisation_tables_html,
+
+
+# The comparison tables as HTML pages for the report.
+rule anonymisation_tables_html:
+    input:
+        main=f"{ANON_TABLES}/main.csv",
+        reid=f"{ANON_TABLES}/reid.csv",
+        details=f"{ANON_TABLES}/details.csv",
+        headline=f"{ANON_TABLES}/headline.json",
+    output:
+        main=report(f"{ANON_TABLES}/main.html", caption="../report/anonymisation_table.rst",
+                    category=REPORT_ANON, labels={"result": "1 MAP@R per safeguard"}),
+        reid=report(f"{ANON_TABLES}/reid.html", caption="../report/anonymisation_reid.rst",
+                    category=REPORT_ANON, labels={"result": "2 re-ID protocol per safeguard"}),
+        details=report(f"{ANON_TABLES}/details.html", caption="../report/details_table.rst",
+                       category=REPORT_ANON, labels={"result": "3 every metric"}),
+        headline=report(f"{ANON_TABLES}/headline.html",
+                        caption="../report/anonymisation_headline.rst",
+                        category=REPORT_ANON, labels={"result": "4 headline numbers"}),
+    log:
+        log_path("anonymisation_tables_html"),
+    threads: 1
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        script("render_tables.py")
+        + " --fractions {input.main:q} {output.main:q} 'MAP@R per training setting and safeguard'"
+        " --fractions {input.reid:q} {output.reid:q} 'Person re-ID protocol per safeguard'"
+        " --fractions {input.details:q} {output.details:q} 'Every metric, every safeguard'"
+        " --json {input.headline:q} {output.headline:q} 'Headline numbers with anonymisation rows'"
+        " > {log} 2>&1"
+
+
 # Privacy vs utility with every safeguard: one point per table row (the evaluation's plot).
 rule anonymisation_privacy_utility:
     input:
         metrics=anonymisation_metrics_files(),
     output:
-        f"{FIGURES_DIR}/privacy_utility_anonymisation.png",
+        report(f"{FIGURES_DIR}/privacy_utility_anonymisation.png",
+               caption="../report/anonymisation_figure.rst", category=REPORT_ANON,
+               labels={"result": "0 privacy vs utility, every safeguard"}),
     params:
         nonperson=HEADLINE["nonperson"],
         person=[e for e in PERSON_PANELS if e in ANON_EVALUATIONS],
@@ -359,5 +400,6 @@ def anonymisation_targets():
     tables = [f"{ANON_TABLES}/{stem}.{ext}" for stem in ("main", "reid") for ext in ("csv", "md", "tex")]
     tables += [f"{ANON_TABLES}/details.csv", f"{ANON_TABLES}/headline.json",
                f"{ANON_TABLES}/headline.md"]
+    tables += [f"{ANON_TABLES}/{stem}.html" for stem in ANON_TABLE_STEMS]
     return (anonymised_sets() + anonymisation_metrics_files() + tables
             + [f"{FIGURES_DIR}/privacy_utility_anonymisation.png"])

@@ -19,6 +19,17 @@ PROBES = ["torso"] + list(config["preparation"]["probes"]["occlusions"])
 SETTINGS = list(config["training"]["settings"])
 VIS_SPLITS = ["train", "valid", "test"]
 
+# Report sections (the navigation menu of `snakemake --report`), numbered in
+# reading order; every stage's rules mark their tables and figures with report().
+REPORT_TABLES = "1 Study tables"
+REPORT_FIGURES = "2 Study figures"
+REPORT_GRIDS = "3 Query grids"
+REPORT_EXPLAIN = "4 AttnLRP heat maps"
+REPORT_ANON = "5 Anonymisation"
+REPORT_TRAINING = "6 Training curves"
+REPORT_TUNING = "7 Tuning trials"
+REPORT_EXCLUSION = "8 Index exclusion counts"
+
 wildcard_constraints:
     dataset="youtube_vis|ovis|cuhk03|market1501",
     split="train|valid|test",

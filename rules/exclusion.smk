@@ -7,6 +7,7 @@
 
 import json
 import os
+import shlex
 
 from overlearning.core.names import MASK_FOLDER_SUFFIX, PERSON_FOLDERS as RAW_PERSON_FOLDERS
 
@@ -15,7 +16,8 @@ EXCLUSION_SETTINGS = json.dumps(config["exclusion"], sort_keys=True)
 
 def exclusion_targets():
     return [f"{RESULTS}/exclusion/{s}{ext}" for s in config["detection"]["sets"]
-            for ext in (".json", ".summary.json")]
+            for ext in (".json", ".summary.json")] + (
+        [f"{RESULTS}/exclusion/counts.html"] if config["detection"]["sets"] else [])
 
 
 def mgcam_gallery_masks(person_set):
@@ -100,3 +102,32 @@ rule exclusion_person_set:
         " --gallery {input.gallery:q} {params.gt_masks} --exclusion {params.exclusion:q}"
         " --person-label {params.person_label:q} --out {output.exclusion:q}"
         " --summary {output.summary:q} > {log} 2>&1"
+
+
+# Seconds of work each: run beside Snakemake, never as a cluster job.
+localrules:
+    exclusion_counts,
+
+
+# The counts of every exclusion set in one HTML table for the report.
+rule exclusion_counts:
+    input:
+        [f"{RESULTS}/exclusion/{s}.summary.json" for s in config["detection"]["sets"]],
+    output:
+        report(f"{RESULTS}/exclusion/counts.html", caption="../report/exclusion_counts.rst",
+               category=REPORT_EXCLUSION, labels={"result": "counts per set"}),
+    params:
+        records=" ".join(f"--record {s} {shlex.quote(f'{RESULTS}/exclusion/{s}.summary.json')}"
+                         for s in config["detection"]["sets"]),
+    log:
+        log_path("exclusion_counts"),
+    threads: 1
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        script("render_tables.py") + " {params.records}"
+        " --records-out {output:q} 'Index exclusion: what the detector removed, per set'"
+        " > {log} 2>&1"

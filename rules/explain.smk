@@ -32,7 +32,7 @@ rule explain:
     input:
         unpack(explain_inputs),
     output:
-        [report(path, caption="../report/explain.rst", category="AttnLRP",
+        [report(path, caption="../report/explain.rst", category=REPORT_EXPLAIN,
                 subcategory="{setting}", labels={"setting": "{setting}", "query": str(i)})
          for i, path in enumerate(explain_outputs("{setting}"))],
     wildcard_constraints:

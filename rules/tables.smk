@@ -61,6 +61,7 @@ def grid_files():
 def table_targets():
     tables = [f"{TABLES_DIR}/{stem}.{ext}" for stem in TABLE_STEMS for ext in ("csv", "md", "tex")]
     tables += [f"{TABLES_DIR}/details.csv", f"{TABLES_DIR}/headline.json", f"{TABLES_DIR}/headline.md"]
+    tables += [f"{TABLES_DIR}/{stem}.html" for stem in TABLE_STEMS + ["details", "headline"]]
     figures = [f"{FIGURES_DIR}/{name}.png" for name in ("privacy_utility", "roc", "embedding_map")]
     return tables + figures + grid_files()
 
@@ -71,18 +72,14 @@ rule tables:
     input:
         metrics=all_metrics_files(),
     output:
-        main_csv=report(f"{TABLES_DIR}/main.csv", caption="../report/main_table.rst",
-                        category="Tables", labels={"table": "MAP@R per evaluation"}),
+        main_csv=f"{TABLES_DIR}/main.csv",
         main_md=f"{TABLES_DIR}/main.md",
         main_tex=f"{TABLES_DIR}/main.tex",
-        reid_csv=report(f"{TABLES_DIR}/reid.csv", caption="../report/reid_table.rst",
-                        category="Tables", labels={"table": "re-ID protocol"}),
+        reid_csv=f"{TABLES_DIR}/reid.csv",
         reid_md=f"{TABLES_DIR}/reid.md",
         reid_tex=f"{TABLES_DIR}/reid.tex",
-        details=report(f"{TABLES_DIR}/details.csv", caption="../report/details_table.rst",
-                       category="Tables", labels={"table": "all metrics"}),
-        headline=report(f"{TABLES_DIR}/headline.json", caption="../report/headline.rst",
-                        category="Tables", labels={"table": "headline"}),
+        details=f"{TABLES_DIR}/details.csv",
+        headline=f"{TABLES_DIR}/headline.json",
         headline_md=f"{TABLES_DIR}/headline.md",
         provenance=expand(f"{TABLES_DIR}/{{stem}}.provenance.json",
                           stem=TABLE_STEMS + ["details", "headline"]),
@@ -107,13 +104,51 @@ rule tables:
         " > {log} 2>&1"
 
 
+# Seconds of work each: run beside Snakemake, never as a cluster job.
+localrules:
+    tables_html,
+
+
+# The tables as HTML pages for the report (the report offers CSV and JSON only as downloads).
+rule tables_html:
+    input:
+        main=f"{TABLES_DIR}/main.csv",
+        reid=f"{TABLES_DIR}/reid.csv",
+        details=f"{TABLES_DIR}/details.csv",
+        headline=f"{TABLES_DIR}/headline.json",
+    output:
+        main=report(f"{TABLES_DIR}/main.html", caption="../report/main_table.rst",
+                    category=REPORT_TABLES, labels={"table": "1 MAP@R per evaluation"}),
+        reid=report(f"{TABLES_DIR}/reid.html", caption="../report/reid_table.rst",
+                    category=REPORT_TABLES, labels={"table": "2 re-ID protocol"}),
+        details=report(f"{TABLES_DIR}/details.html", caption="../report/details_table.rst",
+                       category=REPORT_TABLES, labels={"table": "3 every metric"}),
+        headline=report(f"{TABLES_DIR}/headline.html", caption="../report/headline.rst",
+                        category=REPORT_TABLES, labels={"table": "0 headline"}),
+    log:
+        log_path("tables_html"),
+    threads: 1
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        script("render_tables.py")
+        + " --fractions {input.main:q} {output.main:q} 'MAP@R per evaluation'"
+        " --fractions {input.reid:q} {output.reid:q} 'Person re-ID protocol: Rank-1 and mAP'"
+        " --fractions {input.details:q} {output.details:q} 'Every metric of every evaluation'"
+        " --json {input.headline:q} {output.headline:q} 'The study in two numbers'"
+        " > {log} 2>&1"
+
+
 # Privacy vs utility: person MAP@R against non-person MAP@R, one point per table row.
 rule privacy_utility:
     input:
         metrics=all_metrics_files(),
     output:
         report(f"{FIGURES_DIR}/privacy_utility.png", caption="../report/privacy_utility.rst",
-               category="Figures", labels={"figure": "privacy vs utility"}),
+               category=REPORT_FIGURES, labels={"figure": "1 privacy vs utility"}),
     params:
         nonperson=HEADLINE["nonperson"],
         person=PERSON_PANELS,
@@ -138,7 +173,7 @@ rule roc_curves:
         metrics=[f for f in all_metrics_files() if f.split("/")[-2] in ROC_PANELS],
     output:
         report(f"{FIGURES_DIR}/roc.png", caption="../report/roc.rst",
-               category="Figures", labels={"figure": "pair ROC"}),
+               category=REPORT_FIGURES, labels={"figure": "2 pair ROC"}),
     params:
         evaluations=ROC_PANELS,
     log:
@@ -162,7 +197,7 @@ rule embedding_map:
         embeddings=[embedding_path(setting, "vis_test") for setting in SETTINGS],
     output:
         report(f"{FIGURES_DIR}/embedding_map.png", caption="../report/embedding_map.rst",
-               category="Figures", labels={"figure": "embedding map"}),
+               category=REPORT_FIGURES, labels={"figure": "3 embedding map"}),
     params:
         sets=" ".join(f"--set {s} {shlex.quote(embedding_path(s, 'vis_test'))}" for s in SETTINGS),
         method=FIGURES["embedding_map"],
@@ -190,7 +225,7 @@ rule query_grid:
         unpack(grid_inputs),
     output:
         report(f"{FIGURES_DIR}/grids/{{setting}}/{{evaluation}}_{{exclusion}}.png",
-               caption="../report/query_grid.rst", category="Query grids",
+               caption="../report/query_grid.rst", category=REPORT_GRIDS,
                subcategory="{setting}",
                labels={"setting": "{setting}", "evaluation": "{evaluation}",
                        "exclusion": "{exclusion}"}),
@@ -211,5 +246,6 @@ rule query_grid:
     shell:
         script("query_grid.py") + " {params.parts} --queries {params.queries}"
         " --neighbours {params.neighbours}"
-        " --title '{wildcards.setting} {wildcards.evaluation} ({wildcards.exclusion})'"
+        " --setting {wildcards.setting} --evaluation {wildcards.evaluation}"
+        " --exclusion {wildcards.exclusion}"
         " --out {output:q} > {log} 2>&1"

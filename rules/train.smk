@@ -29,7 +29,10 @@ def training_targets():
         setting=TUNED_SETTINGS,
         name=["study.sqlite", "trials.csv", "best.json"],
     )
-    return models + tuning
+    views = expand(f"{RESULTS}/models/{{setting}}/metrics.html", setting=SETTINGS)
+    views += expand(f"{RESULTS}/tuning/{{setting}}/{{name}}", setting=TUNED_SETTINGS,
+                    name=["trials.html", "trials.png", "best.html"])
+    return models + tuning + views
 
 
 def trunk_of(wildcards):
@@ -68,7 +71,9 @@ rule train:
         trunk=f"{RESULTS}/models/{{setting}}/trunk.safetensors",
         embedder=f"{RESULTS}/models/{{setting}}/embedder.safetensors",
         metrics=f"{RESULTS}/models/{{setting}}/metrics.csv",
-        curve=f"{RESULTS}/models/{{setting}}/curve.png",
+        curve=report(f"{RESULTS}/models/{{setting}}/curve.png",
+                      caption="../report/training_curve.rst", category=REPORT_TRAINING,
+                      subcategory="{setting}", labels={"setting": "{setting}", "result": "curve"}),
         params=f"{RESULTS}/models/{{setting}}/params.json",
     params:
         setting=setting_json,
@@ -142,3 +147,60 @@ rule tune:
         " --valid-dir {params.valid_dir:q} --person-category {params.person_category}"
         " --seed {params.seed} --threads {threads} --work-dir {params.work_dir:q}"
         " --out {params.out:q} > {log} 2>&1"
+
+
+# Seconds of work each: run beside Snakemake, never as a cluster job.
+localrules:
+    training_table, tuning_report,
+
+
+# The per-epoch training record as an HTML page for the report.
+rule training_table:
+    input:
+        f"{RESULTS}/models/{{setting}}/metrics.csv",
+    output:
+        report(f"{RESULTS}/models/{{setting}}/metrics.html",
+               caption="../report/training_table.rst", category=REPORT_TRAINING,
+               subcategory="{setting}", labels={"setting": "{setting}", "result": "per epoch"}),
+    log:
+        log_path("training_table", "{setting}"),
+    threads: 1
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        script("render_tables.py") + " --csv {input:q} {output:q}"
+        " 'Training of {wildcards.setting}, one row per epoch' > {log} 2>&1"
+
+
+# Every tuning trial as a table and a figure, and the chosen parameters, for the report.
+rule tuning_report:
+    input:
+        trials=f"{RESULTS}/tuning/{{setting}}/trials.csv",
+        best=f"{RESULTS}/tuning/{{setting}}/best.json",
+    output:
+        table=report(f"{RESULTS}/tuning/{{setting}}/trials.html",
+                     caption="../report/tuning_trials.rst", category=REPORT_TUNING,
+                     subcategory="{setting}", labels={"setting": "{setting}", "result": "2 trials"}),
+        figure=report(f"{RESULTS}/tuning/{{setting}}/trials.png",
+                      caption="../report/tuning_figure.rst", category=REPORT_TUNING,
+                      subcategory="{setting}", labels={"setting": "{setting}", "result": "1 trials figure"}),
+        best=report(f"{RESULTS}/tuning/{{setting}}/best.html",
+                    caption="../report/tuning_best.rst", category=REPORT_TUNING,
+                    subcategory="{setting}", labels={"setting": "{setting}", "result": "3 chosen trial"}),
+    log:
+        log_path("tuning_report", "{setting}"),
+    threads: 1
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    container:
+        container_for("cpu")
+    shell:
+        "(" + script("render_tables.py") + " --csv {input.trials:q} {output.table:q}"
+        " 'Tuning trials of {wildcards.setting}'"
+        " --json {input.best:q} {output.best:q} 'Chosen tuning trial of {wildcards.setting}'"
+        " && " + script("tuning_plot.py") + " --trials {input.trials:q} --best {input.best:q}"
+        " --setting {wildcards.setting} --out {output.figure:q}) > {log} 2>&1"

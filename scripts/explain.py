@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from overlearning.core.names import setting_title
     from overlearning.evaluate.embeddings import load_embedding_set
     from overlearning.evaluate.explain import (
         check_torchvision_trunk,
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     check_torchvision_trunk(model, args.model_dir)
     explain_queries(model, load_embedding_set(args.queries), load_embedding_set(args.gallery),
                     args.query_root, args.gallery_root, args.out, device=device,
-                    target=args.target, gammas=[tuple(g) for g in args.gamma or [(0.25, 0.05)]])
+                    target=args.target, gammas=[tuple(g) for g in args.gamma or [(0.25, 0.05)]],
+                    label=setting_title(Path(args.model_dir).name))
     return 0
 
 

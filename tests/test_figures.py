@@ -11,7 +11,9 @@ from PIL import Image
 from overlearning.core.errors import WorkflowInputError
 from overlearning.evaluate.embeddings import EmbeddingSet
 from overlearning.evaluate.figures import (
+    BLUE,
     GREEN,
+    GREY,
     RED,
     embedding_map,
     privacy_utility_plot,
@@ -99,10 +101,80 @@ def test_query_grid_borders_mark_correct_and_wrong_neighbours(tmp_path):
     out = query_grid(inputs, tmp_path / "img", [tmp_path / "img"], tmp_path / "grid.png",
                      queries=2, neighbours=3, title="test", tile=40, border=4)
     sheet = np.asarray(Image.open(out).convert("RGB"))
-    label_w, header_h, tile = 110, 28, 40
+    label_w, tile = 110, 40
+    # Query tiles (blue borders) run down one column: the best block, a gap, the worst block.
+    blue = np.all(sheet[:, label_w + 1] == BLUE, axis=1)
+    starts = np.flatnonzero(blue & ~np.roll(blue, 1))
+    assert len(starts) == 2, "two blocks of query rows expected"
+    best_y, worst_y = starts
     # Best block, first row: query 2 or 3 (AP 1), first neighbour its twin: green border.
-    assert tuple(sheet[header_h + 1, label_w + tile + 1]) == GREEN
+    assert tuple(sheet[best_y + 1, label_w + tile + 1]) == GREEN
     # Worst block, first row: its first neighbour has another label: red border.
-    worst_y = 2 * header_h + 2 * tile
     assert tuple(sheet[worst_y + 1, label_w + tile + 1]) == RED
-    assert sheet.shape[1] == label_w + 4 * tile
+    # Above the rows: the key (a swatch of every border colour, grey included although no
+    # tile is grey here) and the column headers (text over the query column).
+    above = sheet[:best_y]
+    for colour in (BLUE, GREEN, RED, GREY):
+        assert np.all(above == colour, axis=2).sum() >= 100, colour
+    header_band = sheet[best_y - 60:best_y, label_w:label_w + tile]
+    assert (header_band.min(axis=2) < 128).sum() > 10, "no column header over the query column"
+
+
+def _many_rows():
+    """Five settings x eight safeguards (the anonymisation table's 40 rows)."""
+    safeguards = ["none", "excluded"] + [f"anon_{policy}_{variant}" for variant in
+                                         ("mosaic_24", "blur_12", "noise_0.5")
+                                         for policy in ("detected", "gt")]
+    out = []
+    for i, setting in enumerate(("ms", "confusion", "center", "ms_tv", "confusion_tv")):
+        for j, exclusion in enumerate(safeguards):
+            for evaluation, value in (("nonperson", 0.7 + i / 50), ("person", 0.6 - j / 20),
+                                      ("market1501", 0.4 - j / 30)):
+                out.append({"setting": setting, "exclusion": exclusion, "evaluation": evaluation,
+                            "retrieval": {"mean_average_precision_at_r": value}})
+    return out
+
+
+def test_privacy_utility_legend_does_not_squeeze_the_panels(tmp_path):
+    # Grouped keys above and below: 40 rows widen the figure no more than 4 rows do.
+    few = Image.open(privacy_utility_plot(_records(), tmp_path / "few.png", "nonperson",
+                                          ["person", "market1501"]))
+    many = Image.open(privacy_utility_plot(_many_rows(), tmp_path / "many.png", "nonperson",
+                                           ["person", "market1501"]))
+    assert many.width <= few.width * 1.15
+    # Two legends of at most 5 + 8 entries, not 40: the figure stays short.
+    assert many.height < 2.2 * few.height
+
+
+def test_tuning_trials_figure_marks_the_chosen_trial(tmp_path):
+    from overlearning.evaluate.figures import tuning_trials_figure
+
+    trials = [{"number": str(i), "state": "COMPLETE", "nonperson_map_at_r": str(0.5 + i / 20),
+               "person_map_at_r": str(0.7 - i / 30)} for i in range(4)]
+    trials.append({"number": "4", "state": "FAIL", "nonperson_map_at_r": "",
+                   "person_map_at_r": ""})
+    out = tuning_trials_figure(trials, 2, tmp_path / "trials.png", "confusion")
+    rgb = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    gold = (rgb[..., 0] > 230) & (rgb[..., 1] > 190) & (rgb[..., 2] < 60)
+    assert gold.sum() > 30  # the star of the chosen trial
+    with pytest.raises(WorkflowInputError, match="no finished tuning trial"):
+        tuning_trials_figure(trials[-1:], None, tmp_path / "none.png", "confusion")
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_attnlrp_figure_has_a_colour_bar(tmp_path):
+    from overlearning.evaluate.explain import heatmap_figure
+
+    # Zero relevance paints the heat panels white: pure red and pure blue can then only
+    # come from the colour bar, red at its top (+1) and blue at its bottom (-1).
+    rng = np.random.default_rng(0)
+    query = rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)
+    out = heatmap_figure(query, np.zeros((16, 8)), query, tmp_path / "heat.png", "test")
+    rgb = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    red = (rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)
+    blue = (rgb[..., 2] > 200) & (rgb[..., 0] < 60) & (rgb[..., 1] < 60)
+    assert red.sum() > 20 and blue.sum() > 20
+    red_rows, blue_rows = np.flatnonzero(red.any(axis=1)), np.flatnonzero(blue.any(axis=1))
+    assert red_rows.mean() < blue_rows.mean()
+    columns = set(np.flatnonzero(red.any(axis=0))) & set(np.flatnonzero(blue.any(axis=0)))
+    assert columns, "red and blue should share the colour bar's columns"

@@ -7,10 +7,16 @@ promises: every stage from generated downloads to tables, deterministic outputs.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from scripts.check_report import graph_rules
 from tests.conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -81,11 +87,86 @@ def test_targeted_rerun_touches_only_that_rule(demo_runs: tuple[Path, Path]) -> 
     assert table.read_bytes() == before
 
 
-def test_html_report_collects_tables_and_figures(demo_runs: tuple[Path, Path]) -> None:
+def _chromium() -> str:
+    """Headless Chromium for the report check, installed from Debian's archive if missing
+    (as tests/slurm/cluster.sh installs SLURM). Where that cannot happen the test fails
+    loudly; OVERLEARNING_SKIP_BROWSER=1 skips the browser check on purpose."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.environ.get("OVERLEARNING_SKIP_BROWSER") == "1":
+        pytest.skip("OVERLEARNING_SKIP_BROWSER=1 and chromium is not installed")
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail("the report check needs chromium: install the Debian package `chromium` "
+                    "(or run as root with apt-get; OVERLEARNING_SKIP_BROWSER=1 skips it)",
+                    pytrace=False)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900,
+                              stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}",
+                        pytrace=False)
+    found = shutil.which("chromium")
+    assert found, "apt-get installed chromium, but it is not on PATH"
+    return found
+
+
+# Every section of the demo's report and results it must hold (the demo config draws every
+# kind: all training settings, tuning, AttnLRP, anonymisation, exclusion on every set).
+REPORT_SECTIONS = {
+    "1 Study tables": ["results/tables/main.html", "results/tables/headline.html"],
+    "2 Study figures": ["results/figures/privacy_utility.png", "results/figures/roc.png",
+                        "results/figures/embedding_map.png"],
+    "3 Query grids": ["results/figures/grids/ms/person_excluded.png"],
+    "4 AttnLRP heat maps": ["results/explain/ms_tv/query_0.png"],
+    "5 Anonymisation": ["results/tables/anonymisation/main.html",
+                        "results/figures/privacy_utility_anonymisation.png"],
+    "6 Training curves": ["results/models/ms/curve.png", "results/models/confusion/metrics.html"],
+    "7 Tuning trials": ["results/tuning/confusion/trials.png",
+                        "results/tuning/confusion/trials.html"],
+    "8 Index exclusion counts": ["results/exclusion/counts.html"],
+}
+
+
+def test_html_report_renders_every_section(demo_runs: tuple[Path, Path]) -> None:
     run = demo_runs[0]
     report = run / "report.html"
     run_snakemake([*DEMO_ARGS, "--report", str(report)], cwd=run)
     html = report.read_text(errors="replace")
     assert len(html) > 10_000
-    for name in ("main.csv", "headline.json", "privacy_utility.png", "roc.png"):
-        assert name in html, name
+    # The rule graph of the first page: one node per rule (Snakemake alone repeats rules
+    # whose jobs sit at different depths of the DAG).
+    rules = graph_rules(html)
+    assert len(rules) == len(set(rules)), sorted(r for r in set(rules) if rules.count(r) > 1)
+    assert {"train", "detect_shard", "segment", "query_grid", "anonymise_vis_test"} <= set(rules)
+
+    shots = run / "demo-run" / "results" / "report-screenshots"
+    found_json = shots / "browser.json"
+    shots.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "check_report.py"), str(report),
+         "--chromium", _chromium(), "--screenshots", str(shots), "--json", str(found_json)],
+        capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"report check failed:\n{proc.stdout}\n{proc.stderr[-5000:]}"
+    found = json.loads(found_json.read_text())
+    assert not found["errors"]
+    shown = {path: got for path, got in found["results"].items()}
+    for section, expected in REPORT_SECTIONS.items():
+        assert section in found["sections"], f"section {section!r} missing"
+        for rel in expected:
+            got = shown.get(f"demo-run/{rel}")
+            assert got is not None, f"{rel} not in section {section!r}"
+            assert got["category"] == section and got["ok"], (rel, got)
+    # No table is offered as a raw download: every result is an image or an HTML page.
+    assert {got["mime"] for got in shown.values()} <= {"image/png", "text/html"}
+    # Table pages name their columns in words (the key stays underneath).
+    main = shown["demo-run/results/tables/main.html"]
+    assert main["rows"] == 10
+    assert any(h.startswith("non-person retrieval (utility)") for h in main["headers"])
+    # Screenshots for people: the first page and one per section, real PNGs.
+    pictures = sorted(shots.glob("*.png"))
+    assert len(pictures) == 1 + len(found["sections"])
+    for picture in pictures:
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 20_000

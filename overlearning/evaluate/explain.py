@@ -17,6 +17,7 @@ script), never inside a training or test process.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 import torchvision
 from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import read_rgb
@@ -174,10 +176,11 @@ def explain_queries(model: nn.Module, queries: EmbeddingSet, gallery: EmbeddingS
                     query_root: Path | str, gallery_root: Path | str,
                     outputs: Sequence[Path | str], device: str = "cpu",
                     target: str = "similarity",
-                    gammas: Sequence[tuple[float, float]] = ((CONV_GAMMA, LINEAR_GAMMA),)
-                    ) -> list[Path]:
+                    gammas: Sequence[tuple[float, float]] = ((CONV_GAMMA, LINEAR_GAMMA),),
+                    label: str = "") -> list[Path]:
     """One heat-map figure per output path, for evenly spread person queries; ``target``
-    and ``gammas`` as config ``explain.target`` / ``explain.gammas``."""
+    and ``gammas`` as config ``explain.target`` / ``explain.gammas``; ``label`` (e.g. the
+    model in words) heads each figure's title."""
     if target not in TARGETS:
         raise WorkflowInputError("explain.target", f"must be one of {TARGETS}, not {target!r}")
     if not gammas:
@@ -189,7 +192,9 @@ def explain_queries(model: nn.Module, queries: EmbeddingSet, gallery: EmbeddingS
     model = model.to(device)
     q_unit, g_unit = l2_normalise(queries.embeddings), l2_normalise(gallery.embeddings)
     written = []
-    for pair, out in zip(pairs, outputs, strict=True):
+    # One AttnLRP backward pass per query: seconds each on a GPU, minutes on a CPU.
+    for pair, out in tqdm(list(zip(pairs, outputs, strict=True)), desc="AttnLRP heat maps",
+                          unit="query", file=sys.stderr):
         query_path = Path(query_root) / queries.files[pair.query]
         match_path = Path(gallery_root) / gallery.files[pair.match]
         query_rgb = read_rgb(query_path)
@@ -201,7 +206,8 @@ def explain_queries(model: nn.Module, queries: EmbeddingSet, gallery: EmbeddingS
         with torch.no_grad():
             score = float(explained_score(model(image[None]), explained))
         what = "cosine similarity" if target == "similarity" else "embedding norm"
-        title = (f"{queries.files[pair.query]} vs {gallery.files[pair.match]}: cosine similarity "
-                 f"{similarity:.4f}; explained: {what} = {score:.4f}")
+        title = (f"{label + ': ' if label else ''}{queries.files[pair.query]} vs "
+                 f"{gallery.files[pair.match]}: cosine similarity {similarity:.4f}; "
+                 f"explained: {what} = {score:.4f}")
         written.append(heatmap_figure(query_rgb, heats, read_rgb(match_path), out, title, gammas))
     return written

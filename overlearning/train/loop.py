@@ -57,6 +57,7 @@ from overlearning.core.atomic import (
     read_json,
 )
 from overlearning.core.errors import WorkflowInputError
+from overlearning.core.names import setting_title
 from overlearning.core.seeding import seed_everything
 from overlearning.data.crop_sets import Item, load_crop_set
 from overlearning.models.cache import cached_trunk_state
@@ -601,7 +602,7 @@ def metrics_csv(history: list[dict[str, Any]]) -> str:
 
 
 def plot_curve(history: list[dict[str, Any]], setting: str, path: Path) -> None:
-    """Loss terms and validation MAP@R per epoch."""
+    """Loss terms and validation MAP@R per epoch, titled with the setting in words."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -617,11 +618,14 @@ def plot_curve(history: list[dict[str, Any]], setting: str, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for name in ("loss", "ms_loss", "confusion_loss", "center_loss"):
+    words = setting_title(setting)
+    for name, label in (("loss", "total loss"), ("ms_loss", "MultiSimilarity term"),
+                        ("confusion_loss", "confusion term"), ("center_loss", "center term")):
         values = series(name)
         if values is not None:
-            left.plot(epochs, values, marker="o", label=name)
-    left.set(xlabel="epoch", ylabel="mean per step", title=f"{setting}: training loss")
+            left.plot(epochs, values, marker="o", label=label)
+    fig.suptitle(f"Training of {words} [{setting}]", fontsize=10)
+    left.set(xlabel="epoch", ylabel="loss, mean per training step", title="training loss")
     left.legend()
     for name, label, style in (
             ("nonperson_map_at_r", "non-person MAP@R (valid)", "-o"),
@@ -630,7 +634,8 @@ def plot_curve(history: list[dict[str, Any]], setting: str, path: Path) -> None:
         values = series(name)
         if values is not None:
             right.plot(epochs, values, style, label=label)
-    right.set(xlabel="epoch", ylim=(-0.03, 1.03), title=f"{setting}: re-identification")
+    right.set(xlabel="epoch", ylabel="fraction (1 = all)", ylim=(-0.03, 1.03),
+              title="retrieval (valid) and person pairs (train)")
     right.legend()
     for axis in (left, right):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
