@@ -70,6 +70,11 @@ localrules:
     query_grid,
     anonymisation_tables,
     anonymisation_privacy_utility,
+    tables_html,
+    anonymisation_tables_html,
+    exclusion_counts,
+    training_table,
+    tuning_report,
 
 
 rule all:

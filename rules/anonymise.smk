@@ -327,10 +327,6 @@ rule anonymisation_tables:
 
 
 # Seconds of work each: run beside Snakemake, never as a cluster job.
-localrules:
-    anonymisation_tables_html,
-
-
 # The comparison tables as HTML pages for the report.
 rule anonymisation_tables_html:
     input:

@@ -105,10 +105,6 @@ rule exclusion_person_set:
 
 
 # Seconds of work each: run beside Snakemake, never as a cluster job.
-localrules:
-    exclusion_counts,
-
-
 # The counts of every exclusion set in one HTML table for the report.
 rule exclusion_counts:
     input:

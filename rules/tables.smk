@@ -105,10 +105,6 @@ rule tables:
 
 
 # Seconds of work each: run beside Snakemake, never as a cluster job.
-localrules:
-    tables_html,
-
-
 # The tables as HTML pages for the report (the report offers CSV and JSON only as downloads).
 rule tables_html:
     input:

@@ -150,10 +150,6 @@ rule tune:
 
 
 # Seconds of work each: run beside Snakemake, never as a cluster job.
-localrules:
-    training_table, tuning_report,
-
-
 # The per-epoch training record as an HTML page for the report.
 rule training_table:
     input:
