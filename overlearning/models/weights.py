@@ -31,6 +31,7 @@ from overlearning.models.cache import (
 )
 from overlearning.models.detector_weights import prepare_detector_weights
 from overlearning.models.embedder import build_trunk, torchvision_weights
+from overlearning.models.open_clip_trunk import hub_tower_state
 
 
 def _hub_state_dict(trunk_cfg: Mapping[str, Any], download_dir: Path) -> dict[str, Any]:
@@ -42,6 +43,8 @@ def _hub_state_dict(trunk_cfg: Mapping[str, Any], download_dir: Path) -> dict[st
         model = timm.create_model(trunk_cfg["name"], pretrained=True, num_classes=0,
                                   cache_dir=download_dir, **overrides)
         return model.state_dict()
+    if trunk_cfg["kind"] == "open_clip":
+        return hub_tower_state(trunk_cfg, str(download_dir))
     weights = torchvision_weights(trunk_cfg)
     if weights is None:
         raise WorkflowInputError("models." + trunk_cfg["name"],
