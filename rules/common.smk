@@ -17,6 +17,10 @@ PERSON_SETS = {
 }
 PROBES = ["torso"] + list(config["preparation"]["probes"]["occlusions"])
 SETTINGS = list(config["training"]["settings"])
+# Pretrained baselines: a trunk exactly as downloaded, evaluated like a trained setting
+# (embeddings and metrics, no training), so the tables show re-ID before fine-tuning.
+PRETRAINED = {f"pretrained_{key}": key for key in config["evaluation"]["pretrained"]}
+EVALUATED = SETTINGS + list(PRETRAINED)
 VIS_SPLITS = ["train", "valid", "test"]
 
 # Report sections (the navigation menu of `snakemake --report`), numbered in
@@ -34,7 +38,7 @@ wildcard_constraints:
     dataset="youtube_vis|ovis|cuhk03|market1501",
     split="train|valid|test",
     person_set="|".join(PERSON_SETS),
-    setting="|".join(SETTINGS),
+    setting="|".join(EVALUATED),
     probe="[a-z_]+",
 
 

@@ -155,8 +155,9 @@ rule segment:
         " --threads {threads} --out {output:q} > {log} 2>&1"
 
 
-# Partial-person probe (REFERENCE step 6): the most confident garment of each masked query,
-# segmented by SAM, masked and cropped; images without a garment skipped or kept whole.
+# Partial-person probe (REFERENCE step 6): the garment of each masked query, masked and
+# cropped: the pixels a clothes segmenter labels upper-clothes or dress (the authors' default),
+# or SAM on GroundingDINO's best garment box; images without a garment skipped or kept whole.
 rule clothes_probe:
     input:
         queries=f"{DATA}/{{person_dir}}/foreground_query",
@@ -167,7 +168,8 @@ rule clothes_probe:
     wildcard_constraints:
         person_dir="|".join(re.escape(d) for d in CLOTHES_DIRS),
     params:
-        models=BOTH_MODELS,
+        models=json.dumps({k: config["models"][k]
+                           for k in ("grounding_dino", "sam", "segformer_clothes")}, sort_keys=True),
         clothes=json.dumps(config["clothes"], sort_keys=True),
         detection=DETECTION_SETTINGS,
         segmentation=SEGMENTATION_SETTINGS,

@@ -162,7 +162,7 @@ def all_metrics_files():
     """Every metrics file, in table order: settings, then exclusion, then evaluations."""
     return [
         metrics_path(setting, evaluation, exclusion)
-        for setting in SETTINGS
+        for setting in EVALUATED
         for exclusion in EVAL["exclusion"]
         for evaluation in EVALUATIONS
         if evaluation_available(evaluation, exclusion)
@@ -176,6 +176,8 @@ def evaluation_targets():
 # Embed every evaluation set with one trained model, once (the model loads once per job);
 # the cached embeddings serve every metric with and without exclusion.
 rule embed:
+    wildcard_constraints:
+        setting="|".join(SETTINGS),
     input:
         unpack(embed_inputs),
     output:
@@ -201,6 +203,43 @@ rule embed:
     shell:
         script("embed.py") + " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} {params.sets} --batch-size {params.batch_size}"
+        " --workers {params.workers} --precision {params.precision}"
+        " --threads {threads} > {log} 2>&1"
+
+
+# Embed every evaluation set with a pretrained trunk as downloaded (a baseline row).
+rule embed_pretrained:
+    wildcard_constraints:
+        setting="|".join(PRETRAINED) or "$^",
+    input:
+        manifest=f"{WEIGHTS}/manifest.json",
+        trunk=lambda wildcards: f"{WEIGHTS}/{PRETRAINED[wildcards.setting]}/trunk.safetensors",
+        images=sorted({s["images"] for s in EMBEDDING_SOURCES.values()}),
+        indexes=sorted({s["index"] for s in EMBEDDING_SOURCES.values() if "index" in s}),
+    output:
+        [embedding_path("{setting}", name) for name in EMBEDDING_SOURCES],
+    params:
+        key=lambda wildcards: PRETRAINED[wildcards.setting],
+        trunk=lambda wildcards: json.dumps(config["models"][PRETRAINED[wildcards.setting]],
+                                           sort_keys=True),
+        cache=WEIGHTS,
+        sets=embed_flags,
+        batch_size=EVAL["batch_size"],
+        workers=EVAL["loader_workers"],
+        precision=EVAL["precision"],
+    log:
+        log_path("embed", "{setting}"),
+    benchmark:
+        bench_path("embed", "{setting}")
+    threads: threads_for("embed")
+    resources:
+        mem_mb=mem_for("embed"),
+        runtime=runtime_for("embed"),
+    container:
+        container_for("gpu")
+    shell:
+        script("embed.py") + " --pretrained {params.key} --cache {params.cache:q}"
+        " --trunk {params.trunk:q} {params.sets} --batch-size {params.batch_size}"
         " --workers {params.workers} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1"
 

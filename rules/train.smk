@@ -61,6 +61,8 @@ def tuned_params(wildcards):
 # Fine-tune trunk + embedder for one setting, validating every epoch; a job killed by the
 # cluster resumes from the setting's checkpoint (kept outside the declared outputs).
 rule train:
+    wildcard_constraints:
+        setting="|".join(SETTINGS),
     input:
         manifest=f"{WEIGHTS}/manifest.json",
         trunk=cached_trunk,
@@ -109,6 +111,8 @@ rule train:
 # Search the setting's learning rates and loss parameters (Optuna TPE, two objectives:
 # non-person MAP@R up, person-query MAP@R down); the study resumes after an interruption.
 rule tune:
+    wildcard_constraints:
+        setting="|".join(SETTINGS),
     input:
         manifest=f"{WEIGHTS}/manifest.json",
         trunk=cached_trunk,

@@ -7,7 +7,9 @@
 
 import json
 
-WEIGHT_TRUNKS = sorted(k for k, v in config["models"].items() if v.get("kind") in ("timm", "torchvision"))
+from overlearning.models.cache import trunk_keys
+
+WEIGHT_TRUNKS = trunk_keys(config["models"])
 
 localrules:
     weights,

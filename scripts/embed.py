@@ -15,9 +15,13 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-dir", required=True, help="{RESULTS}/models/<setting>")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model-dir", help="a trained model: {RESULTS}/models/<setting>")
+    model.add_argument("--pretrained", metavar="KEY",
+                       help="a trunk as downloaded: config models.<KEY> from --cache")
+    parser.add_argument("--cache", help="the weights cache (with --pretrained)")
     parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
-    parser.add_argument("--embedding-dim", type=int, required=True)
+    parser.add_argument("--embedding-dim", type=int, help="with --model-dir")
     parser.add_argument("--set", nargs=4, action="append", required=True,
                         metavar=("OUT", "KIND", "SOURCE", "CATEGORY"),
                         help="an .npz to write; crops (a VIS/OVIS split directory) or folder "
@@ -41,13 +45,23 @@ def main(argv: list[str] | None = None) -> int:
         save_embedding_set,
     )
     from overlearning.evaluate.ranking import set_threads
-    from overlearning.models.embedder import load_embedding_model
+    from overlearning.models.cache import go_offline
+    from overlearning.models.embedder import load_embedding_model, load_pretrained_model
 
     set_threads(args.threads)
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_embedding_model(Path(args.model_dir), json.loads(args.trunk),
-                                 args.embedding_dim, device=device)
+    if args.pretrained:
+        if not args.cache:
+            parser.error("--pretrained needs --cache")
+        go_offline(args.cache)
+        model = load_pretrained_model(args.pretrained, json.loads(args.trunk), args.cache,
+                                      device=device)
+    else:
+        if args.embedding_dim is None:
+            parser.error("--model-dir needs --embedding-dim")
+        model = load_embedding_model(Path(args.model_dir), json.loads(args.trunk),
+                                     args.embedding_dim, device=device)
     for out, kind, source, category in args.set:
         if kind not in ("crops", "folder"):
             parser.error(f"--set {out}: kind must be crops or folder, not {kind!r}")

@@ -112,8 +112,8 @@ def test_empty_garment_mask_follows_on_missing(models, queries: Path, tmp_path: 
 
 def test_run_clothes_probe_writes_folder_and_record(cache: Path, queries: Path,
                                                     tmp_path: Path) -> None:
-    clothes = {"prompts": GARMENTS, "box_threshold": 0.2, "text_threshold": 0.1,
-               "on_missing": "skip"}
+    clothes = {"method": "grounding_sam", "prompts": GARMENTS, "box_threshold": 0.2,
+               "text_threshold": 0.1, "on_missing": "skip"}
     detection = {"image_size": IMAGE_SIZE, "max_image_size": MAX_IMAGE_SIZE, "batch_size": 2}
     segmentation = {"mask_threshold": 0.0, "multimask": "union"}
     out, record = tmp_path / "clothes", tmp_path / "clothes.json"

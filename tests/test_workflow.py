@@ -6,6 +6,7 @@ promises: every stage from generated downloads to tables, deterministic outputs.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -64,6 +65,16 @@ def test_demo_produces_every_stage(demo_runs: tuple[Path, Path]) -> None:
         assert (root / rel).exists(), rel
     proc = run_snakemake([*DEMO_ARGS, "-n"], cwd=demo_runs[0])
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_main_table_has_pretrained_baseline_rows(demo_runs: tuple[Path, Path]) -> None:
+    """Re-ID before fine-tuning: the trunks as downloaded are rows like the trained settings."""
+    with (demo_runs[0] / "demo-run" / "results" / "tables" / "main.csv").open() as handle:
+        rows = {(row["setting"], row["exclusion"]): row for row in csv.DictReader(handle)}
+    for setting in ("pretrained_timm_clip", "pretrained_open_clip_b16"):
+        for exclusion in ("none", "excluded"):
+            row = rows[(setting, exclusion)]
+            assert 0.0 <= float(row["person"]) <= 1.0 and 0.0 <= float(row["market1501"]) <= 1.0
 
 
 def test_second_run_is_byte_identical(demo_runs: tuple[Path, Path]) -> None:

@@ -31,7 +31,7 @@ from overlearning.core.hashing import sha256_file
 MANIFEST = "manifest.json"
 TRUNK_FILE = "trunk.safetensors"
 BUILD_FILE = "build.json"
-TRUNK_KINDS = ("timm", "torchvision")
+TRUNK_KINDS = ("timm", "torchvision", "open_clip")
 FETCH_HINT = "run `snakemake weights` on the login node (it needs the network)"
 
 

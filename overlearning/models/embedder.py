@@ -21,7 +21,13 @@ from torch import nn
 from torchvision import transforms as T
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.models.cache import load_state_dict, save_state_dict
+from overlearning.models.cache import cached_trunk_state, load_state_dict, save_state_dict
+from overlearning.models.open_clip_trunk import (
+    build_open_clip_tower,
+    is_open_clip_tower,
+    tower_input_size,
+    tower_transforms,
+)
 
 TRUNK_FILE = "trunk.safetensors"
 EMBEDDER_FILE = "embedder.safetensors"
@@ -79,12 +85,16 @@ def build_trunk(trunk_cfg: Mapping[str, Any]) -> nn.Module:
         model = torchvision.models.VisionTransformer(**kwargs)
         model.heads = nn.Identity()
         return model
+    if trunk_cfg["kind"] == "open_clip":
+        return build_open_clip_tower(trunk_cfg)
     raise WorkflowInputError(f"models: {name}", f"unknown trunk kind {trunk_cfg['kind']!r}")
 
 
 def trunk_features(trunk: nn.Module) -> int:
     if isinstance(trunk, torchvision.models.VisionTransformer):
         return trunk.hidden_dim
+    if is_open_clip_tower(trunk):
+        return int(trunk.output_dim)
     return int(trunk.num_features)
 
 
@@ -92,6 +102,8 @@ def trunk_input_size(trunk: nn.Module) -> tuple[int, int]:
     """(height, width) the built trunk expects."""
     if isinstance(trunk, torchvision.models.VisionTransformer):
         return (trunk.image_size, trunk.image_size)
+    if is_open_clip_tower(trunk):
+        return tower_input_size(trunk)
     height, width = trunk.patch_embed.img_size
     return (int(height), int(width))
 
@@ -104,6 +116,8 @@ def trunk_transforms(trunk: nn.Module) -> tuple[Transform, Transform]:
     use the SWAG preset for evaluation (bicubic resize and centre crop, ImageNet statistics)
     and a mild random-resized crop with flips for training, as the study did.
     """
+    if is_open_clip_tower(trunk):
+        return tower_transforms(trunk)
     height, width = trunk_input_size(trunk)
     if isinstance(trunk, torchvision.models.VisionTransformer):
         normalise = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -168,4 +182,18 @@ def load_embedding_model(model_dir: Path, trunk_cfg: dict, embedding_dim: int,
     model = EmbeddingModel(build_trunk(trunk_cfg), embedding_dim)
     for module, name in ((model.trunk, TRUNK_FILE), (model.embedder, EMBEDDER_FILE)):
         _load_into(module, load_state_dict(model_dir / name), model_dir / name)
+    return model.to(device).eval()
+
+
+def load_pretrained_model(key: str, trunk_cfg: Mapping[str, Any], cache: Path | str,
+                          device: str = "cpu") -> EmbeddingModel:
+    """A trunk exactly as published (from the weights cache), embedding with its own output.
+
+    The pretrained baselines of the main table: no embedder is trained, so the trunk's pooled
+    features (timm, torchvision) or projection (open_clip) are the embedding.
+    """
+    trunk = build_trunk(trunk_cfg)
+    _load_into(trunk, cached_trunk_state(key, trunk_cfg, cache), Path(cache) / key)
+    model = EmbeddingModel(trunk, trunk_features(trunk))
+    model.embedder = nn.Identity()
     return model.to(device).eval()

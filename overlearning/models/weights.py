@@ -31,6 +31,8 @@ from overlearning.models.cache import (
 )
 from overlearning.models.detector_weights import prepare_detector_weights
 from overlearning.models.embedder import build_trunk, torchvision_weights
+from overlearning.models.open_clip_trunk import hub_tower_state
+from overlearning.models.segformer import prepare_segformer_weights
 
 
 def _hub_state_dict(trunk_cfg: Mapping[str, Any], download_dir: Path) -> dict[str, Any]:
@@ -42,6 +44,8 @@ def _hub_state_dict(trunk_cfg: Mapping[str, Any], download_dir: Path) -> dict[st
         model = timm.create_model(trunk_cfg["name"], pretrained=True, num_classes=0,
                                   cache_dir=download_dir, **overrides)
         return model.state_dict()
+    if trunk_cfg["kind"] == "open_clip":
+        return hub_tower_state(trunk_cfg, str(download_dir))
     weights = torchvision_weights(trunk_cfg)
     if weights is None:
         raise WorkflowInputError("models." + trunk_cfg["name"],
@@ -94,6 +98,10 @@ def prepare_weight_cache(models_cfg: Mapping[str, Any], cache: Path | str, sourc
         print(f"trunk {key}: {models_cfg[key]['name']} ({source})", file=sys.stderr)
         files.update(prepare_trunk_weights(key, models_cfg[key], cache, source, seed))
     files.update(prepare_detector_weights(dict(models_cfg), cache, source, seed))
+    if "segformer_clothes" in models_cfg:
+        print(f"clothes segmenter: {models_cfg['segformer_clothes']['name']} ({source})",
+              file=sys.stderr)
+        files.update(prepare_segformer_weights(models_cfg["segformer_clothes"], cache, source, seed))
     for rel in files:
         if not (cache / rel).is_file():
             raise WorkflowInputError(cache / rel, "listed for the manifest but not written")
