@@ -92,3 +92,6 @@ def test_light_env_dry_runs_the_paper(tmp_path: Path) -> None:
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert re.search(r"^train\s+\d+", proc.stdout, re.M), proc.stdout[-2000:]
+    size = sum(p.stat().st_size for p in (REPO / ".venv-login").rglob("*")
+               if p.is_file() and not p.is_symlink())
+    assert size < 300 * 2**20, f"login environment is {size / 2**20:.0f} MB"
