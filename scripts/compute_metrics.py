@@ -21,7 +21,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--plan", required=True, help="JSON list of evaluations")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--config", required=True, help="resolved workflow config (JSON), for provenance")
     args = parser.parse_args(argv)
 
     from overlearning.evaluate.anonymised import write_anonymised_metrics
@@ -31,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     from overlearning.workflow.provenance import write_provenance
 
     set_threads(args.threads)
-    config = json.loads(args.config)
     for job in json.loads(args.plan):
         query = part_from_cli(*job["query"])
         references = [part_from_cli(*spec) for spec in job["references"]]
@@ -42,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                                               job["reid"], meta)
         else:
             record = write_metrics(job["out"], query, references, job["reid"], meta)
-        write_provenance(Path(job["out"]), config,
-                         {"queries": job["query"], "references": job["references"],
+        # The config hash comes from the workflow's environment (provenance.CONFIG_HASH_ENV).
+        write_provenance(Path(job["out"]),
+                         extra={"queries": job["query"], "references": job["references"],
                           "query_copies": copies})
         summary = {k: record[k] for k in record if k.startswith(("retrieval", "reid"))}
         print(f"{job['out']}: {json.dumps(summary, sort_keys=True)}", file=sys.stderr)

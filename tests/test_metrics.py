@@ -314,7 +314,7 @@ def test_metrics_script_runs_a_plan_of_evaluations(tmp_path):
          "out": str(tmp_path / "metrics" / "nonperson" / "none.json")},
     ]
     subprocess.run([sys.executable, str(repo / "scripts" / "compute_metrics.py"),
-                    "--plan", json.dumps(plan), "--config", json.dumps({"seed": 1})],
+                    "--plan", json.dumps(plan)],
                    check=True, cwd=repo, capture_output=True, timeout=300)
     for job in plan:
         expected = tmp_path / "expected.json"
