@@ -10,7 +10,8 @@ import os
 
 from overlearning.data import person_sets as prepared_person_sets
 
-EXCLUSION_SETTINGS = json.dumps(config["exclusion"], sort_keys=True)
+# exclusion.person_gt is not passed: the rule turns it into the --gt-masks flag.
+EXCLUSION_SETTINGS = picked(config["exclusion"], "nms_iou", "min_confidence", "match_iou")
 
 
 def exclusion_targets():
