@@ -31,7 +31,6 @@ import io
 import json
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -55,10 +54,16 @@ from overlearning.data.crop_sets import Item, load_crop_set
 from overlearning.models.cache import cached_trunk_state
 from overlearning.models.embedder import EmbeddingModel, build_embedding_model, save_embedding_model
 from overlearning.models.losses import make_loss
+from overlearning.train.checkpoints import (
+    CHECKPOINT,
+    gather_rng_states,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from overlearning.train.loader import CropDataset, MPerClassEpochSampler
 
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "curve.png"
 PARAMS_FILE = "params.json"
@@ -128,7 +133,7 @@ def resolve_params(setting_cfg: Mapping[str, Any], tuned_path: Path | str | None
 
 
 # ----------------------------------------------------------------------------------------
-# Devices, processes, RNG
+# Devices and processes
 
 
 @dataclass
@@ -156,36 +161,6 @@ def start_processes(device: str | None) -> Processes:
         torch.cuda.set_device(local_rank)
     return Processes(dist.get_rank(), dist.get_world_size(),
                      torch.device(f"cuda:{local_rank}" if cuda else "cpu"))
-
-
-def _python_state() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    return {"version": version, "internal": torch.tensor(internal, dtype=torch.long),
-            "gauss": gauss}
-
-
-def rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": _python_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "loader": loader_generator.get_state(),
-    }
-
-
-def set_rng_state(state: Mapping[str, Any], loader_generator: torch.Generator) -> None:
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["internal"].tolist()), python["gauss"]))
-    numpy = state["numpy"]
-    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
-                         numpy["has_gauss"], numpy["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    loader_generator.set_state(state["loader"])
 
 
 def loader_workers(training: Mapping[str, Any], threads: int, world_size: int) -> int:
@@ -275,37 +250,6 @@ def fingerprint(job: TrainJob, world_size: int = 1, extra: Mapping[str, Any] | N
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        with open(tmp, "wb") as handle:
-            handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: Path, expected_fingerprint: str) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if it belongs to this run, else None (logged)."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means: start over
-        log(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}: {exc})")
-        return None
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != expected_fingerprint:
-        log(f"ignoring checkpoint {path}: written for other parameters or data")
-        return None
-    return state
-
-
 # ----------------------------------------------------------------------------------------
 # The loop
 
@@ -342,27 +286,49 @@ def _row(epoch: int, sums: dict[str, float], steps: int, timing: dict[str, float
     return row
 
 
-def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
-        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
-    """Train ``job`` to ``epochs`` epochs, resuming from ``checkpoint_dir`` when possible.
+@dataclass
+class _Run:
+    """The live objects of one training run on this process."""
 
-    ``on_epoch_end(epoch, metrics row)`` runs on the main rank after each epoch's checkpoint
-    is safely written (tuning reports through it).
-    """
-    params, training = job.params, job.training
+    procs: Processes
+    cuda: bool
+    bf16: bool
+    workers: int
+    batch_size: int
+    model: EmbeddingModel
+    network: torch.nn.Module      # the model, wrapped in DDP when distributed
+    train_set: CropDataset
+    valid_set: CropDataset
+    loss_fn: torch.nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
+    sampler: MPerClassEpochSampler
+    generator: torch.Generator    # the loader's: its state is part of the checkpoint
+    loader: DataLoader
+    train_items: int
+
+
+def _configure_devices(job: TrainJob) -> tuple[Processes, int]:
+    """Processes, determinism and thread budget; (processes, loader workers)."""
+    training = job.training
     if training.get("deterministic", False):
         # cuBLAS reads this when its first handle is made: before any CUDA work.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     procs = start_processes(job.device)
-    device = procs.device
-    cuda = device.type == "cuda"
-    bf16 = cuda and training["amp"] == "bf16"
     workers = loader_workers(training, job.threads, procs.world_size)
     torch.set_num_threads(max(1, job.threads // procs.world_size - workers))
-    if cuda and training.get("deterministic", False):
+    if procs.device.type == "cuda" and training.get("deterministic", False):
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+    return procs, workers
 
+
+def _setup(job: TrainJob) -> _Run:
+    """Data, model, loss, optimisers, sampler and loader, seeded in a fixed order (the
+    order of random draws is part of what makes two runs identical)."""
+    params, training = job.params, job.training
+    procs, workers = _configure_devices(job)
+    device = procs.device
+    cuda = device.type == "cuda"
     train_items = load_crop_set(job.train_dir, job.person_category,
                                 persons="all" if params["train_persons"] else "exclude")
     valid_items = load_crop_set(job.valid_dir, job.person_category, persons="all")
@@ -396,88 +362,110 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
     loader = DataLoader(train_set, batch_size=batch_size // procs.world_size, sampler=sampler,
                         num_workers=workers, pin_memory=cuda, drop_last=True,
                         generator=generator, prefetch_factor=4 if workers else None)
-    network = model
+    network: torch.nn.Module = model
     if procs.world_size > 1:
         network = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    return _Run(procs, cuda, cuda and training["amp"] == "bf16", workers, batch_size, model,
+                network, train_set, valid_set, loss_fn, optimizers, sampler, generator, loader,
+                len(train_items))
 
-    result = FitResult(model, [], procs.rank, len(train_items))
+
+def _resume(run: _Run, checkpoint_path: Path | None,
+            key: str) -> tuple[int, list[dict[str, Any]]]:
+    """(first epoch to train, history so far): 1 and [] unless a checkpoint of this run exists."""
+    state = load_checkpoint(checkpoint_path, key) if checkpoint_path is not None else None
+    if state is None:
+        return 1, []
+    start, history = restore_training_state(state, run.procs.rank, run.model, run.optimizers,
+                                            run.loss_fn, run.sampler, run.generator)
+    log(f"resumed from checkpoint: epoch {start}")
+    return start, history
+
+
+def _train_epoch(run: _Run, job: TrainJob, epoch: int,
+                 epochs: int) -> tuple[dict[str, float], int, dict[str, Any]]:
+    """One pass over the sampler's batches: (summed loss terms, steps, timing)."""
+    procs, device = run.procs, run.procs.device
+    run.network.train()
+    run.loss_fn.train()
+    if run.cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    sums: dict[str, torch.Tensor] = {}
+    steps = images_seen = 0
+    data_s = compute_s = 0.0
+    tick = time.perf_counter()
+    for images, labels in tqdm(run.loader, desc=f"{job.setting} epoch {epoch}/{epochs}",
+                               disable=not procs.main, file=sys.stderr, mininterval=10):
+        fetched = time.perf_counter()
+        data_s += fetched - tick
+        images = images.to(device, non_blocking=True)
+        if run.cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.bf16):
+            embeddings = run.network(images)
+        all_embeddings, all_labels = _gather(embeddings.float(), labels, procs)
+        loss = run.loss_fn(all_embeddings, all_labels)
+        for optimizer in run.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer in run.optimizers.values():
+            optimizer.step()
+        for name, value in {"loss": loss.detach(), **run.loss_fn.terms}.items():
+            sums[name] = sums[name] + value if name in sums else value.clone()
+        steps += 1
+        images_seen += len(images) * procs.world_size
+        tick = time.perf_counter()
+        compute_s += tick - fetched
+    if run.cuda:
+        torch.cuda.synchronize(device)
+        compute_s += time.perf_counter() - tick
+    if steps == 0:
+        raise WorkflowInputError(job.train_dir, "an epoch had no complete batch")
+    timing = {"images_per_s": images_seen / max(data_s + compute_s, 1e-9),
+              "data_s": data_s, "compute_s": compute_s,
+              "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if run.cuda else None}
+    return {k: float(v) for k, v in sums.items()}, steps, timing
+
+
+def _validate(run: _Run) -> dict[str, float]:
+    """Validation MAP@R on the main rank (the others get no metrics)."""
+    if not run.procs.main:
+        return {}
+    began = time.perf_counter()
+    embeddings = embed(run.model, run.valid_set, run.batch_size, run.procs.device, run.workers,
+                       run.bf16)
+    metrics = validation_metrics(embeddings, run.valid_set.labels, run.valid_set.is_person)
+    metrics["validation_s"] = time.perf_counter() - began
+    return metrics
+
+
+def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
+        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
+    """Train ``job`` to ``epochs`` epochs, resuming from ``checkpoint_dir`` when possible.
+
+    ``on_epoch_end(epoch, metrics row)`` runs on the main rank after each epoch's checkpoint
+    is safely written (tuning reports through it).
+    """
+    run = _setup(job)
+    procs = run.procs
     checkpoint_path = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
     key = fingerprint(job, procs.world_size) if checkpoint_path is not None else ""
-    start = 1
-    state = load_checkpoint(checkpoint_path, key) if checkpoint_path is not None else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        loss_fn.load_state_dict(state["loss"])
-        sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"][procs.rank], generator)
-        result.history = list(state["history"])
-        start = int(state["epoch"]) + 1
-        log(f"resumed from checkpoint: epoch {start}")
+    start, history = _resume(run, checkpoint_path, key)
+    result = FitResult(run.model, history, procs.rank, run.train_items)
 
     for epoch in range(start, epochs + 1):
-        network.train()
-        loss_fn.train()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        sums: dict[str, torch.Tensor] = {}
-        steps = images_seen = 0
-        data_s = compute_s = 0.0
-        tick = time.perf_counter()
-        for images, labels in tqdm(loader, desc=f"{job.setting} epoch {epoch}/{epochs}",
-                                   disable=not procs.main, file=sys.stderr, mininterval=10):
-            fetched = time.perf_counter()
-            data_s += fetched - tick
-            images = images.to(device, non_blocking=True)
-            if cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                embeddings = network(images)
-            all_embeddings, all_labels = _gather(embeddings.float(), labels, procs)
-            loss = loss_fn(all_embeddings, all_labels)
-            for optimizer in optimizers.values():
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for optimizer in optimizers.values():
-                optimizer.step()
-            for name, value in {"loss": loss.detach(), **loss_fn.terms}.items():
-                sums[name] = sums[name] + value if name in sums else value.clone()
-            steps += 1
-            images_seen += len(images) * procs.world_size
-            tick = time.perf_counter()
-            compute_s += tick - fetched
-        if cuda:
-            torch.cuda.synchronize(device)
-            compute_s += time.perf_counter() - tick
-        if steps == 0:
-            raise WorkflowInputError(job.train_dir, "an epoch had no complete batch")
-        timing = {"images_per_s": images_seen / max(data_s + compute_s, 1e-9),
-                  "data_s": data_s, "compute_s": compute_s,
-                  "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None}
-        metrics: dict[str, float] = {}
-        if procs.main:
-            began = time.perf_counter()
-            embeddings_np = embed(model, valid_set, batch_size, device, workers, bf16)
-            metrics = validation_metrics(embeddings_np, valid_set.labels, valid_set.is_person)
-            metrics["validation_s"] = time.perf_counter() - began
-        row = _row(epoch, {k: float(v) for k, v in sums.items()}, steps, timing, metrics, params)
+        sums, steps, timing = _train_epoch(run, job, epoch, epochs)
+        row = _row(epoch, sums, steps, timing, _validate(run), job.params)
         result.history.append(row)
-        rngs = [rng_state(generator)]
-        if procs.world_size > 1:
-            rngs = [None] * procs.world_size
-            dist.all_gather_object(rngs, rng_state(generator))
+        # Every rank takes part in gathering the RNG states; the main rank writes them.
+        rngs = gather_rng_states(run.generator, procs.world_size)
         if procs.main:
             log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_COLUMNS if row[k] is not None))
             if checkpoint_path is not None:
-                save_checkpoint(checkpoint_path, {
-                    "format": CHECKPOINT_FORMAT, "fingerprint": key, "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-                    "loss": loss_fn.state_dict(), "sampler": sampler.state_dict(),
-                    "rng": rngs, "history": result.history,
-                })
+                save_checkpoint(checkpoint_path, training_state(
+                    key, epoch, run.model, run.optimizers, run.loss_fn, run.sampler, rngs,
+                    result.history))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
         if procs.world_size > 1:
