@@ -11,17 +11,17 @@ MAP@R (pytorch-metric-learning's definitions) and a provenance file beside its J
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from overlearning.workflow.cli import ScriptParser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__, threads=True)
     parser.add_argument("--plan", required=True, help="JSON list of evaluations")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     from overlearning.evaluate.anonymised import write_anonymised_metrics
     from overlearning.evaluate.metrics_file import write_metrics

@@ -7,14 +7,15 @@ cameras, in the sorted order every metric and figure relies on.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from overlearning.workflow.cli import ScriptParser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__, threads=True)
     parser.add_argument("--model-dir", required=True, help="{RESULTS}/models/<setting>")
     parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
     parser.add_argument("--embedding-dim", type=int, required=True)
@@ -24,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(a person image folder); the source; the person category id "
                              "of a crop index, or - for folders")
     parser.add_argument("--batch-size", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     import torch
 

@@ -6,14 +6,15 @@ best same-identity gallery image (from the cached embeddings).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from overlearning.workflow.cli import ScriptParser, set_torch_threads
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__, threads=True)
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
     parser.add_argument("--embedding-dim", type=int, required=True)
@@ -21,9 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gallery", required=True, help="gallery embeddings (.npz)")
     parser.add_argument("--query-root", required=True, help="folder of the query images")
     parser.add_argument("--gallery-root", required=True, help="folder of the gallery images")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", nargs="+", required=True, help="one PNG per query")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     import torch
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from overlearning.models.embedder import load_embedding_model
 
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     enable_attnlrp()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_embedding_model(Path(args.model_dir), json.loads(args.trunk),

@@ -7,13 +7,14 @@ provenance file beside each table.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from overlearning.workflow.cli import ScriptParser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--metrics", nargs="+", required=True, help="metrics JSON files")
     parser.add_argument("--baseline", required=True, help="setting without safeguards")
     parser.add_argument("--safeguarded", required=True, help="setting trained with a safeguard loss")
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--row-label", default="index exclusion",
                         help="what the second part of a row label is, for the caption")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     from overlearning.evaluate.tables import write_tables
     from overlearning.workflow.provenance import write_provenance

@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from overlearning.workflow.cli import ScriptParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--query", nargs=3, metavar=("NPZ", "SUBSET", "ROOT"), required=True)
     parser.add_argument("--reference", nargs=4, metavar=("NPZ", "SUBSET", "EXCLUSION", "ROOT"),
                         action="append", required=True)
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--neighbours", type=int, required=True)
     parser.add_argument("--title", required=True)
     parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     from overlearning.evaluate.figures import query_grid
     from overlearning.evaluate.retrieval_inputs import load_retrieval_inputs, part_from_cli
