@@ -269,7 +269,7 @@ def test_metrics_file_from_npz_parts_and_exclusion_json(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"Detected Person Exclusion": ["nope.jpg"]}, "not in the embedding set"),
+    ({"Detected Person Exclusion": ["nope.jpg"]}, "not crops of the set"),
     ({"Some Other Category": []}, "unknown exclusion categories"),
     ({"Detected Person Exclusion": "vid/000000.jpg"}, "must list file names"),
     (["vid/000000.jpg"], "must be an object"),
