@@ -109,7 +109,7 @@ def planned_jobs(run: Path, edit: dict) -> list[tuple[str, dict[str, str]]]:
     proc = run_snakemake(["--configfile", str(REPO / "config.demo.yaml"), str(extra),
                           "--cores", "2", "-n"], cwd=run)
     jobs: list[tuple[str, dict[str, str]]] = []
-    for line in proc.stdout.splitlines():
+    for line in (proc.stdout + proc.stderr).splitlines():
         rule = re.match(r"^(?:local)?rule (\w+):$", line)
         if rule:
             jobs.append((rule.group(1), {}))
@@ -118,7 +118,8 @@ def planned_jobs(run: Path, edit: dict) -> list[tuple[str, dict[str, str]]]:
             jobs[-1][1].update(pair.split("=", 1) for pair in wildcards.group(1).split(", "))
     if not jobs:
         assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
-    return jobs
+    # `all` is planned whenever anything is: it only collects the targets.
+    return [(rule, wildcards) for rule, wildcards in jobs if rule != "all"]
 
 
 @pytest.mark.parametrize("edit, rules", [
@@ -129,8 +130,12 @@ def planned_jobs(run: Path, edit: dict) -> list[tuple[str, dict[str, str]]]:
     # A figure option: only the figure that draws it.
     ({"evaluation": {"figures": {"grid_neighbours": 4}}}, {"query_grid"}),
     ({"evaluation": {"figures": {"embedding_points": 400}}}, {"embedding_map"}),
-    # The tuning budget: only the tuning job (the demo trains with the config's values).
-    ({"tuning": {"trials": 4}}, {"tune"}),
+    # Settings of one stage: that stage's jobs and what reads their results only.
+    ({"tuning": {"trials": 4}}, {"tune"}),  # the demo trains with the config's values
+    ({"explain": {"queries": 3}}, {"explain"}),
+    ({"anonymisation": {"background_level": 1}},
+     {"anonymise_vis_test", "anonymise_person_gallery", "embed_anonymised", "metrics_anonymised",
+      "anonymisation_tables", "anonymisation_privacy_utility"}),
 ])
 def test_config_edit_reruns_only_the_jobs_that_read_it(
         demo_runs: tuple[Path, Path], edit: dict, rules: set[str]) -> None:
