@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -22,6 +21,8 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from results import write_result  # noqa: E402
 
 from overlearning.evaluate.ranking import MISSING, knn_with_exclusion, l2_normalise  # noqa: E402
 
@@ -97,11 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.sizes, args.dim, args.excluded_fraction, 4, args.k, args.seed,
                  args.naive_max)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "ranking.json"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_result(args.out, "ranking", result)
     largest = [r for r in result["sizes"] if "ratio_naive_over_vectorised" in r][-1]
     print(f"{largest['n_queries']} x {largest['n_references']}: vectorised "
           f"{largest['vectorised_s']} s, per-element loop {largest['naive_loop_s']} s, "
