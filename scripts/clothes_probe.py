@@ -7,7 +7,6 @@ Runs with hub access switched off: weights come from the weights cache.
 
 from __future__ import annotations
 
-import json
 import sys
 
 from overlearning.workflow.cli import ScriptParser, report, set_torch_threads
@@ -18,19 +17,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", required=True, help="foreground_query/ of the person set")
     parser.add_argument("--out", required=True, help="probe folder to write (replaced whole)")
     parser.add_argument("--record", required=True, help="garment detections JSON to write")
-    parser.add_argument("--models", required=True, help="config models.* (JSON)")
-    parser.add_argument("--clothes", required=True, help="config clothes.* (JSON)")
-    parser.add_argument("--detection", required=True, help="config detection.* (JSON)")
-    parser.add_argument("--segmentation", required=True, help="config segmentation.* (JSON)")
+    parser.add_settings("--models", "config models.*")
+    parser.add_settings("--clothes", "config clothes.*")
+    parser.add_settings("--detection", "config detection.*")
+    parser.add_settings("--segmentation", "config segmentation.*")
     parser.add_argument("--quality", type=int, required=True, help="JPEG quality of the crops")
     args = parser.parse(argv)
 
     from overlearning.detect.clothes import run_clothes_probe
 
     set_torch_threads(args.threads)
-    summary = run_clothes_probe(args.queries, args.out, args.record, json.loads(args.models),
-                                json.loads(args.clothes), json.loads(args.detection),
-                                json.loads(args.segmentation), args.cache, args.quality)
+    summary = run_clothes_probe(args.queries, args.out, args.record, args.models,
+                                args.clothes, args.detection,
+                                args.segmentation, args.cache, args.quality)
     report(summary)
     return 0
 

@@ -20,7 +20,7 @@ from overlearning.workflow.cli import ScriptParser
 
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__, threads=True)
-    parser.add_argument("--plan", required=True, help="JSON list of evaluations")
+    parser.add_settings("--plan", "list of evaluations")
     args = parser.parse(argv)
 
     from overlearning.evaluate.anonymised import write_anonymised_metrics
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from overlearning.workflow.provenance import write_provenance
 
     set_threads(args.threads)
-    for job in json.loads(args.plan):
+    for job in args.plan:
         query = part_from_cli(*job["query"])
         references = [part_from_cli(*spec) for spec in job["references"]]
         meta = {k: job[k] for k in ("setting", "evaluation", "exclusion")}

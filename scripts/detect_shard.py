@@ -7,7 +7,6 @@ Runs with hub access switched off: weights come from the weights cache.
 
 from __future__ import annotations
 
-import json
 import sys
 
 from overlearning.workflow.cli import ScriptParser, report, set_torch_threads
@@ -18,8 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-from", required=True,
                         help="instances.json (VIS frames) or the image folder")
     parser.add_argument("--image-root", required=True, help="folder the image names are under")
-    parser.add_argument("--models", required=True, help="config models.* (JSON)")
-    parser.add_argument("--detection", required=True, help="config detection.* (JSON)")
+    parser.add_settings("--models", "config models.*")
+    parser.add_settings("--detection", "config detection.*")
     parser.add_argument("--shard", type=int, required=True, help="0-based shard index")
     parser.add_argument("--shards", type=int, required=True, help="number of shards")
     parser.add_argument("--out", required=True, help="shard detections JSON")
@@ -28,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     from overlearning.detect.grounding import run_detect_shard
 
     set_torch_threads(args.threads)
-    summary = run_detect_shard(args.images_from, args.image_root, json.loads(args.models),
-                               json.loads(args.detection), args.cache, args.shard, args.shards,
+    summary = run_detect_shard(args.images_from, args.image_root, args.models,
+                               args.detection, args.cache, args.shard, args.shards,
                                args.out)
     report(summary)
     return 0

@@ -7,7 +7,6 @@ cameras, in the sorted order every metric and figure relies on.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from overlearning.workflow.cli import ScriptParser
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__, threads=True)
     parser.add_argument("--model-dir", required=True, help="{RESULTS}/models/<setting>")
-    parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
+    parser.add_settings("--trunk", "config models.<trunk>")
     parser.add_argument("--embedding-dim", type=int, required=True)
     parser.add_argument("--set", nargs=4, action="append", required=True,
                         metavar=("OUT", "KIND", "SOURCE", "CATEGORY"),
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_embedding_model(Path(args.model_dir), json.loads(args.trunk),
+    model = load_embedding_model(Path(args.model_dir), args.trunk,
                                  args.embedding_dim, device=device)
     for out, kind, source, category in args.set:
         if kind not in ("crops", "folder"):

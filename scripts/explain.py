@@ -6,7 +6,6 @@ best same-identity gallery image (from the cached embeddings).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from overlearning.workflow.cli import ScriptParser, set_torch_threads
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__, threads=True)
     parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
+    parser.add_settings("--trunk", "config models.<trunk>")
     parser.add_argument("--embedding-dim", type=int, required=True)
     parser.add_argument("--queries", required=True, help="query embeddings (.npz)")
     parser.add_argument("--gallery", required=True, help="gallery embeddings (.npz)")
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     set_torch_threads(args.threads)
     enable_attnlrp()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_embedding_model(Path(args.model_dir), json.loads(args.trunk),
+    model = load_embedding_model(Path(args.model_dir), args.trunk,
                                  args.embedding_dim, device=device)
     check_torchvision_trunk(model, args.model_dir)
     explain_queries(model, load_embedding_set(args.queries), load_embedding_set(args.gallery),

@@ -7,7 +7,6 @@ Runs with hub access switched off: every weight comes from the weights cache.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from overlearning.train.loop import resolve_params, train_setting
 
     tuned = args.tuned[0] if args.tuned else None
-    job = train_job_from_args(args, resolve_params(json.loads(args.params), tuned))
+    job = train_job_from_args(args, resolve_params(args.params, tuned))
     train_setting(job, Path(args.out), Path(args.checkpoints), tuned_from=tuned)
     return 0
 

@@ -38,3 +38,13 @@ def test_parse_sets_the_log_level_and_goes_offline(tmp_path, monkeypatch) -> Non
 def test_report_is_one_sorted_json_line(capsys) -> None:
     report({"b": 1, "a": [2]})
     assert capsys.readouterr().err == '{"a": [2], "b": 1}\n'
+
+
+def test_settings_arguments_are_parsed_once_and_bad_json_stops(capsys) -> None:
+    parser = ScriptParser("doc")
+    parser.add_settings("--models", "config models.*")
+    assert parser.parse_args(["--models", '{"sam": {"variant": "vit_b"}}']).models == {
+        "sam": {"variant": "vit_b"}}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--models", "{sam"])
+    assert "--models: not valid JSON" in capsys.readouterr().err

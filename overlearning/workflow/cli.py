@@ -40,6 +40,10 @@ class ScriptParser(argparse.ArgumentParser):
         if weights_cache:
             self.add_argument("--cache", required=True, help="the pretrained weights cache")
 
+    def add_settings(self, flag: str, help: str) -> None:
+        """A required JSON value (config values a rule picked for the job), parsed once."""
+        self.add_argument(flag, required=True, type=json_value, help=f"{help} (JSON)")
+
     def add_out(self, help: str, flag: str = "--out") -> None:
         """The (required) output the script writes."""
         self.add_argument(flag, required=True, help=help)
@@ -51,6 +55,14 @@ class ScriptParser(argparse.ArgumentParser):
         if self._weights_cache:
             go_offline(args.cache)
         return args
+
+
+def json_value(text: str) -> Any:
+    """argparse type of a JSON argument: a bad value stops with argparse's one-line usage error."""
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
 
 
 def set_torch_threads(threads: int) -> None:
