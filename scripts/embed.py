@@ -1,7 +1,7 @@
 """Embed evaluation sets with one trained model (the `embed` and `embed_anonymised` rules).
 
 The model is loaded once and every set given with --set is embedded with it; each set gets
-its own .npz (docs/layout.md): raw embeddings, labels, file names, person flags and
+its own .npz (docs/architecture.md): raw embeddings, labels, file names, person flags and
 cameras, in the sorted order every metric and figure relies on.
 """
 
