@@ -31,15 +31,10 @@ evaluation_available = EVAL_PLAN.evaluation_available
 setting_metrics_jobs = EVAL_PLAN.setting_metrics_jobs
 
 
-def trunk_json(setting):
-    """The architecture of a setting's trunk (config models.<trunk>), all of it used to
-    build the model."""
-    trunk = config["training"]["settings"][setting]["trunk"]
-    return json.dumps(config["models"][trunk], sort_keys=True)
-
-
 def eval_trunk_json(wildcards):
-    return trunk_json(wildcards.setting)
+    """The architecture of the setting's trunk (config models.<trunk>): all of it builds the model."""
+    trunk = config["training"]["settings"][wildcards.setting]["trunk"]
+    return json.dumps(config["models"][trunk], sort_keys=True)
 
 
 def embed_set_flag(out, kind, source, category):
