@@ -27,7 +27,13 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
 )
 
-from overlearning.workflow.config import ConfigError, check_dataset_sources, validate_config
+from overlearning.workflow.config import (
+    ConfigError,
+    check_dataset_sources,
+    config_hash,
+    validate_config,
+)
+from overlearning.workflow.provenance import CONFIG_HASH_ENV
 from overlearning.workflow.report_graph import install as install_report_graph
 
 # `snakemake --report`: the rule graph on the report's first page gets one node per rule.
@@ -37,6 +43,12 @@ try:
     validate_config(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+
+# Provenance records which configuration made a result. Jobs read its hash from the
+# environment (every job, local, SLURM or in a container, re-reads this Snakefile or
+# inherits our environment), never from a param: a param holding the config would make
+# any config edit -- a memory request, a figure option -- rerun every job that has it.
+os.environ[CONFIG_HASH_ENV] = config_hash(config)
 
 
 include: "rules/common.smk"

@@ -28,6 +28,8 @@ from torchvision.ops import nms as tv_nms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results import write_result  # noqa: E402
+
 from overlearning.core.masks import decode_segmentation, encode_mask  # noqa: E402
 from overlearning.detect.segmentation import polygon_to_mask  # noqa: E402
 from overlearning.safeguards.exclusion import (  # noqa: E402
@@ -176,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run(args.frames, args.objects, args.detections, tuple(args.frame_hw), args.seed,
                  args.naive_max)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "exclusion.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    write_result(args.out, "exclusion", result)
     return 0
 
 

@@ -33,6 +33,8 @@ from pycocotools import mask as coco_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results import write_result  # noqa: E402
+
 from overlearning.core.image_io import read_rgb, write_image  # noqa: E402
 from overlearning.core.masks import encode_mask  # noqa: E402
 from overlearning.data.crops import crop_file_name, foreground_crop, make_crops  # noqa: E402
@@ -240,11 +242,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.sizes, args.frames, args.objects, tuple(args.frame_size), args.threads,
                  args.seed, args.workdir)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "prepare.json"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_result(args.out, "prepare", result)
     for row in result["sizes"]:
         print(f"{row['videos']} videos ({row['annotations']} annotations): ours "
               f"{row['ours_total_s']} s, naive {row['naive_total_s']} s, ratio "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from results import write_result  # noqa: E402
 
 from overlearning.evaluate.ranking import (  # noqa: E402
     MISSING,
@@ -120,11 +121,7 @@ def main() -> None:
     set_threads(args.threads)
     result = run(args.sizes, args.dim, args.excluded_fraction, 4, args.k, args.seed,
                  args.naive_max)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "ranking.json"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_result(args.out, "ranking", result)
     for row in result["sizes"]:
         print(f"{row['n_queries']} x {row['n_references']}: ours {row['vectorised_s']} s, "
               f"one GEMM {row['gemm_lower_bound_s']} s (ratio {row['ratio_over_gemm']}), "

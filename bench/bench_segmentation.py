@@ -26,6 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results import write_result  # noqa: E402
+
 from overlearning.detect.segmentation import (  # noqa: E402
     encode_images,
     make_predictor,
@@ -122,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             "encoder_num_heads": max(1, args.embed // 64),
             "encoder_global_attn_indexes": [args.depth - 1], "image_size": args.image_size}}
     result = run(args.images, args.boxes, tuple(args.image_hw), sam_cfg, args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "segmentation.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    write_result(args.out, "segmentation", result)
     return 0
 
 

@@ -43,6 +43,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results import write_result  # noqa: E402
+
 from overlearning.data.crop_sets import Item  # noqa: E402
 from overlearning.models.embedder import build_embedding_model  # noqa: E402
 from overlearning.models.losses import MultiSimilarityConfusionLoss  # noqa: E402
@@ -267,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     report["loss"] = [bench_loss(batch, 512, repeats=5) for batch in (32, 64, 128)]
     for row in report["loss"]:
         row["speedup"] = row["naive_s"] / row["ours_s"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "training.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_result(args.out, "training", report)
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
 

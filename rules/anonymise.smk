@@ -18,31 +18,20 @@
 
 import os
 
-from overlearning.core.names import variant_name
+from overlearning.workflow.plans import ANON_POLICIES, AnonymisationPlan
 
 ANON = config["anonymisation"]
-ANON_ROOT = f"{DATA}/anon"
-ANON_VARIANTS = [variant_name(m["method"], m["strength"]) for m in ANON["methods"]]
-ANON_POLICIES = {"detected": "detected_persons", "gt": "gt_persons"}
-ANON_PERSON_SETS = [ps for ps in config["evaluation"]["person_sets"] if ps in EVALUATIONS]
+ANON_PLAN = AnonymisationPlan.from_config(config, EVAL_PLAN)
+ANON_ROOT = ANON_PLAN.root
+ANON_VARIANTS = ANON_PLAN.variants
+ANON_PERSON_SETS = ANON_PLAN.person_sets
 VIS_TEST = f"{DATA}/vis/test"
-
-# Anonymised set -> what it is a copy of: the raw embedding set it replaces in the index,
-# the exclusion set whose detector verdicts the deployment policy follows, how to embed it.
-ANON_SOURCES = {}
-for _policy in ANON_POLICIES:
-    ANON_SOURCES[f"vis_test_{_policy}"] = {
-        "policy": _policy, "raw": "vis_test", "detections": "vis_test", "kind": "crops",
-        "folder": None, "category": config["preparation"]["vis_person_category"],
-    }
-    for _ps in ANON_PERSON_SETS:
-        ANON_SOURCES[f"{_ps}_{_policy}"] = {
-            "policy": _policy, "raw": f"{_ps}_gallery", "detections": _ps, "kind": "folder",
-            "folder": "foregroundImages_cropped", "category": None,
-        }
-# The evaluations whose index can be anonymised: person and non-person retrieval on the VIS
-# test split, and each person set's queries against its gallery.
-ANON_EVALUATIONS = ["nonperson", "person"] + ANON_PERSON_SETS
+# Anonymised set -> the raw set it copies, whose detections it follows, how to embed it;
+# the evaluations whose index can be anonymised; the sets made for every variant
+# (deployment sets only where the detector ran). See overlearning/workflow/plans.py.
+ANON_SOURCES = ANON_PLAN.sources
+ANON_EVALUATIONS = ANON_PLAN.evaluations
+ANON_SETS = ANON_PLAN.sets
 
 wildcard_constraints:
     anon_method="mosaic|blur|noise",
@@ -63,18 +52,11 @@ ANON_PARAMS = {
     "jpeg_quality": config["preparation"]["jpeg_quality"],
 }
 
-
-def anon_dir(variant, anon_set):
-    return f"{ANON_ROOT}/{variant}/{anon_set}"
-
-
-def anon_embedding_path(setting, variant, anon_set):
-    return f"{RESULTS}/embeddings/{setting}/anon/{variant}/{anon_set}.npz"
-
-
-def anon_row(policy, variant):
-    """The table row label (the metrics file's "exclusion") of one policy and variant."""
-    return f"anon_{policy}_{variant}"
+anon_dir = ANON_PLAN.set_dir
+anon_embedding_path = ANON_PLAN.embedding_path
+anon_row = ANON_PLAN.row
+anon_available = ANON_PLAN.available
+setting_anon_jobs = ANON_PLAN.setting_jobs
 
 
 def anon_detections(wildcards, exclusion_set):
@@ -141,38 +123,18 @@ rule anonymise_person_gallery:
         + ANON_FLAGS + " --out {output} > {log} 2>&1"
 
 
-# Anonymised sets made for every variant (deployment sets only where the detector ran).
-ANON_SETS = [name for name, s in ANON_SOURCES.items()
-             if s["policy"] != "detected" or s["detections"] in EXCLUSION_SETS]
-
-
-def anon_embed_flags(wildcards):
-    """A VIS copy is embedded as a split (crop index + crops), a gallery copy as a folder."""
-    flags = []
-    for variant in ANON_VARIANTS:
-        for name in ANON_SETS:
-            source = ANON_SOURCES[name]
-            folder = anon_dir(variant, name)
-            if source["folder"] is not None:
-                folder = f"{folder}/{source['folder']}"
-            flags.append(embed_set_flag(anon_embedding_path(wildcards.setting, variant, name),
-                                        source["kind"], folder, source["category"]))
-    return " ".join(flags)
-
-
 # Embed every anonymised set with a trained model (the evaluation's embed script).
 rule embed_anonymised:
     input:
         unpack(lambda wildcards: model_files(wildcards.setting)),
-        images=[anon_dir(v, name) for v in ANON_VARIANTS for name in ANON_SETS],
+        images=ANON_PLAN.set_dirs(),
     output:
-        [anon_embedding_path("{setting}", v, name)
-         for v in ANON_VARIANTS for name in ANON_SETS],
+        ANON_PLAN.embedding_files("{setting}"),
     params:
-        model_dir=lambda wildcards: f"{RESULTS}/models/{wildcards.setting}",
+        model_dir=lambda wildcards: EVAL_PLAN.model_dir(wildcards.setting),
         trunk=eval_trunk_json,
         dim=config["training"]["embedding_dim"],
-        sets=anon_embed_flags,
+        sets=lambda wildcards: embed_flags(ANON_PLAN.embed_sets(wildcards.setting)),
         batch_size=EVAL["batch_size"],
         workers=EVAL["loader_workers"],
         precision=EVAL["precision"],
@@ -193,72 +155,17 @@ rule embed_anonymised:
         " --threads {threads} > {log} 2>&1"
 
 
-def anon_available(evaluation, policy):
-    """The deployment policy needs the detector's verdicts on every set it anonymises."""
-    if policy != "detected":
-        return True
-    indexed = {name for name, _, _ in EVALUATIONS[evaluation]["references"]}
-    return all(s["detections"] in EXCLUSION_SETS for s in ANON_SOURCES.values()
-               if s["policy"] == policy and s["raw"] in indexed)
-
-
-def anon_metrics_job(setting, evaluation, policy, variant):
-    """One plan entry: the evaluation with the anonymisable reference sets swapped for their
-    copies; a copy of the query set is marked so each query's own copy counts as itself."""
-    spec = EVALUATIONS[evaluation]
-    query_set, query_subset = spec["query"]
-    by_raw = {s["raw"]: name for name, s in ANON_SOURCES.items() if s["policy"] == policy}
-    references, copies = [], []
-    for name, subset, _ in spec["references"]:
-        if name not in by_raw:  # OVIS distractors: never anonymised, never excluded
-            references.append([embedding_path(setting, name), subset, "-"])
-            continue
-        anon_set = by_raw[name]
-        npz = anon_embedding_path(setting, variant, anon_set)
-        excl = f"{anon_dir(variant, anon_set)}/exclusion.json" if policy == "detected" else "-"
-        references.append([npz, subset, excl])
-        if name == query_set:
-            copies.append(npz)
-    row = anon_row(policy, variant)
-    return {
-        "query": [embedding_path(setting, query_set), query_subset],
-        "references": references, "query_copies": copies, "reid": spec["reid"],
-        "setting": setting, "evaluation": evaluation, "exclusion": row,
-        "out": metrics_path(setting, evaluation, row),
-    }
-
-
-def setting_anon_jobs(setting):
-    return [anon_metrics_job(setting, evaluation, policy, variant)
-            for variant in ANON_VARIANTS
-            for policy in ANON_POLICIES
-            for evaluation in ANON_EVALUATIONS
-            if anon_available(evaluation, policy)]
-
-
-def anon_plan_inputs(wildcards):
-    jobs = setting_anon_jobs(wildcards.setting)
-    files = plan_inputs(jobs)
-    # The deployment sets' exclusion.json lives inside the anonymised set's folder.
-    files["sets"] = sorted({os.path.dirname(ref[2]) for job in jobs
-                            for ref in job["references"] if ref[2] != "-"})
-    files["exclusions"] = []
-    return files
-
-
 # Raw queries against the anonymised index: person re-ID and non-person retrieval per
 # trained model, policy and variant (non-person numbers change only where the detector
 # anonymised a non-person).
 rule metrics_anonymised:
     input:
-        unpack(anon_plan_inputs),
+        unpack(lambda wildcards: ANON_PLAN.plan_inputs(wildcards.setting)),
     output:
         metrics=[job["out"] for job in setting_anon_jobs("{setting}")],
-        provenance=[job["out"].replace(".json", ".provenance.json")
-                    for job in setting_anon_jobs("{setting}")],
+        provenance=provenance_files(setting_anon_jobs("{setting}")),
     params:
         plan=lambda wildcards: json.dumps(setting_anon_jobs(wildcards.setting)),
-        config=EVAL_CONFIG_JSON,
         knn=config["evaluation"]["knn"],
     log:
         log_path("metrics_anonymised", "{setting}"),
@@ -272,22 +179,12 @@ rule metrics_anonymised:
         container_for("cpu")
     shell:
         script("compute_metrics.py") + " --plan {params.plan:q} --threads {threads}"
-        " --knn {params.knn} --config {params.config:q} > {log} 2>&1"
+        " --knn {params.knn} > {log} 2>&1"
 
 
 def anonymisation_metrics_files():
-    """Rows of the comparison table in order: per training setting, no safeguard and index
-    exclusion (the evaluation's files), then each variant's deployment and oracle rows."""
-    files = []
-    for setting in SETTINGS:
-        for exclusion in EVAL["exclusion"]:
-            files += [metrics_path(setting, e, exclusion) for e in ANON_EVALUATIONS
-                      if evaluation_available(e, exclusion)]
-        for variant in ANON_VARIANTS:
-            for policy in ANON_POLICIES:
-                files += [metrics_path(setting, e, anon_row(policy, variant))
-                          for e in ANON_EVALUATIONS if anon_available(e, policy)]
-    return files
+    """Rows of the comparison table in order (plans.AnonymisationPlan.metrics_files)."""
+    return ANON_PLAN.metrics_files(SETTINGS)
 
 
 ANON_TABLES = f"{RESULTS}/tables/anonymisation"
@@ -307,8 +204,7 @@ rule anonymisation_tables:
         provenance=[f"{ANON_TABLES}/{stem}.provenance.json" for stem in ANON_TABLE_STEMS],
     params:
         out_dir=ANON_TABLES,
-        config=EVAL_CONFIG_JSON,
-        **HEADLINE,
+        **HEADLINE_PARAMS,
     log:
         log_path("anonymisation_tables"),
     benchmark:
@@ -322,7 +218,7 @@ rule anonymisation_tables:
     shell:
         script("make_tables.py") + " --metrics {input.metrics:q} --baseline {params.baseline}"
         " --safeguarded {params.safeguarded} --nonperson {params.nonperson}"
-        " --person {params.person} --config {params.config:q} --out-dir {params.out_dir:q}"
+        " --person {params.person} --out-dir {params.out_dir:q}"
         " --row-label safeguard > {log} 2>&1"
 
 
@@ -389,7 +285,7 @@ rule anonymisation_privacy_utility:
 
 def anonymised_sets():
     """Every anonymised image set (deployment sets only where the detector ran on them)."""
-    return [anon_dir(v, name) for v in ANON_VARIANTS for name in ANON_SETS]
+    return ANON_PLAN.set_dirs()
 
 
 def anonymisation_targets():

@@ -1,5 +1,6 @@
 # Names and input-choosing helpers shared by every stage. No logic beyond paths.
 
+import json
 import shutil
 import sys
 
@@ -69,6 +70,13 @@ def raw_root(dataset):
 
 def raw_archives(dataset):
     return [a["path"] for a in config["datasets"][dataset]["archives"]]
+
+
+def picked(section, *keys):
+    """JSON of the named keys of a config section, for a script that takes a settings
+    object. A job gets only the values it uses: a key added to the section for another
+    rule (or a resources edit) leaves its params, and so the job, unchanged."""
+    return json.dumps({key: section[key] for key in keys}, sort_keys=True)
 
 
 def rule_resources(key):

@@ -24,10 +24,19 @@ SEGMENTER_MODELS = json.dumps({"sam": config["models"]["sam"]}, sort_keys=True)
 BOTH_MODELS = json.dumps(
     {k: config["models"][k] for k in ("grounding_dino", "sam")}, sort_keys=True
 )
-DETECTION_SETTINGS = json.dumps(
-    {k: v for k, v in DETECT.items() if k not in ("sets", "shards")}, sort_keys=True
+DETECTION_SETTINGS = picked(DETECT, "prompts", "box_threshold", "text_threshold", "batch_size",
+                            "image_size", "max_image_size", "person_label", "batching",
+                            "precision")
+SEGMENTATION_SETTINGS = picked(config["segmentation"], "mask_threshold", "multimask",
+                               "batch_size", "precision")
+# The clothes probe prompts its own garment names: of detection.* it reads only the input
+# size and batch size.
+CLOTHES_DETECTION = picked(DETECT, "image_size", "max_image_size", "batch_size")
+CLOTHES_SETTINGS = picked(config["clothes"], "method", "segformer_labels", "segformer_size",
+                          "prompts", "box_threshold", "text_threshold", "on_missing")
+CLOTHES_MODELS = json.dumps(
+    {k: config["models"][k] for k in ("grounding_dino", "sam", "segformer_clothes")}, sort_keys=True
 )
-SEGMENTATION_SETTINGS = json.dumps(config["segmentation"], sort_keys=True)
 
 wildcard_constraints:
     set="|".join(["vis_test", *PERSON_SETS]),
@@ -168,10 +177,9 @@ rule clothes_probe:
     wildcard_constraints:
         person_dir="|".join(re.escape(d) for d in CLOTHES_DIRS),
     params:
-        models=json.dumps({k: config["models"][k]
-                           for k in ("grounding_dino", "sam", "segformer_clothes")}, sort_keys=True),
-        clothes=json.dumps(config["clothes"], sort_keys=True),
-        detection=DETECTION_SETTINGS,
+        models=CLOTHES_MODELS,
+        clothes=CLOTHES_SETTINGS,
+        detection=CLOTHES_DETECTION,
         segmentation=SEGMENTATION_SETTINGS,
         cache=lambda wildcards, input: os.path.dirname(input.manifest),
         quality=config["preparation"]["jpeg_quality"],

@@ -11,7 +11,9 @@ import shlex
 
 from overlearning.core.names import MASK_FOLDER_SUFFIX, PERSON_FOLDERS as RAW_PERSON_FOLDERS
 
-EXCLUSION_SETTINGS = json.dumps(config["exclusion"], sort_keys=True)
+# exclusion.person_gt is not passed: the rule turns it into the --gt-masks flag.
+EXCLUSION_SETTINGS = picked(config["exclusion"], "nms_iou", "min_confidence", "match_iou",
+                            "matching")
 
 
 def exclusion_targets():

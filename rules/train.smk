@@ -8,14 +8,14 @@
 import json
 
 TUNED_SETTINGS = list(config["tuning"]["settings"])
-# training.* without the per-setting blocks: what every run shares.
-TRAINING_SHARED = json.dumps(
-    {k: v for k, v in config["training"].items() if k != "settings"}, sort_keys=True
+# The training.* values every run reads (not the per-setting blocks, nor `processes` and
+# `use_tuned`, which the rule itself turns into a flag and an input).
+TRAINING_SHARED = picked(
+    config["training"], "embedding_dim", "batch_size", "m_per_class", "epochs", "weight_decay",
+    "num_workers", "amp", "deterministic", "ms_loss", "augment", "compile",
 )
 # tuning.* without the list of settings to tune (adding one must not retune the others).
-TUNING_SHARED = json.dumps(
-    {k: v for k, v in config["tuning"].items() if k != "settings"}, sort_keys=True
-)
+TUNING_SHARED = picked(config["tuning"], "trials", "epochs_per_trial", "seed", "space")
 
 
 def training_targets():

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 from overlearning.core.image_io import DEFAULT_JPEG_QUALITY
 from overlearning.safeguards.anonymise import METHODS, Anonymiser, anonymise_set
+from overlearning.workflow.cli import ScriptParser, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--images", required=True, help="the set's image folder")
     parser.add_argument("--out", required=True, help="folder to write (replaced whole)")
     parser.add_argument("--selection", required=True,
@@ -28,16 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--background-level", type=int, default=0)
     parser.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY)
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     anonymiser = Anonymiser(args.method, args.strength, seed=args.seed,
                             background_level=args.background_level,
                             jpeg_quality=args.jpeg_quality)
     manifest = anonymise_set(images=args.images, out=args.out, anonymiser=anonymiser,
                              selection=args.selection, split_dir=args.split_dir,
                              person_category=args.person_category, exclusion=args.exclusion)
-    print(json.dumps({"images": manifest["images"], "anonymised": len(manifest["anonymised"]),
-                      "not_indexed": len(manifest["not_indexed"])}, sort_keys=True),
-          file=sys.stderr)
+    report({"images": manifest["images"], "anonymised": len(manifest["anonymised"]),
+            "not_indexed": len(manifest["not_indexed"])})
     return 0
 
 

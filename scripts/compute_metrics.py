@@ -11,20 +11,19 @@ MAP@R (pytorch-metric-learning's definitions) and a provenance file beside its J
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from overlearning.workflow.cli import ScriptParser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--plan", required=True, help="JSON list of evaluations")
-    parser.add_argument("--threads", type=int, default=1)
+    parser = ScriptParser(__doc__, threads=True)
+    parser.add_settings("--plan", "list of evaluations")
     parser.add_argument("--knn", choices=("exact", "authors"), default="exact",
                         help="config evaluation.knn: exact, or the authors' k-NN (k - 1 cut)")
-    parser.add_argument("--config", required=True, help="resolved workflow config (JSON), for provenance")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     from overlearning.evaluate.anonymised import write_anonymised_metrics
     from overlearning.evaluate.metrics_file import write_metrics
@@ -33,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from overlearning.workflow.provenance import write_provenance
 
     set_threads(args.threads)
-    config = json.loads(args.config)
-    for job in json.loads(args.plan):
+    for job in args.plan:
         query = part_from_cli(*job["query"])
         references = [part_from_cli(*spec) for spec in job["references"]]
         meta = {k: job[k] for k in ("setting", "evaluation", "exclusion")}
@@ -44,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                                               job["reid"], meta, args.knn)
         else:
             record = write_metrics(job["out"], query, references, job["reid"], meta, args.knn)
-        write_provenance(Path(job["out"]), config,
-                         {"queries": job["query"], "references": job["references"],
+        # The config hash comes from the workflow's environment (provenance.CONFIG_HASH_ENV).
+        write_provenance(Path(job["out"]),
+                         extra={"queries": job["query"], "references": job["references"],
                           "query_copies": copies})
         summary = {k: record[k] for k in record if k.startswith(("retrieval", "reid"))}
         print(f"{job['out']}: {json.dumps(summary, sort_keys=True)}", file=sys.stderr)

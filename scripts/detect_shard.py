@@ -7,36 +7,30 @@ Runs with hub access switched off: weights come from the weights cache.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
-from overlearning.models.cache import go_offline
+from overlearning.workflow.cli import ScriptParser, report, set_torch_threads
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__, threads=True, weights_cache=True)
     parser.add_argument("--images-from", required=True,
                         help="instances.json (VIS frames) or the image folder")
     parser.add_argument("--image-root", required=True, help="folder the image names are under")
-    parser.add_argument("--models", required=True, help="config models.* (JSON)")
-    parser.add_argument("--detection", required=True, help="config detection.* (JSON)")
-    parser.add_argument("--cache", required=True, help="the weights cache")
+    parser.add_settings("--models", "config models.*")
+    parser.add_settings("--detection", "config detection.*")
     parser.add_argument("--shard", type=int, required=True, help="0-based shard index")
     parser.add_argument("--shards", type=int, required=True, help="number of shards")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="shard detections JSON")
-    args = parser.parse_args(argv)
-    go_offline(args.cache)
-    import torch
+    args = parser.parse(argv)
 
     from overlearning.detect.grounding import run_detect_shard
 
-    torch.set_num_threads(args.threads)
-    summary = run_detect_shard(args.images_from, args.image_root, json.loads(args.models),
-                               json.loads(args.detection), args.cache, args.shard, args.shards,
+    set_torch_threads(args.threads)
+    summary = run_detect_shard(args.images_from, args.image_root, args.models,
+                               args.detection, args.cache, args.shard, args.shards,
                                args.out)
-    print(json.dumps(summary, sort_keys=True), file=sys.stderr)
+    report(summary)
     return 0
 
 

@@ -1,26 +1,26 @@
 """Embed evaluation sets with one trained model (the `embed` and `embed_anonymised` rules).
 
 The model is loaded once and every set given with --set is embedded with it; each set gets
-its own .npz (docs/layout.md): raw embeddings, labels, file names, person flags and
+its own .npz (docs/architecture.md): raw embeddings, labels, file names, person flags and
 cameras, in the sorted order every metric and figure relies on.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
+from overlearning.workflow.cli import ScriptParser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__, threads=True)
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model-dir", help="a trained model: {RESULTS}/models/<setting>")
     model.add_argument("--pretrained", metavar="KEY",
                        help="a trunk as downloaded: config models.<KEY> from --cache")
     parser.add_argument("--cache", help="the weights cache (with --pretrained)")
-    parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
+    parser.add_settings("--trunk", "config models.<trunk>")
     parser.add_argument("--embedding-dim", type=int, help="with --model-dir")
     parser.add_argument("--set", nargs=4, action="append", required=True,
                         metavar=("OUT", "KIND", "SOURCE", "CATEGORY"),
@@ -28,12 +28,11 @@ def main(argv: list[str] | None = None) -> int:
                              "(a person image folder); the source; the person category id "
                              "of a crop index, or - for folders")
     parser.add_argument("--batch-size", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=0,
                         help="image loader processes (config evaluation.loader_workers)")
     parser.add_argument("--precision", default="fp32", choices=["bf16", "tf32", "fp32"],
                         help="on CUDA (config evaluation.precision); a CPU always runs fp32")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     import torch
 
@@ -55,12 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.cache:
             parser.error("--pretrained needs --cache")
         go_offline(args.cache)
-        model = load_pretrained_model(args.pretrained, json.loads(args.trunk), args.cache,
-                                      device=device)
+        model = load_pretrained_model(args.pretrained, args.trunk, args.cache, device=device)
     else:
         if args.embedding_dim is None:
             parser.error("--model-dir needs --embedding-dim")
-        model = load_embedding_model(Path(args.model_dir), json.loads(args.trunk),
+        model = load_embedding_model(Path(args.model_dir), args.trunk,
                                      args.embedding_dim, device=device)
     for out, kind, source, category in args.set:
         if kind not in ("crops", "folder"):

@@ -3,19 +3,19 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from overlearning.workflow.cli import ScriptParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__, threads=True)
     parser.add_argument("--set", nargs=2, metavar=("NAME", "NPZ"), action="append", required=True)
     parser.add_argument("--method", choices=["tsne", "umap"], required=True)
     parser.add_argument("--max-points", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     from overlearning.evaluate.embeddings import load_embedding_set
     from overlearning.evaluate.figures import embedding_map

@@ -8,18 +8,18 @@ so it lands in the rule's log.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from overlearning.safeguards.exclusion import run_person_exclusion, run_vis_exclusion, settings_from
+from overlearning.workflow.cli import ScriptParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--detections", required=True, help="the set's detections JSON")
     parser.add_argument("--masks", required=True, help="the set's masks JSON")
-    parser.add_argument("--exclusion", required=True, help="config exclusion.* (JSON)")
+    parser.add_settings("--exclusion", "config exclusion.*")
     parser.add_argument("--person-label", required=True, help="config detection.person_label")
     vis = parser.add_argument_group("VIS split (ground-truth mode)")
     vis.add_argument("--frame-index", help="the split's fg_instances.json")
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     person.add_argument("--gt-masks", help="MGCAM mask folder (omit: whole-image masks)")
     parser.add_argument("--out", required=True, help="exclusion JSON")
     parser.add_argument("--summary", required=True, help="summary JSON")
-    args = parser.parse_args(argv)
-    settings = settings_from(json.loads(args.exclusion), args.person_label)
+    args = parser.parse(argv)
+    settings = settings_from(args.exclusion, args.person_label)
     if (args.frame_index is None) == (args.gallery is None):
         parser.error("give either --frame-index (VIS) or --gallery (person set)")
     if args.frame_index is not None:

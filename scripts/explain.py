@@ -7,29 +7,28 @@ the query's embedding (the authors' choice); one heat map per --gamma pair.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
+from overlearning.workflow.cli import ScriptParser, set_torch_threads
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__, threads=True)
     parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
+    parser.add_settings("--trunk", "config models.<trunk>")
     parser.add_argument("--embedding-dim", type=int, required=True)
     parser.add_argument("--queries", required=True, help="query embeddings (.npz)")
     parser.add_argument("--gallery", required=True, help="gallery embeddings (.npz)")
     parser.add_argument("--query-root", required=True, help="folder of the query images")
     parser.add_argument("--gallery-root", required=True, help="folder of the gallery images")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--target", choices=("similarity", "norm"), default="similarity",
                         help="config explain.target")
     parser.add_argument("--gamma", nargs=2, type=float, action="append", metavar=("CONV", "LINEAR"),
                         help="one zennit Gamma pair per heat map (config explain.gammas); "
                              "default 0.25 0.05")
     parser.add_argument("--out", nargs="+", required=True, help="one PNG per query")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     import torch
 
@@ -42,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     from overlearning.models.embedder import load_embedding_model
 
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     enable_attnlrp()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_embedding_model(Path(args.model_dir), json.loads(args.trunk),
+    model = load_embedding_model(Path(args.model_dir), args.trunk,
                                  args.embedding_dim, device=device)
     check_torchvision_trunk(model, args.model_dir)
     explain_queries(model, load_embedding_set(args.queries), load_embedding_set(args.gallery),

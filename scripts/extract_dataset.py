@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from overlearning.data.archives import ArchiveSource, extract_archives
+from overlearning.workflow.cli import ScriptParser
 
 
 def _optional(values: list[str] | None, count: int, flag: str,
@@ -19,13 +20,13 @@ def _optional(values: list[str] | None, count: int, flag: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--archives", nargs="+", required=True,
                         help="downloads: .zip, .tar[.gz|.bz2|.xz], or plain files to copy")
     parser.add_argument("--sha256", nargs="*", help="expected sha256 per archive, '-' for none")
     parser.add_argument("--md5", nargs="*", help="expected md5 per archive, '-' for none")
     parser.add_argument("--out", required=True, help="folder to create (replaced whole)")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     count = len(args.archives)
     sha256 = _optional(args.sha256, count, "--sha256", parser)
     md5 = _optional(args.md5, count, "--md5", parser)

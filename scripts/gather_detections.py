@@ -5,23 +5,22 @@ Stops if the shards overlap or do not cover exactly the set's image list.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 from overlearning.detect.grounding import run_gather
+from overlearning.workflow.cli import ScriptParser, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--shards", nargs="+", required=True, help="shard JSON files")
     parser.add_argument("--images-from", required=True,
                         help="instances.json (VIS frames) or the image folder")
     parser.add_argument("--person-label", required=True, help="for the summary only")
     parser.add_argument("--out", required=True, help="the set's detections JSON")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     summary = run_gather(args.shards, args.images_from, args.out, args.person_label)
-    print(json.dumps(summary, sort_keys=True), file=sys.stderr)
+    report(summary)
     return 0
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from overlearning.demo.downloads import DemoSizes, write_demo_downloads
+from overlearning.workflow.cli import ScriptParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--out", required=True, help="folder to write the archives into")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--vis-videos", type=int, required=True)
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-seed", type=int, default=123)
     parser.add_argument("--expect", nargs="*", default=[],
                         help="paths the workflow expects; each must be one the generator writes")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     sizes = DemoSizes(args.vis_videos, args.vis_frames, args.ovis_videos, args.ovis_frames,
                       args.persons, args.cameras, args.images_per_camera,
                       (args.image_size[0], args.image_size[1]))

@@ -1,20 +1,17 @@
 #!/usr/bin/env python3
 """OVIS video-level annotations -> frame-level instances.json of the distractor set."""
 
-import argparse
-import logging
-
 from overlearning.data.vis_frames import convert_video_annotations
+from overlearning.workflow.cli import ScriptParser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--annotations", required=True, help="annotations_train.json")
     parser.add_argument("--out", required=True, help="frame-level JSON to write")
     parser.add_argument("--person-category", type=int, default=None,
                         help="configured person category id; must be named 'person' in the file")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parser.parse()
     convert_video_annotations(args.annotations, args.out,
                               person_category=args.person_category)
 

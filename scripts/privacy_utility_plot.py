@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from overlearning.workflow.cli import ScriptParser
 
 
 def _load(paths: list[str]) -> list[dict]:
@@ -17,12 +18,12 @@ def _load(paths: list[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--metrics", nargs="+", required=True)
     parser.add_argument("--nonperson", required=True, help="utility evaluation (x axis)")
     parser.add_argument("--person", nargs="+", required=True, help="person evaluations (panels)")
     parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     from overlearning.evaluate.figures import privacy_utility_plot
 

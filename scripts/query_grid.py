@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from overlearning.workflow.cli import ScriptParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--query", nargs=3, metavar=("NPZ", "SUBSET", "ROOT"), required=True)
     parser.add_argument("--reference", nargs=4, metavar=("NPZ", "SUBSET", "EXCLUSION", "ROOT"),
                         action="append", required=True)
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluation", default="", help="evaluation key")
     parser.add_argument("--exclusion", default="", help="test-time safeguard key")
     parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     from overlearning.core.names import evaluation_title, safeguard_title, setting_title
     from overlearning.evaluate.figures import query_grid

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from overlearning.core.errors import WorkflowInputError
+from overlearning.workflow.cli import ScriptParser
 from overlearning.workflow.rerun import (
     DEFAULT_EXCLUDE,
     format_report,
@@ -34,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="+", help="output file(s) of the job to rerun")
     parser.add_argument("--snakefile", type=Path, default=CHECKOUT / "Snakefile")
     parser.add_argument("--directory", type=Path, default=Path.cwd(),
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="also write the comparison as JSON here")
     parser.add_argument("--exclude", action="append", default=list(DEFAULT_EXCLUDE),
                         help="file name pattern left out of the comparison (repeatable)")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     local = Path(sys.executable).with_name("snakemake")
     snakemake = [str(local) if local.exists() else (shutil.which("snakemake") or "snakemake"),
                  "-s", str(args.snakefile), *passthrough]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from overlearning.workflow.cli import ScriptParser
 
 
 def _load(paths: list[str]) -> list[dict]:
@@ -17,11 +18,11 @@ def _load(paths: list[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ScriptParser(__doc__)
     parser.add_argument("--metrics", nargs="+", required=True)
     parser.add_argument("--evaluations", nargs="+", required=True, help="one panel each")
     parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
 
     from overlearning.evaluate.figures import roc_figure
 

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from overlearning.workflow.cli import ScriptParser
 
-def add_train_job_arguments(parser: argparse.ArgumentParser) -> None:
+
+def train_job_parser(doc: str | None) -> ScriptParser:
+    """A parser with the training job's arguments (hub access goes off when it parses)."""
+    parser = ScriptParser(doc, threads=True, weights_cache=True)
     parser.add_argument("--setting", required=True, help="name of the loss setting")
-    parser.add_argument("--params", required=True, help="config training.settings.<setting> (JSON)")
-    parser.add_argument("--training", required=True, help="config training.* (JSON)")
-    parser.add_argument("--trunk", required=True, help="config models.<trunk> (JSON)")
-    parser.add_argument("--cache", required=True, help="pretrained weights cache")
+    parser.add_settings("--params", "config training.settings.<setting>")
+    parser.add_settings("--training", "config training.*")
+    parser.add_settings("--trunk", "config models.<trunk>")
     parser.add_argument("--train-dir", required=True, help="{DATA}/vis/train")
     parser.add_argument("--valid-dir", required=True, help="{DATA}/vis/valid")
     parser.add_argument("--person-category", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=1)
+    return parser
 
 
 def train_job_from_args(args: argparse.Namespace, params: dict[str, Any] | None = None):
@@ -26,8 +28,8 @@ def train_job_from_args(args: argparse.Namespace, params: dict[str, Any] | None 
     from overlearning.train.loop import TrainJob
 
     return TrainJob(
-        setting=args.setting, params=json.loads(args.params) if params is None else params,
-        training=json.loads(args.training), trunk_cfg=json.loads(args.trunk),
+        setting=args.setting, params=args.params if params is None else params,
+        training=args.training, trunk_cfg=args.trunk,
         cache=Path(args.cache), train_dir=Path(args.train_dir), valid_dir=Path(args.valid_dir),
         person_category=args.person_category, seed=args.seed, threads=args.threads,
     )

@@ -5,29 +5,25 @@ Resumes the study left by an interrupted job. Runs with hub access switched off.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-from train_job_args import add_train_job_arguments, train_job_from_args
+from train_job_args import train_job_from_args, train_job_parser
 
-from overlearning.models.cache import go_offline
+from overlearning.workflow.cli import report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_train_job_arguments(parser)
-    parser.add_argument("--tuning", required=True, help="config tuning.* (JSON)")
+    parser = train_job_parser(__doc__)
+    parser.add_settings("--tuning", "config tuning.*")
     parser.add_argument("--work-dir", required=True, help="where the live study is kept")
     parser.add_argument("--out", required=True, help="folder for study.sqlite, trials.csv, best.json")
-    args = parser.parse_args(argv)
-    go_offline(args.cache)
+    args = parser.parse(argv)
     from overlearning.train.tuning import tune_setting
 
     job = train_job_from_args(args)
-    best = tune_setting(job, json.loads(args.tuning), Path(args.work_dir), Path(args.out))
-    print(json.dumps(best, sort_keys=True), file=sys.stderr)
+    best = tune_setting(job, args.tuning, Path(args.work_dir), Path(args.out))
+    report(best)
     return 0
 
 

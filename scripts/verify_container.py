@@ -17,12 +17,13 @@ import sys
 from pathlib import Path
 
 from overlearning.core.errors import WorkflowInputError
+from overlearning.workflow.cli import ScriptParser
 from overlearning.workflow.container_check import format_report, verify
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     subject = parser.add_mutually_exclusive_group(required=True)
     subject.add_argument("--image", help="a .sif file, or a docker:// / oras:// URI")
     subject.add_argument("--python", help="a local interpreter to check instead of an image")
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="also write the result as JSON here")
     parser.add_argument("--apptainer", default=os.environ.get("APPTAINER", "apptainer"),
                         help="apptainer (or singularity) command")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     try:
         result = verify(args.lock, image=args.image, python=args.python,
                         definition=args.definition, apptainer=args.apptainer)

@@ -7,22 +7,21 @@ weights in the same layout (demo, tests).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 from overlearning.models.weights import prepare_weight_cache
+from overlearning.workflow.cli import ScriptParser, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--models", required=True, help="config models.* as JSON")
+    parser = ScriptParser(__doc__)
+    parser.add_settings("--models", "config models.*")
     parser.add_argument("--cache", required=True, help="the weights cache folder")
     parser.add_argument("--source", required=True, choices=["hub", "random"])
     parser.add_argument("--seed", type=int, required=True, help="seed of random weights")
-    args = parser.parse_args(argv)
-    files = prepare_weight_cache(json.loads(args.models), args.cache, args.source, args.seed)
-    print(json.dumps({"files": len(files)}, sort_keys=True), file=sys.stderr)
+    args = parser.parse(argv)
+    files = prepare_weight_cache(args.models, args.cache, args.source, args.seed)
+    report({"files": len(files)})
     return 0
 
 

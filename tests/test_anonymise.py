@@ -306,8 +306,8 @@ def test_corrupt_person_image_stops_and_leaves_no_output(vis_split: Path, tmp_pa
 
 @pytest.mark.parametrize("exclusion, message", [
     ({"Detected Person Exclusion": ["vidZ/00000_9.png"]}, "not crops of the set"),
-    ({"Person Exclusion": []}, "unknown exclusion category"),
-    (["vidA/00000_1.png"], "category -> list"),
+    ({"Person Exclusion": []}, "unknown exclusion categories"),
+    (["vidA/00000_1.png"], "must be an object"),
 ])
 def test_bad_exclusion_json_stops(vis_split: Path, tmp_path: Path, exclusion: object,
                                   message: str) -> None:

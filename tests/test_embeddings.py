@@ -1,5 +1,5 @@
 """Embedding sets: a real tiny timm ViT + Linear embeds real image files once, in sorted
-order, into the .npz layout of docs/layout.md."""
+order, into the .npz layout of docs/architecture.md."""
 
 from __future__ import annotations
 

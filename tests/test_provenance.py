@@ -166,3 +166,13 @@ def test_import_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parent.parent).stdout
     assert out.strip() == "False"
+
+
+def test_config_hash_comes_from_the_workflow_environment(tmp_path, monkeypatch):
+    # Jobs get no config (it would make every config edit a rerun trigger): the Snakefile
+    # exports the hash of the resolved config, and the record takes it from there.
+    monkeypatch.setenv(provenance.CONFIG_HASH_ENV, config_hash(CONFIG))
+    record = json.loads(write_provenance(tmp_path / "t.csv").read_text())
+    assert record["config_sha256"] == config_hash(CONFIG)
+    monkeypatch.delenv(provenance.CONFIG_HASH_ENV)
+    assert provenance_record()["config_sha256"] == "unknown"

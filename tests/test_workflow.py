@@ -10,12 +10,14 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from scripts.check_report import graph_rules
 from tests.conftest import REPO, run_snakemake
@@ -181,3 +183,64 @@ def test_html_report_renders_every_section(demo_runs: tuple[Path, Path]) -> None
     assert len(pictures) == 1 + len(found["sections"])
     for picture in pictures:
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 20_000
+
+
+# ---------------------------------------------------------------- what a config edit reruns
+
+# Jobs that read every training setting's metrics or embeddings: an edit of one setting's
+# chain reruns them too.
+AGGREGATES = {"tables", "privacy_utility", "roc_curves", "embedding_map", "anonymisation_tables",
+              "anonymisation_privacy_utility", "all"}
+
+
+def planned_jobs(run: Path, edit: dict) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job `snakemake -n` plans after merging ``edit`` into the
+    demo config (a second config file: Snakemake merges nested keys)."""
+    extra = run / "edit.yaml"
+    extra.write_text(yaml.safe_dump(edit))
+    proc = run_snakemake(["--configfile", str(REPO / "config.demo.yaml"), str(extra),
+                          "--cores", "2", "-n"], cwd=run)
+    jobs: list[tuple[str, dict[str, str]]] = []
+    for line in (proc.stdout + proc.stderr).splitlines():
+        rule = re.match(r"^(?:local)?rule (\w+):$", line)
+        if rule:
+            jobs.append((rule.group(1), {}))
+        wildcards = re.match(r"^\s+wildcards: (.*)$", line)
+        if wildcards and jobs:
+            jobs[-1][1].update(pair.split("=", 1) for pair in wildcards.group(1).split(", "))
+    if not jobs:
+        assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    # `all` is planned whenever anything is: it only collects the targets.
+    return [(rule, wildcards) for rule, wildcards in jobs if rule != "all"]
+
+
+@pytest.mark.parametrize("edit, rules", [
+    # Memory, threads and run time of any rule: no job's result depends on them.
+    ({"resources": {"default": {"threads": 1, "mem_mb": 2100, "runtime": 31},
+                    "embed": {"threads": 1, "mem_mb": 4100, "runtime": 30},
+                    "train": {"threads": 2, "mem_mb": 4000, "runtime": 45}}}, set()),
+    # A figure option: only the figure that draws it.
+    ({"evaluation": {"figures": {"grid_neighbours": 4}}}, {"query_grid"}),
+    ({"evaluation": {"figures": {"embedding_points": 400}}}, {"embedding_map"}),
+    # Settings of one stage: that stage's jobs and what reads their results only.
+    ({"tuning": {"trials": 4}}, {"tune"}),  # the demo trains with the config's values
+    ({"explain": {"queries": 3}}, {"explain"}),
+    ({"anonymisation": {"background_level": 1}},
+     {"anonymise_vis_test", "anonymise_person_gallery", "embed_anonymised", "metrics_anonymised",
+      "anonymisation_tables", "anonymisation_privacy_utility"}),
+])
+def test_config_edit_reruns_only_the_jobs_that_read_it(
+        demo_runs: tuple[Path, Path], edit: dict, rules: set[str]) -> None:
+    jobs = planned_jobs(demo_runs[0], edit)
+    assert {rule for rule, _ in jobs} == rules, jobs
+
+
+def test_learning_rate_reruns_that_settings_chain_only(demo_runs: tuple[Path, Path]) -> None:
+    jobs = planned_jobs(demo_runs[0], {"training": {"settings": {"ms": {"lr": 3.0e-06}}}})
+    planned = {rule for rule, _ in jobs}
+    assert {"train", "embed", "metrics", "embed_anonymised", "metrics_anonymised",
+            "tables"} <= planned, jobs
+    # Every job is the `ms` model's or reads all models' results; nothing else reruns.
+    others = [(rule, w) for rule, w in jobs if rule not in AGGREGATES and w.get("setting") != "ms"]
+    assert not others, others
+    assert sum(rule == "train" for rule, _ in jobs) == 1

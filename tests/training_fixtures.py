@@ -1,6 +1,6 @@
 """Tiny on-disk inputs for the training tests: coloured crops, tiny trunk configs, a cache.
 
-Crops follow docs/layout.md: ``<split>/foregroundImages_cropped/<video>/<frame>_<object>.jpg``
+Crops follow docs/architecture.md: ``<split>/foregroundImages_cropped/<video>/<frame>_<object>.jpg``
 with ``<split>/fg_instances_cropped.json`` beside the folder. Every object has its own
 colour and shape so a trained model can tell them apart; persons have category 26.
 """

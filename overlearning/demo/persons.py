@@ -22,6 +22,7 @@ image with the same stem, 255 on the person and 0 elsewhere.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +123,16 @@ def protocol(cameras: int, images_per_camera: int) -> list[tuple[int, int, str]]
     return out
 
 
+def shot_plan(train_ids: Sequence[int], test_ids: Sequence[int], cameras: int,
+              images_per_camera: int) -> list[tuple[int, list[tuple[int, int, str]]]]:
+    """(identity, its images as (camera, index within camera, folder)): every camera's
+    images of a training identity, the query/gallery protocol of a test identity."""
+    plan = [(pid, [(cam, k, "bounding_box_train") for cam in range(1, cameras + 1)
+                   for k in range(images_per_camera)]) for pid in train_ids]
+    plan += [(pid, protocol(cameras, images_per_camera)) for pid in test_ids]
+    return plan
+
+
 def train_count(persons: int) -> int:
     return max(2, persons // 2)
 
@@ -144,10 +155,7 @@ def cuhk03(rng: np.random.Generator, persons: int, cameras: int,
     rigs = [random_camera(rng) for _ in range(cameras)]
     images: dict[str, bytes] = {}
     masks: dict[str, bytes] = {}
-    plan = [(pid, [(cam, k, "bounding_box_train") for cam in range(1, cameras + 1)
-                   for k in range(images_per_camera)]) for pid in train_ids]
-    plan += [(pid, protocol(cameras, images_per_camera)) for pid in test_ids]
-    for pid, shots in plan:
+    for pid, shots in shot_plan(train_ids, test_ids, cameras, images_per_camera):
         person = draw.random_identity(rng)
         for cam, k, folder in shots:
             size = (int(rng.integers(*CUHK03_HEIGHTS)), int(rng.integers(*CUHK03_WIDTHS)))
@@ -177,10 +185,7 @@ def market1501(rng: np.random.Generator, persons: int, cameras: int,
         seq = 1 + frame_clock[cam - 1] // 20000
         return f"{label}_c{cam}s{seq}_{frame_clock[cam - 1]:06d}_{n:02d}"
 
-    plan = [(pid, [(cam, k, "bounding_box_train") for cam in range(1, cameras + 1)
-                   for k in range(images_per_camera)]) for pid in train_ids]
-    plan += [(pid, protocol(cameras, images_per_camera)) for pid in test_ids]
-    for pid, shots in plan:
+    for pid, shots in shot_plan(train_ids, test_ids, cameras, images_per_camera):
         person = draw.random_identity(rng)
         for cam, _k, folder in shots:
             shot = random_shot(rng, person, rigs[cam - 1])

@@ -19,8 +19,9 @@ depth order, so partial occlusions are real. Annotation files follow the officia
 from __future__ import annotations
 
 import io
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -270,16 +271,21 @@ def youtube_vis(rng: np.random.Generator, videos: int, frames: int,
                 "width": frame_hw[1], "length": 1, "segmentations": segmentations,
                 "bboxes": boxes, "category_id": track.category_id, "id": len(annotations) + 1,
                 "areas": areas})
-    instances = {
-        "info": {"description": "Generated demo stand-in for YouTube-VIS 2021 train",
-                 "version": "2021", "year": 2021},
+    return files, _instances("Generated demo stand-in for YouTube-VIS 2021 train", "2021",
+                             video_entries, YTVIS_2021_CATEGORIES, annotations)
+
+
+def _instances(description: str, version: str, videos: list[dict[str, Any]],
+               categories: Sequence[str], annotations: list[dict[str, Any]]) -> dict[str, Any]:
+    """A video-level annotation file in the layout YouTube-VIS and OVIS share."""
+    return {
+        "info": {"description": description, "version": version, "year": 2021},
         "licenses": [{"id": 1, "name": "demo", "url": ""}],
-        "videos": video_entries,
+        "videos": videos,
         "categories": [{"supercategory": "object", "id": i + 1, "name": n}
-                       for i, n in enumerate(YTVIS_2021_CATEGORIES)],
+                       for i, n in enumerate(categories)],
         "annotations": annotations,
     }
-    return files, instances
 
 
 def ovis(rng: np.random.Generator, videos: int, frames: int,
@@ -325,13 +331,5 @@ def ovis(rng: np.random.Generator, videos: int, frames: int,
                 "category_id": track.category_id, "segmentations": segmentations,
                 "bboxes": boxes, "areas": areas, "occlusion": occlusion, "iscrowd": 0,
                 "height": frame_hw[0], "width": frame_hw[1], "length": 1})
-    instances = {
-        "info": {"description": "Generated demo stand-in for OVIS train", "version": "1.0",
-                 "year": 2021},
-        "licenses": [{"id": 1, "name": "demo", "url": ""}],
-        "videos": video_entries,
-        "categories": [{"supercategory": "object", "id": i + 1, "name": n}
-                       for i, n in enumerate(OVIS_CATEGORIES)],
-        "annotations": annotations,
-    }
-    return files, instances
+    return files, _instances("Generated demo stand-in for OVIS train", "1.0", video_entries,
+                             OVIS_CATEGORIES, annotations)

@@ -4,7 +4,7 @@ Every metric and figure reads these files, so turning index exclusion on or off 
 a new evaluation over the same images) never runs a model again. A set's `.npz` holds
 ``embeddings`` (float32, N x d, raw model outputs), ``labels`` (int64), ``files`` (str,
 relative names, sorted), ``persons`` (bool) and ``cameras`` (int64, -1 where unknown), see
-docs/layout.md.
+docs/architecture.md.
 """
 
 from __future__ import annotations

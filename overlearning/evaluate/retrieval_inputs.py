@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from overlearning.core.atomic import read_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.evaluate.embeddings import EmbeddingSet, Subset, concatenate, load_embedding_set
-from overlearning.safeguards.categories import CATEGORIES, EXCLUDED_CATEGORIES
+from overlearning.safeguards.categories import CATEGORIES, EXCLUDED_CATEGORIES, read_exclusion_lists
 
 KNOWN_CATEGORIES = CATEGORIES
 SUBSETS = ("all", "persons", "nonpersons")
@@ -43,26 +42,8 @@ class RetrievalInputs:
 
 def load_exclusion(path: Path | str, known_files: Sequence[str]) -> set[str]:
     """File names to leave out of the index; every listed name must belong to the set."""
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise WorkflowInputError(path, "exclusion JSON must be an object {category: [file names]}")
-    unknown = sorted(set(data) - set(KNOWN_CATEGORIES))
-    if unknown:
-        raise WorkflowInputError(path, f"unknown exclusion categories {unknown} "
-                                       f"(known: {list(KNOWN_CATEGORIES)})")
-    known = set(known_files)
-    excluded: set[str] = set()
-    for category, names in data.items():
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise WorkflowInputError(path, f"category {category!r} must list file names")
-        strangers = sorted(set(names) - known)
-        if strangers:
-            raise WorkflowInputError(
-                path, f"{len(strangers)} names in {category!r} are not in the embedding set "
-                      f"(first: {strangers[:3]}); exclusion and evaluation must name the same crops")
-        if category in EXCLUDED_CATEGORIES:
-            excluded.update(names)
-    return excluded
+    lists = read_exclusion_lists(path, known_files)
+    return {name for category in EXCLUDED_CATEGORIES for name in lists[category]}
 
 
 def _load_part(part: Part, cache: dict[str, EmbeddingSet]) -> tuple[EmbeddingSet, np.ndarray]:

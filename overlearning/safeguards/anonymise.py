@@ -34,7 +34,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-from overlearning.core.atomic import atomic_directory, read_json, write_json
+from overlearning.core.atomic import atomic_directory, write_json
 from overlearning.core.errors import ConfigError, WorkflowInputError
 from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, IMAGE_SUFFIXES, read_rgb, write_image
 from overlearning.core.names import variant_name
@@ -44,6 +44,7 @@ from overlearning.safeguards.categories import (
     MISCLASSIFIED_EXCLUSION,
     MISCLASSIFIED_INCLUSION,
     UNDETECTED,
+    read_exclusion_lists,
 )
 
 Method = Literal["mosaic", "blur", "noise"]
@@ -176,21 +177,7 @@ def gt_person_names(split_dir: Path | str, person_category: int) -> list[str]:
 
 def read_exclusion(path: Path | str, known: Iterable[str]) -> dict[str, list[str]]:
     """The exclusion JSON ``{category: [crop names]}``, checked against the set's crop names."""
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise WorkflowInputError(path, "exclusion JSON must map category -> list of crop names")
-    known = set(known)
-    for category, names in data.items():
-        if category not in EXCLUSION_CATEGORIES:
-            raise WorkflowInputError(path, f"unknown exclusion category {category!r}")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise WorkflowInputError(path, f"category {category!r} is not a list of crop names")
-        unknown = sorted(set(names) - known)
-        if unknown:
-            raise WorkflowInputError(
-                path, f"{len(unknown)} name(s) under {category!r} are not crops of the set "
-                      f"(stale exclusion?), e.g. {unknown[0]!r}")
-    return {c: list(data.get(c, [])) for c in EXCLUSION_CATEGORIES}
+    return read_exclusion_lists(path, known)
 
 
 def detected_person_policy(exclusion: Mapping[str, list[str]]) -> tuple[list[str], list[str]]:

@@ -26,6 +26,11 @@ from overlearning.core.hashing import sha256_file
 from overlearning.workflow.config import config_hash
 
 PROVENANCE_SUFFIX = ".provenance.json"
+# The Snakefile hashes the resolved configuration once and exports the hash in this
+# variable; every job (local, SLURM, container) inherits it. Jobs therefore record which
+# configuration made them without receiving the configuration as a param: a param would
+# make every edit of any config key (a memory request, a figure option) rerun every job.
+CONFIG_HASH_ENV = "OVERLEARNING_CONFIG_SHA256"
 SCHEMA_VERSION = 1
 
 # The checkout the running code comes from (the package lives at <checkout>/overlearning).
@@ -181,12 +186,23 @@ def host_state() -> dict[str, Any]:
     }
 
 
-def provenance_record(config: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict:
-    """Everything :func:`write_provenance` writes, as a dict."""
+def configured_hash(config: Mapping[str, Any] | None = None) -> str:
+    """The hash of ``config`` when given, else the one the workflow exported, else "unknown"."""
+    if config is not None:
+        return config_hash(config)
+    return os.environ.get(CONFIG_HASH_ENV) or "unknown"
+
+
+def provenance_record(config: Mapping[str, Any] | None = None,
+                      extra: Mapping[str, Any] | None = None) -> dict:
+    """Everything :func:`write_provenance` writes, as a dict.
+
+    Without ``config`` the hash comes from the environment (:data:`CONFIG_HASH_ENV`).
+    """
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "git": git_state(),
-        "config_sha256": config_hash(config),
+        "config_sha256": configured_hash(config),
         "container": container_state(),
         "runtime": runtime_state(),
         "host": host_state(),
@@ -197,7 +213,8 @@ def provenance_record(config: Mapping[str, Any], extra: Mapping[str, Any] | None
     return record
 
 
-def write_provenance(target: Path, config: dict, extra: dict | None = None) -> Path:
+def write_provenance(target: Path, config: Mapping[str, Any] | None = None,
+                     extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``<target without suffix>.provenance.json`` atomically and return its path."""
     path = provenance_path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
