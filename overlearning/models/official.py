@@ -115,8 +115,9 @@ FORMATS: dict[str, OfficialFormat] = {
         metadata_keys=frozenset({"args", "epoch"}), prefix="module.",
         extras=_grounding_dino_extras),
     # bert-base-uncased model.safetensors: BertForPreTraining converted from the 2018 TF
-    # release: "bert."-prefixed, LayerNorm gamma/beta, pre-training heads; the tied decoder
-    # weight can be missing where the safetensors conversion dropped shared tensors.
+    # release: "bert."-prefixed, LayerNorm gamma/beta, pre-training heads. The decoder
+    # weight is tied to the word embeddings and stored once (the 440,449,768-byte file has
+    # room for one copy only); pytorch_model.bin names it, so it is allowed, not required.
     "bert": OfficialFormat(
         name="bert-base-uncased model.safetensors", container="safetensors",
         key_prefix="bert.",
@@ -241,6 +242,8 @@ def official_state(model: torch.nn.Module, fmt: OfficialFormat, generator: torch
     # it in the file too, as torch.save of the publisher's state dict did.
     state: dict[str, Any] = {fmt.file_key(k): v.detach() for k, v in model.state_dict().items()}
     for key, (shape, dtype) in fmt.extras(model).items():
+        if key in fmt.optional_extras:  # the published file lacks them (docs/weights.md)
+            continue
         if dtype.is_floating_point:
             state[key] = torch.randn(shape, generator=generator, dtype=dtype) * 0.02
         else:
