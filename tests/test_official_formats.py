@@ -248,7 +248,7 @@ def test_full_size_standins_match_the_published_files(tmp_path: Path) -> None:
 
     files = write_standin_bundle(PAPER_MODELS, tmp_path / "bundle", seed=0)
     for key, size in PUBLISHED_BYTES.items():
-        assert abs(files[key].stat().st_size - size) / size < 0.01, key
+        assert abs(files[key].stat().st_size - size) / size < 0.001, key
     # torchvision's own metadata for IMAGENET1K_SWAG_E2E_V1: parameters and file size (MB).
     meta = torchvision.models.ViT_B_16_Weights.IMAGENET1K_SWAG_E2E_V1.meta
     state = torch.load(files["torchvision_vit"], weights_only=True)
