@@ -4,8 +4,8 @@
 and SAM ViT-B from a weights bundle (overlearning.models.bundle; the ``hub`` source of the
 weights rule downloads them there first), checks each against its published format and the
 configured architecture (overlearning.models.official), and stores them as safetensors (no
-pickle reaches a compute node). ``source="random"`` writes tiny seeded random weights of the same architectures
-(shrunk by ``models.<x>.overrides``) and a tiny BERT whose vocabulary covers every prompt, for
+pickle reaches a compute node). ``source="random"`` writes tiny seeded random weights of the
+same architectures (shrunk by ``models.<x>.overrides``) and a tiny BERT whose vocabulary covers every prompt, for
 tests and the demo. Layout: see ``overlearning.models.detectors``.
 """
 
