@@ -11,7 +11,7 @@ CORES ?= 2
 # container the image's python is used instead).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env env-login demo test test-fast bench lint dryrun clean-demo container verify-container
+.PHONY: env env-login demo rehearse test test-fast bench lint dryrun clean-demo container verify-container
 
 env: $(STAMP)
 
@@ -39,6 +39,22 @@ $(LOGIN_VENV)/.installed: $(LOGIN_LOCK)
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/demo --cores $(CORES)
 	$(BIN)/snakemake --profile profiles/demo --report demo-run/report.html
+
+# The paper's models at full size on stand-in weights in the published formats and a tiny
+# generated dataset, every rule on the CPU (20-40 min); then the per-rule peak-memory table
+# in docs/hpc.md from the rehearsal's benchmark files. See config.rehearse.yaml.
+REHEARSE_BUNDLE := rehearse-run/weights-bundle
+rehearse: $(STAMP) $(REHEARSE_BUNDLE)/.complete
+	$(BIN)/snakemake --configfile config.rehearse.yaml --cores $(CORES) --rerun-incomplete \
+		--printshellcmds --show-failed-logs
+	$(BIN)/python scripts/benchmark_table.py --benchmarks rehearse-run/logs/benchmarks \
+		--doc docs/hpc.md
+
+$(REHEARSE_BUNDLE)/.complete: config.yaml config.rehearse.yaml overlearning/models/standins.py \
+		overlearning/models/official.py
+	$(BIN)/python scripts/make_standin_weights.py --config config.yaml config.rehearse.yaml \
+		--out $(REHEARSE_BUNDLE)
+	touch $@
 
 # The real-SLURM test mostly waits on the cluster's polling: it runs beside the rest (its
 # own cluster, no shared port), and each group's log is printed whole when both are done.

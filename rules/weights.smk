@@ -2,8 +2,9 @@
 # AttnLRP heat maps, torchvision's ViT-B/16; detection uses GroundingDINO and SAM. All of
 # them are fetched once, on the login node where the network is, into one cache folder
 # with a checksum manifest; every compute job reads that folder with hub access switched
-# off. The demo (weights.source: random) writes tiny seeded random weights in the same
-# layout instead of downloading.
+# off. `weights.source: files` reads the same published files from a local folder
+# (weights.files: an offline bundle, or the stand-ins of `make rehearse`). The demo
+# (weights.source: random) writes tiny seeded random weights in the same layout instead.
 
 import json
 
@@ -29,6 +30,9 @@ rule weights:
         models=json.dumps(config["models"], sort_keys=True),
         cache=WEIGHTS,
         source=config["weights"]["source"],
+        files=lambda wildcards: (
+            f" --files {config['weights']['files']}" if config["weights"].get("files") else ""
+        ),
         seed=config["seed"],
     log:
         log_path("weights"),
@@ -42,4 +46,4 @@ rule weights:
         container_for("cpu")
     shell:
         script("weights.py") + " --models {params.models:q} --cache {params.cache:q}"
-        " --source {params.source} --seed {params.seed} > {log} 2>&1"
+        " --source {params.source}{params.files} --seed {params.seed} > {log} 2>&1"

@@ -89,45 +89,6 @@ def test_random_weights_are_seeded_and_cover_every_prompt(cache: Path, tmp_path:
     shutil.rmtree(tmp_path)  # ~160 MB per cache: do not leave them to pytest's tmp retention
 
 
-def test_hub_source_converts_published_checkpoints(tmp_path: Path) -> None:
-    """The hub path on local stand-ins (file:// URLs, a local BERT directory): the .pth
-    files are read weights-only, "module." prefixes and argparse options are tolerated, and
-    the cache holds the same tensors as safetensors."""
-    import argparse
-
-    from safetensors.torch import load_file
-
-    from overlearning.models.detector_weights import write_tiny_bert
-    from overlearning.models.detectors import SAM_WEIGHTS, build_grounding_dino, build_sam
-
-    bert = tmp_path / "bert"
-    write_tiny_bert(bert, seed=5)
-    torch.manual_seed(5)
-    gd = build_grounding_dino(TINY_MODELS["grounding_dino"], bert)
-    sam = build_sam(TINY_MODELS["sam"])
-    torch.save({"model": {f"module.{k}": v for k, v in gd.state_dict().items()},
-                "args": argparse.Namespace(lr=1e-4)}, tmp_path / "gd.pth")
-    torch.save(sam.state_dict(), tmp_path / "sam.pth")
-    models = json.loads(json.dumps(TINY_MODELS))
-    models["grounding_dino"].update(checkpoint_url=(tmp_path / "gd.pth").as_uri(),
-                                    text_encoder=str(bert))
-    models["sam"]["checkpoint_url"] = (tmp_path / "sam.pth").as_uri()
-    files = prepare_detector_weights(models, tmp_path / "cache", "hub", 0)
-    assert GD_WEIGHTS in files and SAM_WEIGHTS in files
-    assert not any(name.endswith(".pth") for name in files)
-    stored = load_file(str(tmp_path / "cache" / GD_WEIGHTS))
-    for key, value in gd.state_dict().items():
-        assert torch.equal(stored[key], value), key
-    stored = load_file(str(tmp_path / "cache" / SAM_WEIGHTS))
-    assert all(torch.equal(stored[k], v) for k, v in sam.state_dict().items())
-    # A checkpoint of another architecture is refused before anything is cached.
-    models["sam"]["overrides"]["encoder_depth"] = 2
-    with pytest.raises(WorkflowInputError, match="does not fit"):
-        prepare_detector_weights(models, tmp_path / "bad", "hub", 0)
-    assert not (tmp_path / "bad" / "sam").exists()
-    shutil.rmtree(tmp_path)
-
-
 def test_caption_convention() -> None:
     assert caption_for(["An airplane", "a bear."]) == "an airplane . a bear ."
     with pytest.raises(WorkflowInputError):

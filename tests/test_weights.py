@@ -5,16 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from test_official_formats import tiny_models
 from training_fixtures import TIMM_TINY, TORCHVISION_TINY
 
 import overlearning.models.cache as weight_cache
 import overlearning.models.weights as weights
 from overlearning.core.errors import WorkflowInputError
+from overlearning.models.detector_weights import TINY_BERT
 from overlearning.models.embedder import build_trunk
+from overlearning.models.standins import write_standin_bundle
 
 MODELS = {"timm_clip": TIMM_TINY, "torchvision_vit": TORCHVISION_TINY,
           "sam": {"variant": "vit_b", "checkpoint_url": "x", "overrides": {}}}
@@ -26,7 +30,7 @@ def fake_detector(monkeypatch: pytest.MonkeyPatch) -> list:
     calls: list = []
 
     def prepare_detector_weights(models_cfg: dict, cache: Path, source: str,
-                                 seed: int) -> dict[str, str]:
+                                 seed: int, bundle: Path | None = None) -> dict[str, str]:
         calls.append((sorted(models_cfg), Path(cache), source, seed))
         path = Path(cache) / "sam" / "weights.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,3 +124,45 @@ def test_state_dict_files_are_written_whole(tmp_path: Path) -> None:
     assert torch.equal(weight_cache.load_state_dict(path)["w"], torch.arange(6.0).reshape(2, 3).T)
     assert [p.name for p in path.parent.iterdir()] == ["t.safetensors"]
     assert path.stat().st_mode & 0o044  # readable by the group/others like other outputs
+
+
+def test_hub_source_fetches_pinned_files_then_reads_them_as_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The network calls replaced by copies from a local stand-in bundle: the hub source
+    asks for the pinned revisions and torchvision's hash prefix, records them, and converts
+    the downloaded files with the files source."""
+    models = tiny_models()
+    models["grounding_dino"]["text_encoder_revision"] = "b" * 40
+    published = tmp_path / "published"
+    write_standin_bundle(models, published, seed=2, bert_overrides=TINY_BERT)
+    calls: list = []
+
+    def hub_file(repo: str, filename: str, revision: str | None, dest: Path) -> str:
+        calls.append(("hub", repo, filename, revision))
+        src = published / ("timm/" + repo.split("/")[-1] if repo.startswith("timm/") else repo)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / filename, dest)
+        return revision or "c" * 40
+
+    def download(url: str, dest: Path, hash_prefix: str | None = None) -> None:
+        calls.append(("url", url, hash_prefix))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(published / dest.name, dest)
+
+    monkeypatch.setattr(weights, "_hub_file", hub_file)
+    monkeypatch.setattr(weights, "_download_url", download)
+    manifest = weights.prepare_weight_cache(models, tmp_path / "cache", "hub", 0)
+    assert ("url", "https://download.pytorch.org/models/vit_b_16_swag-9ac1b537.pth", "9ac1b537") in calls
+    assert ("hub", "timm/vit_base_patch16_clip_384.laion2b_ft_in12k_in1k", "model.safetensors",
+            None) in calls
+    assert ("hub", "bert-base-uncased", "model.safetensors", "b" * 40) in calls
+    sources = json.loads((tmp_path / "cache" / "sources.json").read_text())
+    assert sources["timm_clip"]["revision"] == "c" * 40
+    assert sources["text_encoder"] == {"file": "bert-base-uncased/model.safetensors",
+                                       "repo": "bert-base-uncased", "revision": "b" * 40,
+                                       "sha256": hashlib.sha256(
+                                           (published / "bert-base-uncased" / "model.safetensors")
+                                           .read_bytes()).hexdigest()}
+    assert "sources.json" in manifest and "grounding_dino/model.safetensors" in manifest
+    # Nothing downloaded stays in the cache, only the converted safetensors.
+    assert not any(p.suffix == ".pth" for p in (tmp_path / "cache").rglob("*"))

@@ -1,16 +1,16 @@
 """Fill the weights cache for the detector (GroundingDINO + its BERT) and the segmenter (SAM).
 
-``source="hub"`` runs where the network is (the login node): it downloads the published
-GroundingDINO Swin-T checkpoint, ``bert-base-uncased`` and SAM ViT-B, checks that each fits
-the configured architecture, and stores them as safetensors (no pickle reaches a compute
-node). ``source="random"`` writes tiny seeded random weights of the same architectures
-(shrunk by ``models.<x>.overrides``) and a tiny BERT whose vocabulary covers every prompt, for
+``source="files"`` reads the published GroundingDINO Swin-T checkpoint, ``bert-base-uncased``
+and SAM ViT-B from a weights bundle (overlearning.models.bundle; the ``hub`` source of the
+weights rule downloads them there first), checks each against its published format and the
+configured architecture (overlearning.models.official), and stores them as safetensors (no
+pickle reaches a compute node). ``source="random"`` writes tiny seeded random weights of the
+same architectures (shrunk by ``models.<x>.overrides``) and a tiny BERT whose vocabulary covers every prompt, for
 tests and the demo. Layout: see ``overlearning.models.detectors``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,6 +22,7 @@ from typing import Any
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import sha256_file
 from overlearning.core.seeding import seed_everything
+from overlearning.models.bundle import BERT_FILES, bundle_files
 from overlearning.models.detectors import (
     GD_BUILD,
     GD_DIR,
@@ -34,6 +35,7 @@ from overlearning.models.detectors import (
     build_record,
     build_sam,
 )
+from overlearning.models.official import FORMATS, load_official
 
 # Words of the 40 YouTube-VIS prompts and of garment prompts, kept whole in the tiny
 # vocabulary so they tokenize as one piece each (as in BERT); letters and "##" letters make
@@ -82,55 +84,41 @@ def write_tiny_bert(directory: Path, seed: int) -> None:
     BertModel(BertConfig(vocab_size=len(vocab), **TINY_BERT)).save_pretrained(str(directory))
 
 
-def _download(url: str, dest: Path) -> None:
-    import torch
+def write_text_encoder(bert_dir: Path, text_dir: Path) -> None:
+    """The published BERT (hub files in ``bert_dir``) as the BertModel directory GroundingDINO reads.
 
-    torch.hub.download_url_to_file(url, str(dest), progress=True)
+    The weights file is checked against the bert-base-uncased format (pre-training heads,
+    gamma/beta names) and stored as a plain BertModel beside the tokenizer files.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertModel
 
-
-def _torch_state(path: Path) -> dict[str, Any]:
-    """A published .pth read without running pickled code (weights_only)."""
-    import torch
-
-    # Some research checkpoints carry their argparse options beside the weights.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WorkflowInputError(path, f"not a weights-only torch checkpoint ({exc})") from exc
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise WorkflowInputError(path, "checkpoint holds no state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def _fit(model: Any, state: dict[str, Any], where: Path) -> None:
-    state = {k: v for k, v in state.items() if not k.endswith("embeddings.position_ids")}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise WorkflowInputError(where, f"checkpoint does not fit the configured architecture "
-                                        f"(missing {result.missing_keys[:5]}, unexpected "
-                                        f"{result.unexpected_keys[:5]})")
+    for name in BERT_FILES:
+        if not (bert_dir / name).is_file():
+            raise WorkflowInputError(bert_dir / name, "text encoder file missing from the weights bundle")
+    try:
+        config = BertConfig.from_pretrained(str(bert_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(bert_dir))
+    except (OSError, ValueError) as exc:
+        raise WorkflowInputError(bert_dir, f"unreadable text encoder files ({exc})") from None
+    model = BertModel(config)
+    load_official(bert_dir / "model.safetensors", model, FORMATS["bert"])
+    text_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(text_dir))
+    model.save_pretrained(str(text_dir))
 
 
-def _hub_grounding_dino(model_cfg: Mapping[str, Any], out: Path, scratch: Path) -> None:
-    from transformers import AutoTokenizer, BertModel
-
+def _files_grounding_dino(model_cfg: Mapping[str, Any], out: Path, checkpoint: Path,
+                          bert_dir: Path) -> None:
     text_dir = out / "text_encoder"
-    AutoTokenizer.from_pretrained(model_cfg["text_encoder"]).save_pretrained(str(text_dir))
-    BertModel.from_pretrained(model_cfg["text_encoder"]).save_pretrained(str(text_dir))
-    raw = scratch / "grounding_dino.pth"
-    _download(model_cfg["checkpoint_url"], raw)
+    write_text_encoder(bert_dir, text_dir)
     model = build_grounding_dino(model_cfg, text_dir)
-    _fit(model, _torch_state(raw), raw)
+    load_official(checkpoint, model, FORMATS["grounding_dino"])
     _save_state(model, out / "model.safetensors")
 
 
-def _hub_sam(model_cfg: Mapping[str, Any], out: Path, scratch: Path) -> None:
-    raw = scratch / "sam.pth"
-    _download(model_cfg["checkpoint_url"], raw)
+def _files_sam(model_cfg: Mapping[str, Any], out: Path, checkpoint: Path) -> None:
     model = build_sam(model_cfg)
-    _fit(model, _torch_state(raw), raw)
+    load_official(checkpoint, model, FORMATS["sam"])
     _save_state(model, out / "model.safetensors")
 
 
@@ -152,15 +140,21 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def prepare_detector_weights(models_cfg: dict, cache: Path, source: str, seed: int) -> dict[str, str]:
+def prepare_detector_weights(models_cfg: dict, cache: Path, source: str, seed: int,
+                             bundle: Path | None = None) -> dict[str, str]:
     """Write ``{cache}/grounding_dino/`` and ``{cache}/sam/``; return {path in cache: sha256}.
 
     ``models_cfg`` is the config's ``models`` section (``grounding_dino`` and ``sam`` are read).
+    ``source`` "files" reads the published files from the weights ``bundle``
+    (overlearning.models.bundle); "random" writes tiny seeded random weights.
     Each folder is built in a sibling temporary folder and renamed into place, so an
     interrupted run leaves no half-written cache.
     """
-    if source not in ("hub", "random"):
+    if source not in ("files", "random"):
         raise WorkflowInputError("weights.source", f"unknown source {source!r}")
+    if source == "files" and bundle is None:
+        raise WorkflowInputError("weights.files", "source files needs the bundle folder")
+    published = {k: Path(bundle) / v for k, v in bundle_files(models_cfg).items()} if bundle else {}
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     parts = [("grounding_dino", GD_DIR, GD_BUILD), ("sam", SAM_DIR, SAM_BUILD)]
@@ -170,9 +164,11 @@ def prepare_detector_weights(models_cfg: dict, cache: Path, source: str, seed: i
             model_cfg = models_cfg[kind]
             out = scratch / folder
             out.mkdir()
-            if source == "hub":
-                (_hub_grounding_dino if kind == "grounding_dino" else _hub_sam)(
-                    model_cfg, out, scratch)
+            if source == "files" and kind == "grounding_dino":
+                _files_grounding_dino(model_cfg, out, published["grounding_dino"],
+                                      published["text_encoder"].parent)
+            elif source == "files":
+                _files_sam(model_cfg, out, published["sam"])
             elif kind == "grounding_dino":
                 _random_grounding_dino(model_cfg, out, seed)
             else:

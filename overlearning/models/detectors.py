@@ -165,8 +165,8 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def _load_state(model: Any, state: dict[str, Any], path: Path) -> None:
-    # Old transformers stored BERT's position_ids buffer; newer ones rebuild it.
-    state = {k: v for k, v in state.items() if not k.endswith("embeddings.position_ids")}
+    # The cache holds exactly the architecture's keys: the weights rule dropped the
+    # published files' extra keys after checking them (overlearning.models.official).
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise WorkflowInputError(

@@ -1,9 +1,12 @@
 """Filling the pretrained-weights cache (the ``weights`` rule), once, where the network is.
 
-With ``source: hub`` the trunks come from the model hubs (only the ``weights`` rule, on the
-login node, may do that); with ``source: random`` they are tiny seeded random
-initialisations of the same architectures written in the same layout, so downstream code
-always loads from the cache (overlearning.models.cache) the same way.
+With ``source: hub`` the published files are downloaded (only the ``weights`` rule, on the
+login node, may do that) into a temporary weights bundle; with ``source: files`` they are
+read from a bundle folder (an offline copy, or stand-ins); either way every file is checked
+against its published format (overlearning.models.official) and converted into the cache.
+With ``source: random`` the models are tiny seeded random initialisations of the same
+architectures written in the same layout, so downstream code always loads from the cache
+(overlearning.models.cache) the same way.
 """
 
 from __future__ import annotations
@@ -20,71 +23,172 @@ import torch
 from overlearning.core.atomic import write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import sha256_file
+from overlearning.models.bundle import BERT_FILES, bundle_files, timm_hub_id, trunk_file
 from overlearning.models.cache import (
     BUILD_FILE,
     MANIFEST,
     TRUNK_FILE,
     build_record,
+    bundled_trunk_keys,
     hub_homes,
     save_state_dict,
     trunk_keys,
 )
 from overlearning.models.detector_weights import prepare_detector_weights
 from overlearning.models.embedder import build_trunk, torchvision_weights
+from overlearning.models.official import FORMATS, load_official
 from overlearning.models.open_clip_trunk import hub_tower_state
 from overlearning.models.segformer import prepare_segformer_weights
 
+# Per published file: its sha256 and where it came from (written for hub and files).
+SOURCES = "sources.json"
 
-def _hub_state_dict(trunk_cfg: Mapping[str, Any], download_dir: Path) -> dict[str, Any]:
-    """The pretrained trunk's state dict, downloaded into ``download_dir`` (network!)."""
-    overrides = dict(trunk_cfg.get("overrides") or {})
-    if trunk_cfg["kind"] == "timm":
-        import timm
 
-        model = timm.create_model(trunk_cfg["name"], pretrained=True, num_classes=0,
-                                  cache_dir=download_dir, **overrides)
-        return model.state_dict()
-    if trunk_cfg["kind"] == "open_clip":
-        return hub_tower_state(trunk_cfg, str(download_dir))
-    weights = torchvision_weights(trunk_cfg)
-    if weights is None:
-        raise WorkflowInputError("models." + trunk_cfg["name"],
-                                 "weights.source is hub but the model names no weights")
-    state = weights.get_state_dict(progress=False, model_dir=str(download_dir), check_hash=True,
-                                   map_location="cpu", weights_only=True)
-    # The trunk has no classification head (heads = Identity).
-    state = {k: v for k, v in state.items() if not k.startswith("heads.")}
+def _files_state_dict(trunk_cfg: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The trunk's state dict from its published file, checked against the published format."""
     model = build_trunk(trunk_cfg)
-    model.load_state_dict(state, strict=True)
+    load_official(path, model, FORMATS[trunk_cfg["kind"]])
     return model.state_dict()
 
 
 def prepare_trunk_weights(key: str, trunk_cfg: Mapping[str, Any], cache: Path | str,
-                          source: str, seed: int) -> dict[str, str]:
+                          source: str, seed: int, bundle: Path | None = None) -> dict[str, str]:
     """Write ``<cache>/<key>/{trunk.safetensors,build.json}``; return {relative path: sha256}.
 
-    ``source`` "hub" downloads the pretrained weights; "random" writes the seeded random
-    initialisation of the architecture that ``trunk_cfg`` (with its overrides) describes.
+    ``source`` "files" reads the published weights file from the weights ``bundle``;
+    "random" writes the seeded random initialisation of the architecture that ``trunk_cfg``
+    (with its overrides) describes.
     """
     cache = Path(cache)
     folder = cache / key
-    if source == "hub":
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
-            state = _hub_state_dict(trunk_cfg, Path(tmp))
+    if trunk_cfg["kind"] == "open_clip" and source in ("hub", "files"):
+        state = _open_clip_state(key, trunk_cfg, cache, source)
+    elif source == "files":
+        if bundle is None:
+            raise WorkflowInputError("weights.files", "source files needs the bundle folder")
+        state = _files_state_dict(trunk_cfg, Path(bundle) / trunk_file(trunk_cfg))
     elif source == "random":
         torch.manual_seed(seed)
         state = build_trunk(trunk_cfg).state_dict()
     else:
-        raise WorkflowInputError("weights.source", f"unknown source {source!r} (hub or random)")
+        raise WorkflowInputError("weights.source", f"unknown source {source!r} (hub, files or random)")
     save_state_dict(state, folder / TRUNK_FILE)
     write_json(folder / BUILD_FILE, build_record(trunk_cfg, source, seed))
     return {f"{key}/{name}": sha256_file(folder / name) for name in (TRUNK_FILE, BUILD_FILE)}
 
 
+def _open_clip_state(key: str, trunk_cfg: Mapping[str, Any], cache: Path,
+                     source: str) -> dict[str, Any]:
+    """An open_clip baseline tower: fetched through open_clip itself (no bundle format yet)."""
+    if source == "files":
+        raise WorkflowInputError(
+            f"models.{key}", "open_clip towers are not part of the offline weights bundle yet: "
+                             "fill the cache with source hub, or drop the key from "
+                             "evaluation.pretrained")
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
+        return hub_tower_state(trunk_cfg, tmp)
+
+
+def prepare_outside_bundle(models_cfg: Mapping[str, Any], cache: Path, source: str,
+                           seed: int) -> dict[str, str]:
+    """Models outside the official-format bundle: open_clip baselines, the clothes segmenter.
+
+    Fetched through their own libraries with source hub, seeded random with source random;
+    with source files they are refused by name (no offline bundle format for them yet).
+    """
+    files: dict[str, str] = {}
+    for key in trunk_keys(models_cfg):
+        if models_cfg[key]["kind"] == "open_clip":
+            print(f"pretrained baseline {key}: {models_cfg[key]['name']} ({source})", file=sys.stderr)
+            files.update(prepare_trunk_weights(key, models_cfg[key], cache, source, seed))
+    if "segformer_clothes" in models_cfg:
+        cfg = models_cfg["segformer_clothes"]
+        if source == "files":
+            raise WorkflowInputError("models.segformer_clothes",
+                                     "the clothes segmenter is not part of the offline weights "
+                                     "bundle yet: fill the cache with source hub, or set "
+                                     "clothes.method: grounding_sam")
+        print(f"clothes segmenter: {cfg['name']} ({source})", file=sys.stderr)
+        files.update(prepare_segformer_weights(cfg, cache, source, seed))
+    return files
+
+
+# --- the network side (hub source): fetch the published files into a bundle -------------
+# Only this block touches the network; everything after the bytes arrive is the files
+# source, which the tests and `make rehearse` run offline on stand-ins.
+
+
+def _download_url(url: str, dest: Path, hash_prefix: str | None = None) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(url, str(dest), hash_prefix=hash_prefix, progress=False)
+
+
+def _hub_file(repo: str, filename: str, revision: str | None, dest: Path) -> str:
+    """Download ``filename`` of hub repo ``repo`` at ``revision`` to ``dest``; the commit used."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    # Resolve the revision once, so every file comes from the same commit and the
+    # manifest can name it even where the config pins none.
+    commit = HfApi().model_info(repo, revision=revision).sha
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    got = hf_hub_download(repo, filename, revision=commit, local_dir=str(dest.parent))
+    if Path(got).resolve() != dest.resolve():
+        os.replace(got, dest)
+    return str(commit)
+
+
+def fetch_bundle(models_cfg: Mapping[str, Any], bundle: Path) -> dict[str, dict[str, Any]]:
+    """Download every published file into ``bundle`` (network!); {model key: origin}."""
+    files = bundle_files(models_cfg)
+    origin: dict[str, dict[str, Any]] = {}
+    for key in bundled_trunk_keys(models_cfg):
+        cfg = models_cfg[key]
+        if cfg["kind"] == "timm":
+            repo = timm_hub_id(cfg["name"])
+            commit = _hub_file(repo, "model.safetensors", cfg.get("revision"), bundle / files[key])
+            origin[key] = {"repo": repo, "revision": commit}
+        else:
+            url = torchvision_weights(cfg).url
+            # torchvision's file names end in the first hex digits of their sha256.
+            prefix = Path(files[key]).stem.rsplit("-", 1)[-1]
+            _download_url(url, bundle / files[key], hash_prefix=prefix)
+            origin[key] = {"url": url}
+    gd = models_cfg["grounding_dino"]
+    for name in BERT_FILES:
+        commit = _hub_file(gd["text_encoder"], name, gd.get("text_encoder_revision"),
+                           bundle / gd["text_encoder"] / name)
+    origin["text_encoder"] = {"repo": gd["text_encoder"], "revision": commit}
+    for key in ("grounding_dino", "sam"):
+        _download_url(models_cfg[key]["checkpoint_url"], bundle / files[key])
+        origin[key] = {"url": models_cfg[key]["checkpoint_url"]}
+    return origin
+
+
+def check_bundle(models_cfg: Mapping[str, Any], bundle: Path,
+                 origin: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """{model key: {file, sha256, origin...}} of the bundle, after checking the pinned sha256s."""
+    record: dict[str, dict[str, Any]] = {}
+    for key, rel in bundle_files(models_cfg).items():
+        path = bundle / rel
+        if not path.is_file():
+            raise WorkflowInputError(path, f"published weights file of {key} missing from the bundle")
+        digest = sha256_file(path)
+        pinned = models_cfg[key].get("checkpoint_sha256") if key in models_cfg else None
+        if pinned and digest != pinned:
+            raise WorkflowInputError(path, f"sha256 {digest} differs from the pinned "
+                                           f"models.{key}.checkpoint_sha256 {pinned}")
+        record[key] = {"file": rel, "sha256": digest, **dict((origin or {}).get(key, {}))}
+    return record
+
+
 def prepare_weight_cache(models_cfg: Mapping[str, Any], cache: Path | str, source: str,
-                         seed: int) -> dict[str, str]:
+                         seed: int, files_dir: Path | str | None = None) -> dict[str, str]:
     """Fill the cache with every model's weights and write the manifest last.
 
+    ``source`` "hub" downloads the published files (login node) into a temporary bundle,
+    "files" reads them from the bundle ``files_dir`` (offline), "random" writes tiny seeded
+    random weights (demo). For hub and files, ``sources.json`` records each published
+    file's sha256 and origin (URL, or hub repo and commit).
     The manifest is the rule's output: it only appears once every file is complete, and it
     records the sha256 of each file so that a truncated copy is noticed on the compute node.
     """
@@ -93,15 +197,36 @@ def prepare_weight_cache(models_cfg: Mapping[str, Any], cache: Path | str, sourc
     # Anything a library fetches through the hubs lands in the cache, where the offline
     # compute jobs (same variables, see go_offline) will find it.
     os.environ.update(hub_homes(cache))
-    files: dict[str, str] = {}
-    for key in trunk_keys(models_cfg):
+    if source == "hub":
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
+            origin = fetch_bundle(models_cfg, Path(tmp))
+            return _fill(models_cfg, cache, "files", seed, Path(tmp), origin,
+                         prepare_outside_bundle(models_cfg, cache, source, seed))
+    if source == "files":
+        if not files_dir:
+            raise WorkflowInputError("weights.files", "source files needs weights.files (a folder)")
+        if not Path(files_dir).is_dir():
+            raise WorkflowInputError(files_dir, "weights bundle folder not found")
+        return _fill(models_cfg, cache, source, seed, Path(files_dir), None,
+                     prepare_outside_bundle(models_cfg, cache, source, seed))
+    if source == "random":
+        return _fill(models_cfg, cache, source, seed, None, None,
+                     prepare_outside_bundle(models_cfg, cache, source, seed))
+    raise WorkflowInputError("weights.source", f"unknown source {source!r} (hub, files or random)")
+
+
+def _fill(models_cfg: Mapping[str, Any], cache: Path, source: str, seed: int,
+          bundle: Path | None, origin: Mapping[str, Mapping[str, Any]] | None,
+          outside: Mapping[str, str]) -> dict[str, str]:
+    files: dict[str, str] = dict(outside)
+    if bundle is not None:
+        # Pins first: a wrong or truncated file stops before any conversion.
+        write_json(cache / SOURCES, check_bundle(models_cfg, bundle, origin))
+        files[SOURCES] = sha256_file(cache / SOURCES)
+    for key in bundled_trunk_keys(models_cfg):
         print(f"trunk {key}: {models_cfg[key]['name']} ({source})", file=sys.stderr)
-        files.update(prepare_trunk_weights(key, models_cfg[key], cache, source, seed))
-    files.update(prepare_detector_weights(dict(models_cfg), cache, source, seed))
-    if "segformer_clothes" in models_cfg:
-        print(f"clothes segmenter: {models_cfg['segformer_clothes']['name']} ({source})",
-              file=sys.stderr)
-        files.update(prepare_segformer_weights(models_cfg["segformer_clothes"], cache, source, seed))
+        files.update(prepare_trunk_weights(key, models_cfg[key], cache, source, seed, bundle))
+    files.update(prepare_detector_weights(dict(models_cfg), cache, source, seed, bundle))
     for rel in files:
         if not (cache / rel).is_file():
             raise WorkflowInputError(cache / rel, "listed for the manifest but not written")

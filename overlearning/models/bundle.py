@@ -1,0 +1,65 @@
+"""The weights bundle: the published pretrained files, under their published names, in one folder.
+
+``weights.source: files`` reads the bundle from ``weights.files`` (an offline copy, or the
+stand-ins of overlearning.models.standins); ``weights.source: hub`` downloads the same files
+into a temporary bundle first (overlearning.models.weights). Layout, relative to the bundle::
+
+    timm/<timm name>/model.safetensors    the timm hub repo's weights file
+    <basename of torchvision's URL>       e.g. vit_b_16_swag-9ac1b537.pth
+    <basename of checkpoint_url>          groundingdino_swint_ogc.pth, sam_vit_b_01ec64.pth
+    <text_encoder>/                       bert-base-uncased: BERT_FILES
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlparse
+
+from overlearning.core.errors import WorkflowInputError
+from overlearning.models.cache import bundled_trunk_keys
+from overlearning.models.embedder import torchvision_weights
+
+# What the GroundingDINO text encoder needs from its hub repo (tokenizer and weights).
+BERT_FILES = ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
+              "model.safetensors")
+
+
+def url_basename(url: str, where: str) -> str:
+    name = PurePosixPath(urlparse(url).path).name
+    if not name:
+        raise WorkflowInputError(where, f"URL {url!r} names no file")
+    return name
+
+
+def timm_hub_id(name: str) -> str:
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError:
+        cfg = None
+    if cfg is None or not cfg.hf_hub_id:
+        raise WorkflowInputError(f"models: {name}", "timm names no Hugging Face hub repo for it")
+    return str(cfg.hf_hub_id)
+
+
+def trunk_file(trunk_cfg: Mapping[str, Any]) -> str:
+    """The bundle path of a trunk's published weights file."""
+    if trunk_cfg["kind"] == "timm":
+        return f"timm/{trunk_cfg['name']}/model.safetensors"
+    weights = torchvision_weights(trunk_cfg)
+    if weights is None:
+        raise WorkflowInputError(f"models: {trunk_cfg['name']}", "names no pretrained weights")
+    return url_basename(weights.url, f"models: {trunk_cfg['name']}")
+
+
+def bundle_files(models_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """{model key: bundle path of its published weights file}; BERT under ``text_encoder``."""
+    files = {key: trunk_file(models_cfg[key]) for key in bundled_trunk_keys(models_cfg)}
+    gd = models_cfg["grounding_dino"]
+    files["grounding_dino"] = url_basename(gd["checkpoint_url"], "models.grounding_dino.checkpoint_url")
+    files["text_encoder"] = f"{gd['text_encoder']}/model.safetensors"
+    files["sam"] = url_basename(models_cfg["sam"]["checkpoint_url"], "models.sam.checkpoint_url")
+    return files

@@ -1,0 +1,109 @@
+"""Stand-ins for the published pretrained files: official format, random values.
+
+:func:`write_standin_bundle` writes, for the configured models, a weights bundle (layout:
+overlearning.models.bundle) whose files have the published container, nesting, prefixes,
+legacy key names, extra keys, shapes and dtypes (overlearning.models.official), filled with
+seeded random values. At the paper's sizes they are as big as the real files (GroundingDINO
+about 700 MB); with ``overrides`` in the config they shrink like the architectures do. The
+``weights`` rule reads them with ``weights.source: files`` exactly as it reads the real
+files, which is what ``make rehearse`` and the tests rely on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from overlearning.core.seeding import seed_everything
+from overlearning.models.bundle import BERT_FILES, bundle_files
+from overlearning.models.cache import bundled_trunk_keys
+from overlearning.models.detector_weights import tiny_vocab
+from overlearning.models.detectors import build_grounding_dino, build_sam
+from overlearning.models.embedder import build_trunk
+from overlearning.models.official import FORMATS, official_state
+
+# bert-base-uncased's vocabulary: 30522 entries, [PAD] first, [unused0..98], then
+# [UNK] [CLS] [SEP] [MASK] at 100..103 (its vocab.txt).
+BERT_VOCAB_SIZE = 30522
+SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+
+
+def standin_vocab(words: list[str], size: int | None) -> list[str]:
+    """A vocabulary with BERT's special tokens at their places, ``words``, padded to ``size``."""
+    specials = sorted(SPECIAL_IDS, key=SPECIAL_IDS.get)
+    if size is None:
+        return list(dict.fromkeys([*specials, *words]))
+    vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + specials[1:]
+    vocab += [w for w in dict.fromkeys(words) if w not in SPECIAL_IDS]
+    vocab += [f"[unused{i}]" for i in range(99, 99 + size - len(vocab))]
+    return vocab[:size]
+
+
+def _save_safetensors(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Hub files carry {"format": "pt"}; transformers reads it.
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"})
+
+
+def _save_pickle(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, str(path))
+
+
+def write_standin_bert(directory: Path, seed: int, bert_overrides: Mapping[str, Any] | None) -> None:
+    """The text encoder's hub files: config, vocabulary, tokenizer files, model.safetensors.
+
+    Full size (``bert_overrides`` None) is bert-base-uncased's BertConfig() with a
+    30522-entry vocabulary; overrides shrink it (and the vocabulary to the prompt words).
+    """
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    size = None if bert_overrides else BERT_VOCAB_SIZE
+    vocab = standin_vocab(tiny_vocab(), size)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer.backend_tokenizer.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}) + "\n")
+    config = BertConfig(vocab_size=len(vocab), **dict(bert_overrides or {}))
+    config.architectures = ["BertForMaskedLM"]
+    config.to_json_file(str(directory / "config.json"))
+    seed_everything(seed)
+    model = BertModel(config)
+    generator = torch.Generator().manual_seed(seed)
+    _save_safetensors(official_state(model, FORMATS["bert"], generator), directory / "model.safetensors")
+    assert sorted(p.name for p in directory.iterdir()) == sorted(BERT_FILES)
+
+
+def write_standin_bundle(models_cfg: Mapping[str, Any], out: Path | str, seed: int,
+                         bert_overrides: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write every configured model's published file(s) under ``out``; return {key: path}."""
+    out = Path(out)
+    files = {key: out / rel for key, rel in bundle_files(models_cfg).items()}
+    generator = torch.Generator().manual_seed(seed)
+    for key in bundled_trunk_keys(models_cfg):
+        cfg = models_cfg[key]
+        seed_everything(seed)
+        trunk = build_trunk(cfg)
+        state = official_state(trunk, FORMATS[cfg["kind"]], generator)
+        if cfg["kind"] == "timm":
+            _save_safetensors(state, files[key])
+        else:
+            _save_pickle(state, files[key])
+    bert_dir = files["text_encoder"].parent
+    write_standin_bert(bert_dir, seed, bert_overrides)
+    seed_everything(seed)
+    gd = build_grounding_dino(models_cfg["grounding_dino"], bert_dir)
+    # The published checkpoint nests its (module.-prefixed) state under "model".
+    _save_pickle({"model": official_state(gd, FORMATS["grounding_dino"], generator, prefix=True)},
+                 files["grounding_dino"])
+    del gd
+    seed_everything(seed)
+    _save_pickle(official_state(build_sam(models_cfg["sam"]), FORMATS["sam"], generator), files["sam"])
+    return files
