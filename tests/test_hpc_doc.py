@@ -123,8 +123,8 @@ def test_resources_table_matches_config_and_profile() -> None:
 
 def test_memory_table_markers_are_there() -> None:
     text = HPC_DOC.read_text()
-    assert text.count("<!-- memory-table:start -->") == 1
-    assert text.count("<!-- memory-table:end -->") == 1
+    assert text.count("<!-- rehearsal-memory:start -->") == 1
+    assert text.count("<!-- rehearsal-memory:end -->") == 1
 
 
 def test_doc_orders_the_image_before_the_weights() -> None:
