@@ -97,8 +97,7 @@ rule embed_pretrained:
     input:
         manifest=f"{WEIGHTS}/manifest.json",
         trunk=lambda wildcards: f"{WEIGHTS}/{PRETRAINED[wildcards.setting]}/trunk.safetensors",
-        images=sorted({s["images"] for s in EMBEDDING_SOURCES.values()}),
-        indexes=sorted({s["index"] for s in EMBEDDING_SOURCES.values() if "index" in s}),
+        **EVAL_PLAN.source_inputs(),
     output:
         [embedding_path("{setting}", name) for name in EMBEDDING_SOURCES],
     params:
@@ -106,7 +105,7 @@ rule embed_pretrained:
         trunk=lambda wildcards: json.dumps(config["models"][PRETRAINED[wildcards.setting]],
                                            sort_keys=True),
         cache=WEIGHTS,
-        sets=embed_flags,
+        sets=lambda wildcards: embed_flags(EVAL_PLAN.embed_sets(wildcards.setting)),
         batch_size=EVAL["batch_size"],
         workers=EVAL["loader_workers"],
         precision=EVAL["precision"],

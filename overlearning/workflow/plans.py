@@ -153,13 +153,15 @@ class EvaluationPlan:
         return [(self.embedding_path(setting, name), s["kind"], s["source"], s.get("category"))
                 for name, s in self.embedding_sources.items()]
 
+    def source_inputs(self) -> dict[str, list[str]]:
+        """Every image folder and crop index that embedding the evaluation sets reads."""
+        sources = self.embedding_sources.values()
+        return {"images": sorted({s["images"] for s in sources}),
+                "indexes": sorted({s["index"] for s in sources if "index" in s})}
+
     def embed_inputs(self, setting: str) -> dict[str, Any]:
         """The model and every image folder and crop index the embedding reads."""
-        files: dict[str, Any] = dict(self.model_files(setting))
-        sources = self.embedding_sources.values()
-        files["images"] = sorted({s["images"] for s in sources})
-        files["indexes"] = sorted({s["index"] for s in sources if "index" in s})
-        return files
+        return {**self.model_files(setting), **self.source_inputs()}
 
     # -- metrics
 
