@@ -686,7 +686,7 @@ def test_rerun_of_the_crop_rule_removes_a_dead_jobs_folder(tmp_path: Path) -> No
 
 
 def test_rerun_of_a_training_checkpoint_removes_a_dead_jobs_half_file(tmp_path: Path) -> None:
-    from overlearning.train.loop import save_checkpoint
+    from overlearning.train.checkpoints import save_checkpoint
 
     path = tmp_path / "models/ms/checkpoint.pt"
     path.parent.mkdir(parents=True)

@@ -9,8 +9,6 @@ uninterrupted one on the same hardware.
 
 from __future__ import annotations
 
-import io
-import os
 import random
 import sys
 from collections.abc import Mapping
@@ -20,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from overlearning.train.async_checkpoint import write_atomically
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -72,19 +72,12 @@ def gather_rng_states(loader_generator: torch.Generator, world_size: int) -> lis
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        with open(tmp, "wb") as handle:
-            handle.write(buffer.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint.
+
+    The one atomic checkpoint writer (it also removes a killed run's half-written file);
+    fit() calls it from overlearning.train.async_checkpoint.CheckpointWriter's thread.
+    """
+    write_atomically(path, state)
 
 
 def load_checkpoint(path: Path, expected_fingerprint: str) -> dict[str, Any] | None:

@@ -9,13 +9,18 @@ queries and references; person-query MAP@R with the person crops as queries agai
 persons + non-persons; pytorch-metric-learning's AccuracyCalculator, k="max_bin_count",
 L2-normalised embeddings) and a checkpoint.
 
-The checkpoint (``<checkpoint dir>/checkpoint.pt``, written atomically) holds the model,
+The checkpoint (``<checkpoint dir>/checkpoint.pt``, written atomically by
+overlearning.train.checkpoints) holds the model,
 both optimisers, the loss state (the centre of the center loss), the sampler's RNG and
 label order, every rank's RNG states (Python, NumPy, torch CPU/CUDA, the loader's
 generator) and the metrics so far. A restarted job (SLURM time limit, pre-emption) finds
 it, prints ``resumed from checkpoint: epoch N`` and continues; on the same hardware it
 ends with the same weights as a run that was never interrupted. A checkpoint written for
 other parameters or data (its fingerprint differs) is ignored.
+
+fit() runs named steps: ``_setup`` (devices, data, model, optimisers, loaders, loss, in a
+fixed order of random draws), ``_resume``, then per epoch ``_train_epoch``, ``_validate``
+(or both in the background) and the checkpoint.
 
 On CUDA: the device input pipeline (overlearning.train.pipeline, ``training.augment``:
 uint8 crops in pinned memory, augmentation on the GPU), bf16 autocast (``training.amp``),
@@ -35,7 +40,6 @@ import io
 import json
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -67,14 +71,19 @@ from overlearning.train.async_checkpoint import (
     BackgroundTask,
     CheckpointWriter,
     snapshot,
-    write_atomically,
+)
+from overlearning.train.checkpoints import (
+    CHECKPOINT,
+    gather_rng_states,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
 )
 from overlearning.train.loader import CropDataset, MPerClassEpochSampler
-from overlearning.train.pipeline import train_input
+from overlearning.train.pipeline import TrainInput, train_input
 from overlearning.train.step import configure_backends, make_optimizers, maybe_compile
 
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "curve.png"
 PARAMS_FILE = "params.json"
@@ -144,7 +153,7 @@ def resolve_params(setting_cfg: Mapping[str, Any], tuned_path: Path | str | None
 
 
 # ----------------------------------------------------------------------------------------
-# Devices, processes, RNG
+# Devices and processes
 
 
 @dataclass
@@ -172,36 +181,6 @@ def start_processes(device: str | None) -> Processes:
         torch.cuda.set_device(local_rank)
     return Processes(dist.get_rank(), dist.get_world_size(),
                      torch.device(f"cuda:{local_rank}" if cuda else "cpu"))
-
-
-def _python_state() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    return {"version": version, "internal": torch.tensor(internal, dtype=torch.long),
-            "gauss": gauss}
-
-
-def rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": _python_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "loader": loader_generator.get_state(),
-    }
-
-
-def set_rng_state(state: Mapping[str, Any], loader_generator: torch.Generator) -> None:
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["internal"].tolist()), python["gauss"]))
-    numpy = state["numpy"]
-    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
-                         numpy["has_gauss"], numpy["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    loader_generator.set_state(state["loader"])
 
 
 def loader_workers(training: Mapping[str, Any], threads: int, world_size: int) -> int:
@@ -285,7 +264,7 @@ def validation_metrics(embeddings: np.ndarray, labels: np.ndarray,
 
 
 # ----------------------------------------------------------------------------------------
-# Checkpoints
+# Resumption (the checkpoint itself: overlearning.train.checkpoints)
 
 
 def fingerprint(job: TrainJob, world_size: int = 1, extra: Mapping[str, Any] | None = None) -> str:
@@ -306,30 +285,6 @@ def fingerprint(job: TrainJob, world_size: int = 1, extra: Mapping[str, Any] | N
         "valid": listing(job.valid_dir, "all"), "extra": dict(extra or {}),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint.
-
-    fit() writes through overlearning.train.async_checkpoint.CheckpointWriter instead, in
-    the background from a CPU copy.
-    """
-    write_atomically(path, state)
-
-
-def load_checkpoint(path: Path, expected_fingerprint: str) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if it belongs to this run, else None (logged)."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means: start over
-        log(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}: {exc})")
-        return None
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != expected_fingerprint:
-        log(f"ignoring checkpoint {path}: written for other parameters or data")
-        return None
-    return state
 
 
 # ----------------------------------------------------------------------------------------
@@ -368,28 +323,56 @@ def _row(epoch: int, sums: dict[str, float], steps: int, timing: dict[str, float
     return row
 
 
-def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
-        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
-    """Train ``job`` to ``epochs`` epochs, resuming from ``checkpoint_dir`` when possible.
+@dataclass
+class _Run:
+    """The live objects of one training run on this process."""
 
-    ``on_epoch_end(epoch, metrics row)`` runs on the main rank after each epoch's checkpoint
-    is safely written (tuning reports through it).
-    """
-    params, training = job.params, job.training
+    procs: Processes
+    cuda: bool
+    bf16: bool
+    workers: int
+    batch_size: int
+    model: EmbeddingModel
+    network: torch.nn.Module      # the model, wrapped in DDP and/or compiled
+    inputs: TrainInput            # the training loader and how its batches reach the device
+    valid_set: CropDataset
+    valid_loader: DataLoader      # persistent workers: validation starts none per epoch
+    loss_fn: torch.nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
+    sampler: MPerClassEpochSampler
+    generator: torch.Generator    # the loader's: its state is part of the checkpoint
+    background: BackgroundTask | None  # validation + checkpoint off the critical path
+    writer: CheckpointWriter      # checkpoints written in the background from a CPU copy
+    train_items: int
+
+
+def _configure_devices(job: TrainJob) -> tuple[Processes, int]:
+    """Processes, backends, determinism and thread budget; (processes, loader workers)."""
+    training = job.training
     if training.get("deterministic", False):
         # cuBLAS reads this when its first handle is made: before any CUDA work.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     procs = start_processes(job.device)
-    device = procs.device
-    cuda = device.type == "cuda"
-    configure_backends(cuda)
-    bf16 = cuda and training["amp"] == "bf16"
+    configure_backends(procs.device.type == "cuda")
     workers = loader_workers(training, job.threads, procs.world_size)
     torch.set_num_threads(max(1, job.threads // procs.world_size - workers))
-    if cuda and training.get("deterministic", False):
+    if procs.device.type == "cuda" and training.get("deterministic", False):
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+    return procs, workers
 
+
+def _setup(job: TrainJob, may_defer: bool) -> _Run:
+    """Data, model, optimisers, sampler, loaders and loss, seeded in a fixed order (the
+    order of random draws is part of what makes two runs identical).
+
+    ``may_defer``: whether the epoch's validation and checkpoint may run in the background
+    (not when a caller must see each epoch before the next, as tuning does).
+    """
+    params, training = job.params, job.training
+    procs, workers = _configure_devices(job)
+    device = procs.device
+    cuda = device.type == "cuda"
     train_items = load_crop_set(job.train_dir, job.person_category,
                                 persons="all" if params["train_persons"] else "exclude")
     valid_items = load_crop_set(job.valid_dir, job.person_category, persons="all")
@@ -414,136 +397,153 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
     generator.manual_seed(job.seed + procs.rank)
     inputs = train_input(train_items, model, training, sampler, generator, workers, device,
                          job.seed, procs.rank, procs.world_size)
-    loader = inputs.loader
     loss_fn = make_loss(params, training["ms_loss"], inputs.dataset.person_labels(),
                         int(training["embedding_dim"])).to(device)
-    # Validation and checkpoint in the background (off the critical path) when training
-    # draws nothing from the global generators that validation's loader touches: with the
-    # device pipeline, and not for tuning (its callback must see each epoch before the next).
-    background = BackgroundTask("epoch-end") if inputs.seeded and on_epoch_end is None else None
+    # In the background only when training draws nothing from the global generators that
+    # validation's loader touches (the device pipeline): else validation must come first.
+    background = BackgroundTask("epoch-end") if inputs.seeded and may_defer else None
     valid_loader = validation_loader(valid_set, batch_size, device, workers, persistent=True,
                                      generator=torch.Generator() if background else None)
-    writer = CheckpointWriter()
-    network = model
+    network: torch.nn.Module = model
     if procs.world_size > 1:
         network = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     network = maybe_compile(network, training)
+    return _Run(procs, cuda, cuda and training["amp"] == "bf16", workers, batch_size, model,
+                network, inputs, valid_set, valid_loader, loss_fn, optimizers, sampler,
+                generator, background, CheckpointWriter(save_checkpoint), len(train_items))
 
-    result = FitResult(model, [], procs.rank, len(train_items))
+
+def _resume(run: _Run, checkpoint_path: Path | None,
+            key: str) -> tuple[int, list[dict[str, Any]]]:
+    """(first epoch to train, history so far): 1 and [] unless a checkpoint of this run exists."""
+    state = load_checkpoint(checkpoint_path, key) if checkpoint_path is not None else None
+    if state is None:
+        return 1, []
+    start, history = restore_training_state(state, run.procs.rank, run.model, run.optimizers,
+                                            run.loss_fn, run.sampler, run.generator)
+    log(f"resumed from checkpoint: epoch {start}")
+    return start, history
+
+
+def _train_epoch(run: _Run, job: TrainJob, epoch: int,
+                 epochs: int) -> tuple[dict[str, float], int, dict[str, Any]]:
+    """One pass over the sampler's batches: (summed loss terms, steps, timing)."""
+    procs, device, inputs = run.procs, run.procs.device, run.inputs
+    run.network.train()
+    run.loss_fn.train()
+    inputs.set_epoch(epoch)
+    if run.cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    sums: dict[str, torch.Tensor] = {}
+    steps = images_seen = 0
+    data_s = compute_s = 0.0
+    tick = time.perf_counter()
+    for batch in tqdm(inputs.loader, desc=f"{job.setting} epoch {epoch}/{epochs}",
+                      disable=not procs.main, file=sys.stderr, mininterval=10):
+        fetched = time.perf_counter()
+        data_s += fetched - tick
+        images, labels = inputs.to_device(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.bf16):
+            embeddings = run.network(images)
+        all_embeddings, all_labels = _gather(embeddings.float(), labels, procs)
+        loss = run.loss_fn(all_embeddings, all_labels)
+        for optimizer in run.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer in run.optimizers.values():
+            optimizer.step()
+        for name, value in {"loss": loss.detach(), **run.loss_fn.terms}.items():
+            sums[name] = sums[name] + value if name in sums else value.clone()
+        steps += 1
+        images_seen += len(images) * procs.world_size
+        tick = time.perf_counter()
+        compute_s += tick - fetched
+    if run.cuda:
+        torch.cuda.synchronize(device)
+        compute_s += time.perf_counter() - tick
+    if steps == 0:
+        raise WorkflowInputError(job.train_dir, "an epoch had no complete batch")
+    timing = {"images_per_s": images_seen / max(data_s + compute_s, 1e-9),
+              "data_s": data_s, "compute_s": compute_s,
+              "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if run.cuda else None}
+    return {k: float(v) for k, v in sums.items()}, steps, timing
+
+
+def _embed_valid(run: _Run, model: torch.nn.Module) -> np.ndarray:
+    return embed(model, run.valid_set, run.batch_size, run.procs.device, run.workers, run.bf16,
+                 loader=run.valid_loader)
+
+
+def _valid_metrics(run: _Run, embeddings: np.ndarray, began: float) -> dict[str, float]:
+    metrics = validation_metrics(embeddings, run.valid_set.labels, run.valid_set.is_person)
+    metrics["validation_s"] = time.perf_counter() - began
+    return metrics
+
+
+def _validate(run: _Run) -> dict[str, float]:
+    """Validation MAP@R on the main rank (the others get no metrics)."""
+    if not run.procs.main:
+        return {}
+    began = time.perf_counter()
+    return _valid_metrics(run, _embed_valid(run, run.model), began)
+
+
+def _log_row(row: dict[str, Any]) -> None:
+    log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_COLUMNS if row[k] is not None))
+
+
+def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
+        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
+    """Train ``job`` to ``epochs`` epochs, resuming from ``checkpoint_dir`` when possible.
+
+    ``on_epoch_end(epoch, metrics row)`` runs on the main rank after each epoch's checkpoint
+    is safely written (tuning reports through it).
+    """
+    run = _setup(job, may_defer=on_epoch_end is None)
+    procs = run.procs
     checkpoint_path = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
     key = fingerprint(job, procs.world_size) if checkpoint_path is not None else ""
-    start = 1
-    state = load_checkpoint(checkpoint_path, key) if checkpoint_path is not None else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        loss_fn.load_state_dict(state["loss"])
-        sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"][procs.rank], generator)
-        result.history = list(state["history"])
-        start = int(state["epoch"]) + 1
-        log(f"resumed from checkpoint: epoch {start}")
+    start, history = _resume(run, checkpoint_path, key)
+    result = FitResult(run.model, history, procs.rank, run.train_items)
 
     for epoch in range(start, epochs + 1):
-        network.train()
-        loss_fn.train()
-        inputs.set_epoch(epoch)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        sums: dict[str, torch.Tensor] = {}
-        steps = images_seen = 0
-        data_s = compute_s = 0.0
-        tick = time.perf_counter()
-        for batch in tqdm(loader, desc=f"{job.setting} epoch {epoch}/{epochs}",
-                          disable=not procs.main, file=sys.stderr, mininterval=10):
-            fetched = time.perf_counter()
-            data_s += fetched - tick
-            images, labels = inputs.to_device(batch)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                embeddings = network(images)
-            all_embeddings, all_labels = _gather(embeddings.float(), labels, procs)
-            loss = loss_fn(all_embeddings, all_labels)
-            for optimizer in optimizers.values():
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for optimizer in optimizers.values():
-                optimizer.step()
-            for name, value in {"loss": loss.detach(), **loss_fn.terms}.items():
-                sums[name] = sums[name] + value if name in sums else value.clone()
-            steps += 1
-            images_seen += len(images) * procs.world_size
-            tick = time.perf_counter()
-            compute_s += tick - fetched
-        if cuda:
-            torch.cuda.synchronize(device)
-            compute_s += time.perf_counter() - tick
-        if steps == 0:
-            raise WorkflowInputError(job.train_dir, "an epoch had no complete batch")
-        timing = {"images_per_s": images_seen / max(data_s + compute_s, 1e-9),
-                  "data_s": data_s, "compute_s": compute_s,
-                  "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None}
-        summary = {k: float(v) for k, v in sums.items()}
-        if background is not None:
+        sums, steps, timing = _train_epoch(run, job, epoch, epochs)
+        if run.background is not None:
             # Validate and checkpoint this epoch in the background: the next epoch starts.
-            background.wait()  # the previous epoch's row is in the history, its file on disk
-            rngs = [rng_state(generator)]
-            if procs.world_size > 1:
-                rngs = [None] * procs.world_size
-                dist.all_gather_object(rngs, rng_state(generator))
+            run.background.wait()  # the previous epoch's row is in the history, its file on disk
+            rngs = gather_rng_states(run.generator, procs.world_size)
             if procs.main:
-                _finish_epoch_in_background(
-                    background, epoch, model, summary, steps, timing, rngs, result,
-                    lambda m: embed(m, valid_set, batch_size, device, workers, bf16,
-                                    loader=valid_loader),
-                    valid_set, params, writer, checkpoint_path, {
-                        "format": CHECKPOINT_FORMAT, "fingerprint": key, "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-                        "loss": loss_fn.state_dict(), "sampler": sampler.state_dict(),
-                        "rng": rngs})
+                # The thread adds the history once this epoch's row is in it.
+                state = training_state(key, epoch, run.model, run.optimizers, run.loss_fn,
+                                       run.sampler, rngs, [])
+                _finish_epoch_in_background(run, epoch, sums, steps, timing, result,
+                                            job.params, checkpoint_path, state)
             continue
-        metrics: dict[str, float] = {}
-        if procs.main:
-            began = time.perf_counter()
-            embeddings_np = embed(model, valid_set, batch_size, device, workers, bf16,
-                                  loader=valid_loader)
-            metrics = validation_metrics(embeddings_np, valid_set.labels, valid_set.is_person)
-            metrics["validation_s"] = time.perf_counter() - began
-        row = _row(epoch, summary, steps, timing, metrics, params)
+        row = _row(epoch, sums, steps, timing, _validate(run), job.params)
         result.history.append(row)
-        rngs = [rng_state(generator)]
-        if procs.world_size > 1:
-            rngs = [None] * procs.world_size
-            dist.all_gather_object(rngs, rng_state(generator))
+        # Every rank takes part in gathering the RNG states; the main rank writes them.
+        rngs = gather_rng_states(run.generator, procs.world_size)
         if procs.main:
-            log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_COLUMNS if row[k] is not None))
+            _log_row(row)
             if checkpoint_path is not None:
                 # In the background from a CPU copy: the next epoch starts meanwhile.
-                writer.save(checkpoint_path, {
-                    "format": CHECKPOINT_FORMAT, "fingerprint": key, "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-                    "loss": loss_fn.state_dict(), "sampler": sampler.state_dict(),
-                    "rng": rngs, "history": result.history,
-                })
+                run.writer.save(checkpoint_path, training_state(
+                    key, epoch, run.model, run.optimizers, run.loss_fn, run.sampler, rngs,
+                    result.history))
             if on_epoch_end is not None:
-                writer.wait()  # the callback may rely on the checkpoint being on disk
+                run.writer.wait()  # the callback may rely on the checkpoint being on disk
                 on_epoch_end(epoch, row)
         if procs.world_size > 1:
             dist.barrier()
-    if background is not None:
-        background.wait()
-    writer.wait()
+    if run.background is not None:
+        run.background.wait()
+    run.writer.wait()
     return result
 
 
-def _finish_epoch_in_background(background: BackgroundTask, epoch: int, model: EmbeddingModel,
-                                summary: dict[str, float], steps: int, timing: dict[str, Any],
-                                rngs: list, result: FitResult,
-                                embed_valid: Callable[[torch.nn.Module], np.ndarray],
-                                valid_set: CropDataset, params: Mapping[str, Any],
-                                writer: CheckpointWriter, checkpoint_path: Path | None,
+def _finish_epoch_in_background(run: _Run, epoch: int, summary: dict[str, float], steps: int,
+                                timing: dict[str, Any], result: FitResult,
+                                params: Mapping[str, Any], checkpoint_path: Path | None,
                                 state: dict[str, Any]) -> None:
     """Validate a copy of the model and write the checkpoint while training goes on.
 
@@ -551,9 +551,10 @@ def _finish_epoch_in_background(background: BackgroundTask, epoch: int, model: E
     thread validates on a side CUDA stream (after the copy), appends the row to the
     history and writes the checkpoint with it.
     """
-    evaluated = copy.deepcopy(model)
+    assert run.background is not None
+    evaluated = copy.deepcopy(run.model)
     ready = None
-    if next(model.parameters()).is_cuda:
+    if next(run.model.parameters()).is_cuda:
         ready = torch.cuda.Event()
         ready.record()
     saved = snapshot(state) if checkpoint_path is not None else None
@@ -567,20 +568,18 @@ def _finish_epoch_in_background(background: BackgroundTask, epoch: int, model: E
                 stream = torch.cuda.Stream(device=where)
                 stream.wait_event(ready)
                 with torch.cuda.stream(stream):
-                    embeddings = embed_valid(evaluated)
+                    embeddings = _embed_valid(run, evaluated)
         else:
-            embeddings = embed_valid(evaluated)
-        metrics = validation_metrics(embeddings, valid_set.labels, valid_set.is_person)
-        metrics["validation_s"] = time.perf_counter() - began
-        row = _row(epoch, summary, steps, timing, metrics, params)
+            embeddings = _embed_valid(run, evaluated)
+        row = _row(epoch, summary, steps, timing, _valid_metrics(run, embeddings, began), params)
         result.history.append(row)
-        log(" ".join(f"{k}={_fmt(row[k])}" for k in METRIC_COLUMNS if row[k] is not None))
+        _log_row(row)
         if saved is not None and checkpoint_path is not None:
             copied, event = saved
-            writer.write_snapshot(checkpoint_path, {**copied, "history": list(result.history)},
-                                  event)
+            run.writer.write_snapshot(checkpoint_path,
+                                      {**copied, "history": list(result.history)}, event)
 
-    background.start(finish)
+    run.background.start(finish)
 
 
 def _fmt(value: Any) -> str:
