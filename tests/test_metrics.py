@@ -412,7 +412,7 @@ def test_metrics_script_passes_the_knn_switch(tmp_path):
              "reid": False, "setting": "ms", "evaluation": "e", "exclusion": "excluded",
              "out": str(out)}]
     main = runpy.run_path(str(repo / "scripts" / "compute_metrics.py"))["main"]
-    main(["--plan", json.dumps(plan), "--config", "{}", "--knn", "authors"])
+    main(["--plan", json.dumps(plan), "--knn", "authors"])
     record = json.loads(out.read_text())
     assert record["retrieval"]["knn"] == "authors" and "knn" not in record["retrieval_indexed"]
 

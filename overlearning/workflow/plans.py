@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from overlearning.safeguards.anonymise import variant_name
+from overlearning.core.names import variant_name
 
 # Image folders of a prepared person set (datasets rules): masked queries and gallery.
 PERSON_QUERY_FOLDER = "foreground_query"
