@@ -184,3 +184,23 @@ def test_batched_encoding_gives_the_masks_of_one_image_at_a_time(sam, tmp_path: 
             assert np.mean(got == want) > 0.999
             agreement.append(np.mean(polygon_to_mask(low[name][j]["mask_polygon"], size) == want))
     assert min(agreement) >= 0.98
+
+
+def test_many_boxes_are_decoded_in_chunks_with_the_same_masks(sam, monkeypatch) -> None:
+    """More boxes than one SAM call takes: several decoder calls, the masks of one call."""
+    import overlearning.detect.segmentation as segmentation
+
+    image = np.random.default_rng(1).integers(0, 255, size=(64, 80, 3), dtype=np.uint8)
+    boxes = [[x, y, x + 30.0, y + 25.0] for x in range(0, 40, 8) for y in range(0, 30, 10)]
+    predictor = make_predictor(sam)
+    whole = segment_boxes(predictor, image, boxes, 0.0, "union")
+    calls = []
+    hook = sam.mask_decoder.register_forward_hook(lambda *args: calls.append(1))
+    monkeypatch.setattr(segmentation, "BOX_CHUNK", 4)
+    try:
+        chunked = segment_boxes(predictor, image, boxes, 0.0, "union")
+    finally:
+        hook.remove()
+    assert len(calls) == -(-len(boxes) // 4)
+    assert chunked.shape == whole.shape == (len(boxes), 64, 80)
+    assert np.mean(chunked == whole) > 0.999

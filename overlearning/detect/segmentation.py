@@ -75,12 +75,17 @@ def segment_boxes(predictor: Any, image: np.ndarray, boxes: Sequence[Sequence[fl
     predictor.set_image(image)
     box_tensor = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=predictor.device)
     box_tensor = predictor.transform.apply_boxes_torch(box_tensor, (height, width))
+    # Boxes in chunks: each box's full-size logits cost ~24 MB at SAM's 1024 input, and an
+    # image can have hundreds of boxes (every query of an untrained detector, a crowd).
+    chunks = []
     with torch.no_grad():
-        logits, _, _ = predictor.predict_torch(None, None, boxes=box_tensor,
-                                               multimask_output=multimask == "union",
-                                               return_logits=True)
-    masks = (logits > mask_threshold).any(dim=1)
-    return masks.cpu().numpy()
+        for start in range(0, len(box_tensor), BOX_CHUNK):
+            logits, _, _ = predictor.predict_torch(None, None,
+                                                   boxes=box_tensor[start:start + BOX_CHUNK],
+                                                   multimask_output=multimask == "union",
+                                                   return_logits=True)
+            chunks.append((logits > mask_threshold).any(dim=1).cpu().numpy())
+    return np.concatenate(chunks)
 
 
 def encode_images(predictor: Any, images: Sequence[np.ndarray], precision: str = "fp32"
@@ -98,6 +103,9 @@ def encode_images(predictor: Any, images: Sequence[np.ndarray], precision: str =
     with torch.no_grad(), precision_context(device, precision):
         features = sam.image_encoder(torch.stack(tensors))
     return features.float()
+
+
+BOX_CHUNK = 32  # boxes decoded per SAM call
 
 
 def segment_encoded(predictor: Any, features: Any, image_shape: tuple[int, int],
@@ -120,12 +128,17 @@ def segment_encoded(predictor: Any, features: Any, image_shape: tuple[int, int],
     predictor.is_image_set = True
     box_tensor = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=predictor.device)
     box_tensor = predictor.transform.apply_boxes_torch(box_tensor, (height, width))
+    # Boxes in chunks: each box's full-size logits cost ~24 MB at SAM's 1024 input, and an
+    # image can have hundreds of boxes (every query of an untrained detector, a crowd).
+    chunks = []
     with torch.no_grad():
-        logits, _, _ = predictor.predict_torch(None, None, boxes=box_tensor,
-                                               multimask_output=multimask == "union",
-                                               return_logits=True)
-    masks = (logits > mask_threshold).any(dim=1)
-    return masks.cpu().numpy()
+        for start in range(0, len(box_tensor), BOX_CHUNK):
+            logits, _, _ = predictor.predict_torch(None, None,
+                                                   boxes=box_tensor[start:start + BOX_CHUNK],
+                                                   multimask_output=multimask == "union",
+                                                   return_logits=True)
+            chunks.append((logits > mask_threshold).any(dim=1).cpu().numpy())
+    return np.concatenate(chunks)
 
 
 def make_predictor(sam: Any) -> Any:
