@@ -7,16 +7,6 @@ import sys
 from overlearning.workflow.cli import ScriptParser
 
 
-def _load(paths: list[str]) -> list[dict]:
-    """Metrics files one by one, with progress in the rule's log (hundreds at paper scale)."""
-    from tqdm import tqdm
-
-    from overlearning.evaluate.tables import load_records
-
-    return [record for path in tqdm(paths, desc="metrics files", unit="file", file=sys.stderr)
-            for record in load_records([path])]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__)
     parser.add_argument("--metrics", nargs="+", required=True)
@@ -26,8 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse(argv)
 
     from overlearning.evaluate.figures import privacy_utility_plot
+    from overlearning.evaluate.tables import load_records
 
-    privacy_utility_plot(_load(args.metrics), args.out, args.nonperson, args.person)
+    privacy_utility_plot(load_records(args.metrics, progress=True), args.out, args.nonperson, args.person)
     return 0
 
 

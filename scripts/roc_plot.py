@@ -7,16 +7,6 @@ import sys
 from overlearning.workflow.cli import ScriptParser
 
 
-def _load(paths: list[str]) -> list[dict]:
-    """Metrics files one by one, with progress in the rule's log (hundreds at paper scale)."""
-    from tqdm import tqdm
-
-    from overlearning.evaluate.tables import load_records
-
-    return [record for path in tqdm(paths, desc="metrics files", unit="file", file=sys.stderr)
-            for record in load_records([path])]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__)
     parser.add_argument("--metrics", nargs="+", required=True)
@@ -25,8 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse(argv)
 
     from overlearning.evaluate.figures import roc_figure
+    from overlearning.evaluate.tables import load_records
 
-    roc_figure(_load(args.metrics), args.out, args.evaluations)
+    roc_figure(load_records(args.metrics, progress=True), args.out, args.evaluations)
     return 0
 
 

@@ -65,7 +65,6 @@ def polygon_to_mask(polygon: Sequence[Sequence[float]], shape: tuple[int, int]) 
 def segment_boxes(predictor: Any, image: np.ndarray, boxes: Sequence[Sequence[float]],
                   mask_threshold: float, multimask: str = "union") -> np.ndarray:
     """Masks (n, H, W) bool for ``boxes`` on an RGB uint8 image: one image encode in total."""
-    import torch
 
     if multimask not in MULTIMASK_MODES:
         raise ValueError(f"multimask must be one of {MULTIMASK_MODES}, got {multimask!r}")
@@ -73,19 +72,8 @@ def segment_boxes(predictor: Any, image: np.ndarray, boxes: Sequence[Sequence[fl
     if len(boxes) == 0:
         return np.zeros((0, height, width), dtype=bool)
     predictor.set_image(image)
-    box_tensor = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=predictor.device)
-    box_tensor = predictor.transform.apply_boxes_torch(box_tensor, (height, width))
-    # Boxes in chunks: each box's full-size logits cost ~24 MB at SAM's 1024 input, and an
-    # image can have hundreds of boxes (every query of an untrained detector, a crowd).
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(box_tensor), BOX_CHUNK):
-            logits, _, _ = predictor.predict_torch(None, None,
-                                                   boxes=box_tensor[start:start + BOX_CHUNK],
-                                                   multimask_output=multimask == "union",
-                                                   return_logits=True)
-            chunks.append((logits > mask_threshold).any(dim=1).cpu().numpy())
-    return np.concatenate(chunks)
+    return segment_encoded(predictor, predictor.features, (height, width), boxes,
+                           mask_threshold, multimask)
 
 
 def encode_images(predictor: Any, images: Sequence[np.ndarray], precision: str = "fp32"

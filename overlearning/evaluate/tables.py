@@ -10,10 +10,13 @@ study go to ``headline.json``.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from overlearning.core.atomic import read_json, write_json, write_text
 from overlearning.core.errors import WorkflowInputError
@@ -54,10 +57,14 @@ DETAIL_COLUMNS = (
 )
 
 
-def load_records(paths: Sequence[Path | str]) -> list[dict]:
-    """Read every metrics file; a missing or incomplete one stops with its path."""
+def load_records(paths: Sequence[Path | str], progress: bool = False) -> list[dict]:
+    """Read every metrics file; a missing or incomplete one stops with its path.
+
+    ``progress``: a progress bar in the rule's log (hundreds of files at paper scale).
+    """
     records = []
-    for path in paths:
+    for path in tqdm(paths, desc="metrics files", unit="file", file=sys.stderr,
+                     disable=not progress):
         if not Path(path).is_file():
             raise WorkflowInputError(path, "metrics file not found (was its evaluation run?)")
         record = read_json(path)
