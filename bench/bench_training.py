@@ -43,6 +43,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devices import peak_flops  # noqa: E402
 from results import write_result  # noqa: E402
 
 from overlearning.data.crop_sets import Item  # noqa: E402
@@ -57,9 +58,6 @@ TINY = {"kind": "timm", "name": CLIP,
         "overrides": {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 64}}
 REAL = {"kind": "timm", "name": CLIP, "overrides": {}}
 MS = {"alpha": 2.0, "beta": 50.0, "base": 0.5}
-# Dense peak TFLOP/s (bf16, TF32) from the vendors' data sheets (SXM parts, no sparsity).
-PEAK_TFLOPS = {"H200": (989.0, 494.5), "H100": (989.0, 494.5), "A100": (312.0, 156.0),
-               "L40S": (362.0, 183.0), "A40": (149.7, 74.8), "V100": (125.0, 125.0)}
 CONFUSION = {"weight": 23.752884837928374, "gamma": 31.85830217870389,
              "margin": 0.012645424823545037}
 
@@ -89,11 +87,8 @@ def peak_memory_mb(device: torch.device) -> float:
 def device_peak_tflops(device: torch.device, bf16: bool, override: float | None) -> float | None:
     if override:
         return override
-    name = torch.cuda.get_device_name(device)
-    for key, (peak_bf16, peak_tf32) in PEAK_TFLOPS.items():
-        if key in name:
-            return peak_bf16 if bf16 else peak_tf32
-    return None
+    peak = peak_flops(torch.cuda.get_device_name(device), bf16)
+    return None if peak is None else peak / 1e12
 
 
 def run_training(items: list[Item], trunk_cfg: dict, batch: int, steps: int, warmup: int,

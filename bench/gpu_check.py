@@ -40,6 +40,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devices import peak_flops  # noqa: E402
+
 from overlearning.data.crop_sets import Item  # noqa: E402
 from overlearning.evaluate.embeddings import embed_items  # noqa: E402
 from overlearning.evaluate.ranking import knn_with_exclusion, l2_normalise  # noqa: E402
@@ -50,13 +52,6 @@ from overlearning.train.loader import CropDataset, MPerClassEpochSampler  # noqa
 CLIP = "vit_base_patch16_clip_384.laion2b_ft_in12k_in1k"
 TARGETS = {"train_mfu": 0.40, "train_data_wait_fraction": 0.05,
            "embeddings_images_per_s": 3000.0, "ranking_gpu_s": 10.0}
-# Dense bf16 tensor-core peaks (FLOP/s, no sparsity) by device name, most specific first.
-BF16_PEAKS = [
-    (r"H200", 989.4e12), (r"H100.*PCIe", 756.0e12), (r"H100", 989.4e12),
-    (r"H800", 989.4e12), (r"GH200", 989.4e12), (r"B200", 2250e12), (r"A100", 312e12),
-    (r"A800", 312e12), (r"L40S", 362e12), (r"L40", 181e12), (r"L4\b", 121e12),
-    (r"A10\b", 125e12), (r"RTX 4090", 165e12), (r"RTX 3090", 71e12),
-]
 MS = {"alpha": 2.0, "beta": 50.0, "base": 0.5}
 CONFUSION = {"weight": 23.752884837928374, "gamma": 31.85830217870389,
              "margin": 0.012645424823545037}
@@ -109,13 +104,6 @@ FIELDS = {
                 "k", "wall_s"],
     "meets": sorted(TARGETS),
 }
-
-
-def bf16_peak(name: str) -> float | None:
-    for pattern, peak in BF16_PEAKS:
-        if re.search(pattern, name):
-            return peak
-    return None
 
 
 def sync(device: torch.device) -> None:
@@ -225,7 +213,7 @@ def train_check(items: list[Item], cfg: dict, device: torch.device, workers: int
             break
     total = sum(waits) + sum(computes)
     step_s = total / len(computes)
-    peak = bf16_peak(torch.cuda.get_device_name(device)) if cuda else None
+    peak = peak_flops(torch.cuda.get_device_name(device)) if cuda else None
     return {
         "model": cfg["trunk"]["name"], "input_size": list(model.input_size),
         "batch_size": batch, "timed_steps": len(computes), "loader_workers": workers,

@@ -13,7 +13,8 @@ from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 
-from gpu_check import BF16_PEAKS, FIELDS, TARGETS, bf16_peak  # noqa: E402
+from devices import PEAKS, peak_flops  # noqa: E402
+from gpu_check import FIELDS, TARGETS  # noqa: E402
 
 
 def test_tiny_gpu_check_writes_every_field(tmp_path: Path) -> None:
@@ -41,9 +42,10 @@ def test_tiny_gpu_check_writes_every_field(tmp_path: Path) -> None:
 
 
 def test_peak_table_by_device_name() -> None:
-    assert bf16_peak("NVIDIA H200") == bf16_peak("NVIDIA H100 80GB HBM3") == 989.4e12
-    assert bf16_peak("NVIDIA H100 PCIe") == 756.0e12
-    assert bf16_peak("NVIDIA A100-SXM4-80GB") == 312e12
-    assert bf16_peak("NVIDIA L4") == 121e12 and bf16_peak("NVIDIA L40S") == 362e12
-    assert bf16_peak("cpu") is None
-    assert all(peak > 1e13 for _, peak in BF16_PEAKS)
+    assert peak_flops("NVIDIA H200") == peak_flops("NVIDIA H100 80GB HBM3") == 989.4e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756.0e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("NVIDIA L4") == 121e12 and peak_flops("NVIDIA L40S") == 362e12
+    assert peak_flops("cpu") is None
+    assert peak_flops("NVIDIA H100 80GB HBM3", bf16=False) == 494.7e12
+    assert all(bf16 >= tf32 > 1e13 for _, bf16, tf32 in PEAKS)
