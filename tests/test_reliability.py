@@ -340,8 +340,13 @@ def test_detection_boxes_far_outside_their_image() -> None:
     check_boxes_inside(dets[:1], 100, 100, "d.json", "x.jpg")
     with pytest.raises(WorkflowInputError, match=r"d.json: x.jpg\[1\].box: expected a box inside"):
         check_boxes_inside(dets, 100, 100, "d.json", "x.jpg")
+    # A detector box may overhang by half a side (centre and size are independent
+    # sigmoids); a polygon, drawn inside the image, only by the tight tolerance.
+    check_boxes_inside([{**dets[0], "box": [-50, -12, 150, 100]}], 100, 100, "d.json", "x.jpg")
+    with pytest.raises(WorkflowInputError, match=r"tolerance 50% of a side"):
+        check_boxes_inside([{**dets[0], "box": [-51, 0, 10, 10]}], 100, 100, "d.json", "x.jpg")
     tolerance = max(BOX_TOLERANCE * 100, 2)
-    check_boxes_inside([{**dets[0], "box": [-tolerance, 0, 100 + tolerance, 100]}],
+    check_boxes_inside([{**dets[0], "mask_polygon": [[-tolerance, 0], [100 + tolerance, 0], [0, 5]]}],
                        100, 100, "d.json", "x.jpg")
     polygon = [{**dets[0], "mask_polygon": [[0, 0], [300, 0], [0, 5]]}]
     with pytest.raises(WorkflowInputError, match=r"x.jpg\[0\].mask_polygon"):

@@ -24,6 +24,10 @@ from overlearning.core.errors import WorkflowInputError
 # lying far outside its image is a broken file.
 BOX_TOLERANCE = 0.05
 BOX_TOLERANCE_PIXELS = 2.0
+# GroundingDINO predicts a box's centre and size independently, each a sigmoid in [0, 1] of
+# the image side, so its boxes overhang a border by up to half the side (seen on the demo's
+# detector: 7.5%). More than that cannot come from the detector: a broken or foreign file.
+DETECTOR_BOX_TOLERANCE = 0.5
 
 
 def is_number(value: Any) -> bool:
@@ -131,18 +135,19 @@ def unique_ids(entries: Iterable[Mapping[str, Any]], key: str, source: object,
         seen.add(value)
 
 
-def box_tolerance(side: float) -> float:
-    return max(BOX_TOLERANCE * side, BOX_TOLERANCE_PIXELS)
+def box_tolerance(side: float, share: float = BOX_TOLERANCE) -> float:
+    return max(share * side, BOX_TOLERANCE_PIXELS)
 
 
 def check_box_inside(x0: float, y0: float, x1: float, y1: float, width: float, height: float,
-                     source: object, entry: str) -> None:
-    """Corners (x0, y0)-(x1, y1) within the ``width`` x ``height`` image up to the tolerance."""
-    tx, ty = box_tolerance(width), box_tolerance(height)
+                     source: object, entry: str, share: float = BOX_TOLERANCE) -> None:
+    """Corners (x0, y0)-(x1, y1) within the ``width`` x ``height`` image, each side allowed
+    to overhang by ``share`` of the image's side (at least BOX_TOLERANCE_PIXELS)."""
+    tx, ty = box_tolerance(width, share), box_tolerance(height, share)
     if x0 < -tx or y0 < -ty or x1 > width + tx or y1 > height + ty:
         raise WorkflowInputError(
             source, f"{entry}: expected a box inside the {width}x{height} image (tolerance "
-                    f"{BOX_TOLERANCE:.0%} of a side, at least {BOX_TOLERANCE_PIXELS:g} px), "
+                    f"{share:.0%} of a side, at least {BOX_TOLERANCE_PIXELS:g} px), "
                     f"found corners ({x0:g}, {y0:g})-({x1:g}, {y1:g})")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from overlearning.core.atomic import read_json, write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.paths import check_relative
-from overlearning.core.validate import check_box_inside, is_number
+from overlearning.core.validate import DETECTOR_BOX_TOLERANCE, check_box_inside, is_number
 
 __all__ = ["Detections", "read_json", "write_json", "validate_detections", "validate_masks",
            "check_masks_match", "check_boxes_inside", "load_detections", "load_masks"]
@@ -107,12 +107,14 @@ def check_boxes_inside(dets: list[dict[str, Any]], width: int, height: int, path
                        image: str) -> None:
     """Boxes (and mask polygons, where present) within the image up to the stated tolerance.
 
-    A detector's boxes never lie far outside the image they came from; one that does
-    belongs to another image (a renamed or resized file) or to a corrupted file.
+    A detector's boxes overhang the border by at most half a side (DETECTOR_BOX_TOLERANCE);
+    one beyond belongs to another image (a renamed or resized file) or to a corrupted file.
+    Mask polygons are drawn inside the image and get the tight tolerance.
     """
     for i, det in enumerate(dets):
         x1, y1, x2, y2 = det["box"]
-        check_box_inside(x1, y1, x2, y2, width, height, path, f"{image}[{i}].box")
+        check_box_inside(x1, y1, x2, y2, width, height, path, f"{image}[{i}].box",
+                         DETECTOR_BOX_TOLERANCE)
         polygon = det.get("mask_polygon") or []
         if polygon:
             xs = [p[0] for p in polygon]
