@@ -37,6 +37,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results import write_result  # noqa: E402
+
 from overlearning.data.crop_sets import Item  # noqa: E402
 from overlearning.models.embedder import build_embedding_model  # noqa: E402
 from overlearning.train.gpu_augment import (  # noqa: E402
@@ -140,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     report["bytes_to_device_per_image"] = {"authors": 3 * 384 * 384 * 4,
                                            "ours": float(np.mean(packed_bytes[:len(batches)]))
                                            / args.batch}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "loader.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_result(args.out, "loader", report)
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
 

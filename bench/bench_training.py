@@ -37,14 +37,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devices import peak_flops  # noqa: E402
 from results import write_result  # noqa: E402
+from synthetic import write_crops  # noqa: E402
 
 from overlearning.data.crop_sets import Item  # noqa: E402
 from overlearning.models.embedder import build_embedding_model  # noqa: E402
@@ -60,22 +59,6 @@ REAL = {"kind": "timm", "name": CLIP, "overrides": {}}
 MS = {"alpha": 2.0, "beta": 50.0, "base": 0.5}
 CONFUSION = {"weight": 23.752884837928374, "gamma": 31.85830217870389,
              "margin": 0.012645424823545037}
-
-
-def write_crops(folder: Path, objects: int, per_object: int, seed: int) -> list[Item]:
-    """Synthetic JPEG crops of varied size, a third of the objects persons."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for obj in range(objects):
-        colour = rng.uniform(0, 255, size=3)
-        for k in range(per_object):
-            h, w = int(rng.integers(60, 200)), int(rng.integers(40, 160))
-            pixels = np.clip(colour + rng.normal(0, 30, size=(h, w, 3)), 0, 255).astype(np.uint8)
-            name = f"v{obj:04d}/{k:05d}_{obj + 1}.jpg"
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(folder / name, quality=90)
-            items.append(Item(folder / name, name, obj + 1, obj % 3 == 0))
-    return items
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -24,6 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results import write_result  # noqa: E402
+
 from overlearning.evaluate.embeddings import load_embedding_set  # noqa: E402
 from overlearning.evaluate.metrics import evaluate_retrieval  # noqa: E402
 from overlearning.evaluate.reid_protocol import (  # noqa: E402
@@ -124,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "matching": matching_effects(args.results, args.data, args.person_category,
                                      args.person_label),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fidelity.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    write_result(args.out, "fidelity", report)
     print(json.dumps(report, indent=1, sort_keys=True))
     return 0
 

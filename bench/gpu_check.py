@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devices import peak_flops  # noqa: E402
+from synthetic import write_crops  # noqa: E402
 
 from overlearning.data.crop_sets import Item  # noqa: E402
 from overlearning.evaluate.embeddings import embed_items  # noqa: E402
@@ -115,29 +115,6 @@ def peak_memory_gib(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-
-
-def write_crops(folder: Path, objects: int, per_object: int, seed: int) -> list[Item]:
-    """Synthetic JPEG object crops of varied size (a third persons), written in threads."""
-    rng = np.random.default_rng(seed)
-    jobs = []
-    for obj in range(objects):
-        colour = rng.uniform(0, 255, size=3)
-        for k in range(per_object):
-            h, w = int(rng.integers(60, 220)), int(rng.integers(40, 180))
-            jobs.append((f"v{obj:05d}/{k:05d}_{obj + 1}.jpg", colour, h, w, int(rng.integers(1 << 30))))
-
-    def write(job: tuple) -> Item:
-        name, colour, h, w, s = job
-        noise = np.random.default_rng(s).normal(0, 30, size=(h, w, 3))
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(colour + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
-        obj = int(name.rsplit("_", 1)[1].split(".")[0])
-        return Item(path, name, obj, (obj - 1) % 3 == 0)
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return list(pool.map(write, jobs))
 
 
 def frames(count: int, size: tuple[int, int], seed: int) -> list[np.ndarray]:
