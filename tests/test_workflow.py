@@ -192,7 +192,8 @@ def test_html_report_renders_every_section(demo_runs: tuple[Path, Path]) -> None
 
 # Jobs that read every training setting's metrics or embeddings: an edit of one setting's
 # chain reruns them too.
-AGGREGATES = {"tables", "privacy_utility", "roc_curves", "embedding_map", "anonymisation_tables",
+AGGREGATES = {"tables", "tables_html", "privacy_utility", "roc_curves", "embedding_map",
+              "anonymisation_tables", "anonymisation_tables_html",
               "anonymisation_privacy_utility", "all"}
 
 
@@ -226,16 +227,29 @@ def planned_jobs(run: Path, edit: dict) -> list[tuple[str, dict[str, str]]]:
     ({"evaluation": {"figures": {"grid_neighbours": 4}}}, {"query_grid"}),
     ({"evaluation": {"figures": {"embedding_points": 400}}}, {"embedding_map"}),
     # Settings of one stage: that stage's jobs and what reads their results only.
-    ({"tuning": {"trials": 4}}, {"tune"}),  # the demo trains with the config's values
     ({"explain": {"queries": 3}}, {"explain"}),
     ({"anonymisation": {"background_level": 1}},
      {"anonymise_vis_test", "anonymise_person_gallery", "embed_anonymised", "metrics_anonymised",
-      "anonymisation_tables", "anonymisation_privacy_utility"}),
+      "anonymisation_tables", "anonymisation_tables_html", "anonymisation_privacy_utility"}),
 ])
 def test_config_edit_reruns_only_the_jobs_that_read_it(
         demo_runs: tuple[Path, Path], edit: dict, rules: set[str]) -> None:
     jobs = planned_jobs(demo_runs[0], edit)
     assert {rule for rule, _ in jobs} == rules, jobs
+
+
+def test_tuning_edit_reruns_the_tuned_settings_chain_only(demo_runs: tuple[Path, Path]) -> None:
+    """The demo tunes `confusion` and trains it with the best trial (training.use_tuned, as
+    the paper does for `center`): a tuning edit reruns the search and that setting's chain."""
+    demo = yaml.safe_load((REPO / "config.demo.yaml").read_text())
+    tuned = demo["tuning"]["settings"]
+    jobs = planned_jobs(demo_runs[0], {"tuning": {"trials": 4}})
+    planned = {rule for rule, _ in jobs}
+    assert {"tune", "tuning_report", "train", "embed", "metrics", "tables"} <= planned, jobs
+    others = [(rule, w) for rule, w in jobs
+              if rule not in AGGREGATES and w.get("setting") not in tuned]
+    assert not others, others
+    assert sum(rule == "train" for rule, _ in jobs) == len(tuned)
 
 
 def test_learning_rate_reruns_that_settings_chain_only(demo_runs: tuple[Path, Path]) -> None:
