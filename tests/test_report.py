@@ -60,6 +60,9 @@ def _cells(path) -> _Cells:
 def test_keys_become_words_and_unknown_keys_stay():
     assert setting_title("confusion_tv") == "confusion loss on persons (torchvision ViT)"
     assert setting_title("ms") == "MultiSimilarity, no persons in training"
+    assert setting_title("pretrained_open_clip_b16") == (
+        "OpenAI CLIP ViT-B/16 (open_clip), as downloaded (no fine-tuning)")
+    assert setting_title("pretrained_new_trunk") == "new_trunk, as downloaded (no fine-tuning)"
     assert setting_title("my_new_setting") == "my_new_setting"
     assert evaluation_title("market1501_probe_torso") == "Market-1501, torso only probe"
     assert evaluation_title("cuhk03_labeled") == "CUHK03-NP labeled re-ID"

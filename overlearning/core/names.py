@@ -52,8 +52,19 @@ ANON_METHODS = {"mosaic": ("mosaic", "px blocks"), "blur": ("blur", "px σ"),
                 "noise": ("noise", "σ")}
 
 
+PRETRAINED_TRUNKS = {
+    "timm_clip": "CLIP ViT-B/16 (timm, the study's trunk)",
+    "open_clip_b16": "OpenAI CLIP ViT-B/16 (open_clip)",
+    "torchvision_vit": "torchvision ViT-B/16 SWAG",
+}
+
+
 def setting_title(setting: str) -> str:
-    """``confusion_tv`` -> ``confusion loss on persons (torchvision ViT)``."""
+    """``confusion_tv`` -> ``confusion loss on persons (torchvision ViT)``;
+    ``pretrained_timm_clip`` -> ``CLIP ViT-B/16 (timm, ...), as downloaded``."""
+    if setting.startswith("pretrained_"):
+        key = setting.removeprefix("pretrained_")
+        return f"{PRETRAINED_TRUNKS.get(key, key)}, as downloaded (no fine-tuning)"
     base, _, trunk = setting.partition("_")
     if base not in LOSSES or (trunk and trunk not in TRUNKS):
         return setting
