@@ -35,7 +35,8 @@ CLOTHES_DETECTION = picked(DETECT, "image_size", "max_image_size", "batch_size")
 CLOTHES_SETTINGS = picked(config["clothes"], "method", "segformer_labels", "segformer_size",
                           "prompts", "box_threshold", "text_threshold", "on_missing")
 CLOTHES_MODELS = json.dumps(
-    {k: config["models"][k] for k in ("grounding_dino", "sam", "segformer_clothes")}, sort_keys=True
+    {k: config["models"][k] for k in ("grounding_dino", "sam", "segformer_clothes")
+     if k in config["models"]}, sort_keys=True
 )
 
 wildcard_constraints:

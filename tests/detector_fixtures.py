@@ -52,6 +52,13 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (64, 80)) -> np.n
     return pixels
 
 
+def write_person_queries(folder: Path) -> Path:
+    """A Market-style query folder of two persons from two cameras (the clothes probes' input)."""
+    write_image(folder / "0001_c1_a.png", 0, size=(80, 40))
+    write_image(folder / "0002_c2_b.png", 1, size=(80, 40))
+    return folder
+
+
 def one_torch_thread():
     """Generator for a module fixture: tiny models run fastest on one thread (no OpenMP
     spinning when other processes share the cores); the setting is restored afterwards."""

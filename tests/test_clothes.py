@@ -21,7 +21,7 @@ from tests.detector_fixtures import (
     TINY_MODELS,
     make_cache,
     one_torch_thread,
-    write_image,
+    write_person_queries,
 )
 
 
@@ -45,10 +45,7 @@ def models(cache: Path):
 
 @pytest.fixture
 def queries(tmp_path: Path) -> Path:
-    folder = tmp_path / "foreground_query"
-    write_image(folder / "0001_c1_a.png", 0, size=(80, 40))
-    write_image(folder / "0002_c2_b.png", 1, size=(80, 40))
-    return folder
+    return write_person_queries(tmp_path / "foreground_query")
 
 
 def test_masked_crop_is_the_mask_box_with_black_outside() -> None:

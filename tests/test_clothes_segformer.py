@@ -20,11 +20,10 @@ from overlearning.models.segformer import (
     prepare_segformer_weights,
     segment_labels,
 )
-from tests.detector_fixtures import write_image
+from tests.detector_fixtures import write_person_queries
+from tests.training_fixtures import SEGFORMER_TINY
 
-TINY = {"name": "mattmdjaga/segformer_b2_clothes", "revision": "main",
-        "overrides": {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64],
-                      "num_attention_heads": [1, 1, 2, 2], "decoder_hidden_size": 32}}
+TINY = SEGFORMER_TINY
 SIZE = 64
 
 
@@ -38,10 +37,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def queries(tmp_path: Path) -> Path:
-    folder = tmp_path / "foreground_query"
-    write_image(folder / "0001_c1_a.png", 0, size=(80, 40))
-    write_image(folder / "0002_c2_b.png", 1, size=(80, 40))
-    return folder
+    return write_person_queries(tmp_path / "foreground_query")
 
 
 def test_full_size_is_segformer_b2_with_the_atr_labels():

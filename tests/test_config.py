@@ -170,3 +170,17 @@ def test_paper_dry_run_uses_extracted_directories_in_place(tmp_path: Path, paper
     counts = _job_counts(proc.stdout + proc.stderr)
     assert "extract" not in counts
     assert counts.get("vis_frames") == 1 and counts.get("tables") == 1, counts
+
+
+def test_settings_naming_an_undefined_model_are_named(paper: dict) -> None:
+    broken = copy.deepcopy(paper)
+    del broken["models"]["open_clip_b16"]
+    with pytest.raises(ConfigError, match="evaluation.pretrained: 'open_clip_b16' needs models.open_clip_b16"):
+        validate_config(broken)
+    broken = copy.deepcopy(paper)
+    del broken["models"]["segformer_clothes"]
+    with pytest.raises(ConfigError, match="clothes.method: segformer needs models.segformer_clothes"):
+        validate_config(broken)
+    # Without the segmenter and its probe, the config is whole (the weights rule skips it).
+    broken["clothes"]["method"] = "grounding_sam"
+    validate_config(broken)

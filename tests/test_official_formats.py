@@ -19,7 +19,7 @@ import pytest
 import torch
 from detector_fixtures import TINY_MODELS
 from safetensors.torch import load_file, save_file
-from training_fixtures import TIMM_TINY, TORCHVISION_TINY
+from training_fixtures import OPEN_CLIP_TINY, SEGFORMER_TINY, TIMM_TINY, TORCHVISION_TINY
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.models.detector_weights import TINY_BERT
@@ -42,6 +42,7 @@ GD_UNEXPECTED = ["label_enc.weight", "bert.embeddings.position_ids"]
 
 def tiny_models() -> dict[str, Any]:
     models = {"timm_clip": dict(TIMM_TINY), "torchvision_vit": dict(TORCHVISION_TINY),
+              "open_clip_b16": dict(OPEN_CLIP_TINY), "segformer_clothes": dict(SEGFORMER_TINY),
               **json.loads(json.dumps(TINY_MODELS))}
     models["grounding_dino"].update(
         checkpoint_url="https://huggingface.co/ShilongLiu/GroundingDINO/resolve/main/groundingdino_swint_ogc.pth",
@@ -67,9 +68,14 @@ def test_bundle_uses_the_published_names(bundle: tuple) -> None:
         "grounding_dino": "groundingdino_swint_ogc.pth",
         "text_encoder": "bert-base-uncased/model.safetensors",
         "sam": "sam_vit_b_01ec64.pth",
+        # open_clip's hf_hub for ViT-B-16 "openai", and the safetensors name it tries first.
+        "open_clip_b16": "open_clip/timm/vit_base_patch16_clip_224.openai/open_clip_model.safetensors",
+        "segformer_clothes": "mattmdjaga/segformer_b2_clothes/model.safetensors",
     }
     assert sorted(p.name for p in (root / "bert-base-uncased").iterdir()) == [
         "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
+    assert sorted(p.name for p in (root / "mattmdjaga/segformer_b2_clothes").iterdir()) == [
+        "config.json", "model.safetensors"]
 
 
 def test_publishers_loaders_accept_the_standins(bundle: tuple) -> None:
@@ -106,6 +112,24 @@ def test_publishers_loaders_accept_the_standins(bundle: tuple) -> None:
     unused = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
               for k in info["unexpected_keys"]}
     assert unused == BERT_UNUSED and info["missing_keys"] == []
+    # open_clip's load_checkpoint (strict) into its own CLIP class of the same configuration.
+    import open_clip
+    from open_clip.model import CLIP
+
+    config = open_clip.get_model_config("ViT-B-16")
+    overrides = dict(OPEN_CLIP_TINY["overrides"])
+    clip = CLIP(overrides.pop("embed_dim"), {**config["vision_cfg"], **{
+        k: v for k, v in overrides.items() if k != "text_cfg"}},
+        {**config["text_cfg"], **overrides["text_cfg"]}, quick_gelu=True)
+    assert open_clip.load_checkpoint(clip, str(files["open_clip_b16"])) == \
+        torch.nn.modules.module._IncompatibleKeys([], [])
+    # transformers' from_pretrained of the segmenter's hub folder: nothing unused or missing.
+    from transformers import SegformerForSemanticSegmentation
+
+    segformer, info = SegformerForSemanticSegmentation.from_pretrained(
+        str(files["segformer_clothes"].parent), output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    assert segformer.config.id2label[4] == "Upper-clothes"
 
 
 def test_files_source_fills_the_cache_from_the_bundle(bundle: tuple, tmp_path: Path) -> None:
@@ -129,6 +153,14 @@ def test_files_source_fills_the_cache_from_the_bundle(bundle: tuple, tmp_path: P
     assert torch.equal(trunk["encoder.layers.encoder_layer_0.mlp.0.weight"],
                        tv["encoder.layers.encoder_layer_0.mlp.linear_1.weight"])
     assert not any(k.startswith("heads.") for k in trunk)
+    # The open_clip baseline keeps the image tower only, without its "visual." prefix.
+    tower = load_file(str(tmp_path / "open_clip_b16" / "trunk.safetensors"))
+    published = load_file(str(files["open_clip_b16"]))
+    assert set(tower) == {k.removeprefix("visual.") for k in published if k.startswith("visual.")}
+    assert torch.equal(tower["proj"], published["visual.proj"])
+    segformer = load_file(str(tmp_path / "segformer_clothes" / "model.safetensors"))
+    assert all(torch.equal(v, load_file(str(files["segformer_clothes"]))[k]) for k, v in segformer.items())
+    assert sources["segformer_clothes"]["file"] == "mattmdjaga/segformer_b2_clothes/model.safetensors"
 
 
 def _copy_bundle(files: dict[str, Path], dest: Path) -> Path:
@@ -157,6 +189,8 @@ def _edit(path: Path, change: Any) -> None:
     ("grounding_dino", "module.transformer.extra"),
     ("text_encoder", "cls.predictions.decoder.bias"),
     ("sam", "image_encoder.neck.4.weight"),
+    ("open_clip_b16", "visual.head.weight"),
+    ("segformer_clothes", "decode_head.extra.weight"),
 ])
 def test_a_key_outside_the_allow_list_is_refused_by_name(bundle: tuple, tmp_path: Path,
                                                           key: str, extra: str) -> None:
@@ -234,11 +268,17 @@ PAPER_MODELS: dict[str, Any] = {
                        "overrides": {}},
     "sam": {"variant": "vit_b", "checkpoint_url": tiny_models()["sam"]["checkpoint_url"],
             "overrides": {}},
+    "open_clip_b16": {"kind": "open_clip", "name": "ViT-B-16", "weights": "openai", "overrides": {}},
+    "segformer_clothes": {"name": "mattmdjaga/segformer_b2_clothes", "revision": "main",
+                          "overrides": {}},
 }
 # Published sizes in bytes (docs/weights.md: GroundingDINO's with its sha256 in public
 # pins; SAM's and bert's as the hosts list them); a pickle's framing varies a little.
 PUBLISHED_BYTES = {"grounding_dino": 693_997_677, "sam": 375_042_383,
                    "text_encoder": 440_449_768}
+# The hub lists the ViT-B/16 OpenAI CLIP weights as 599 MB (149.62 M float32 parameters,
+# open_clip's model table); the hub rounds to whole MB.
+OPEN_CLIP_B16_BYTES = 599e6
 
 
 @pytest.mark.slow
@@ -257,5 +297,42 @@ def test_full_size_standins_match_the_published_files(tmp_path: Path) -> None:
     del state
     # segment_anything's official builder loads the stand-in strictly.
     build_sam_vit_b(checkpoint=str(files["sam"]))
+    clip = load_file(str(files["open_clip_b16"]))
+    assert round(sum(v.numel() for v in clip.values()) / 1e6, 2) == 149.62
+    assert abs(files["open_clip_b16"].stat().st_size - OPEN_CLIP_B16_BYTES) < 1e6
+    del clip
     manifest = prepare_weight_cache(PAPER_MODELS, tmp_path / "cache", "files", 0, tmp_path / "bundle")
     assert GD_WEIGHTS in manifest and SAM_WEIGHTS in manifest
+    assert "open_clip_b16/trunk.safetensors" in manifest
+    assert "segformer_clothes/model.safetensors" in manifest
+
+
+def test_segformer_config_must_carry_the_atr_labels(bundle: tuple, tmp_path: Path) -> None:
+    models, files = bundle
+    root = _copy_bundle(files, tmp_path / "bundle")
+    config = root / "mattmdjaga/segformer_b2_clothes/config.json"
+    published = json.loads(config.read_text())
+    published["id2label"]["4"] = "Shirt"
+    config.write_text(json.dumps(published))
+    with pytest.raises(WorkflowInputError, match="id2label is not the ATR label set") as error:
+        prepare_weight_cache(models, tmp_path / "cache", "files", 0, root)
+    assert "config.json" in str(error.value)
+
+
+def test_rehearsal_bundle_covers_every_model_the_weights_rule_prepares() -> None:
+    """The rehearsal reads every model from stand-ins (weights.source files): each model of
+    the merged config must have its published file in the bundle."""
+    import yaml
+
+    from overlearning.models.bundle import bundle_files
+
+    root = Path(__file__).resolve().parents[1]
+    models: dict[str, Any] = {}
+    for name in ("config.yaml", "config.rehearse.yaml"):
+        for key, value in (yaml.safe_load((root / name).read_text()).get("models") or {}).items():
+            models.setdefault(key, {}).update(value)
+    rehearse = yaml.safe_load((root / "config.rehearse.yaml").read_text())
+    assert rehearse["weights"]["source"] == "files"
+    assert set(bundle_files(models)) == set(models) | {"text_encoder"}
+    # and the rehearsal runs the paper's probes and baselines, not a reduced set
+    assert "clothes" not in rehearse and "pretrained" not in rehearse["evaluation"]

@@ -9,17 +9,13 @@ import open_clip
 import pytest
 import timm
 import torch
-from training_fixtures import TIMM_TINY
+from training_fixtures import OPEN_CLIP_TINY, TIMM_TINY
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import sha256_file
 from overlearning.models.cache import load_state_dict
 from overlearning.models.embedder import build_trunk, load_pretrained_model
 from overlearning.models.weights import prepare_trunk_weights
-
-OPEN_CLIP_TINY = {"kind": "open_clip", "name": "ViT-B-16", "weights": "openai",
-                  "overrides": {"embed_dim": 16, "width": 32, "layers": 1, "head_width": 16,
-                                "image_size": 32}}
 
 
 def test_full_size_open_clip_tower_has_the_published_keys_and_shapes():

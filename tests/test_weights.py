@@ -139,9 +139,12 @@ def test_hub_source_fetches_pinned_files_then_reads_them_as_files(
 
     def hub_file(repo: str, filename: str, revision: str | None, dest: Path) -> str:
         calls.append(("hub", repo, filename, revision))
-        src = published / ("timm/" + repo.split("/")[-1] if repo.startswith("timm/") else repo)
+        # Where the bundle layout puts each repo's files (overlearning.models.bundle).
+        src = next(p for p in (published / "open_clip" / repo / filename,
+                               published / "timm" / repo.split("/")[-1] / filename,
+                               published / repo / filename) if p.is_file())
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / filename, dest)
+        shutil.copy(src, dest)
         return revision or "c" * 40
 
     def download(url: str, dest: Path, hash_prefix: str | None = None) -> None:
@@ -156,6 +159,9 @@ def test_hub_source_fetches_pinned_files_then_reads_them_as_files(
     assert ("hub", "timm/vit_base_patch16_clip_384.laion2b_ft_in12k_in1k", "model.safetensors",
             None) in calls
     assert ("hub", "bert-base-uncased", "model.safetensors", "b" * 40) in calls
+    assert ("hub", "timm/vit_base_patch16_clip_224.openai", "open_clip_model.safetensors",
+            None) in calls
+    assert ("hub", "mattmdjaga/segformer_b2_clothes", "config.json", "main") in calls
     sources = json.loads((tmp_path / "cache" / "sources.json").read_text())
     assert sources["timm_clip"]["revision"] == "c" * 40
     assert sources["text_encoder"] == {"file": "bert-base-uncased/model.safetensors",

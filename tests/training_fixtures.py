@@ -29,6 +29,17 @@ TORCHVISION_TINY: dict[str, Any] = {
     "overrides": {"num_layers": 1, "hidden_dim": 32, "num_heads": 2, "mlp_dim": 64,
                   "image_size": 32},
 }
+# The text tower only shapes the published file (open_clip_model.safetensors), never the embedding.
+OPEN_CLIP_TINY: dict[str, Any] = {
+    "kind": "open_clip", "name": "ViT-B-16", "weights": "openai",
+    "overrides": {"embed_dim": 16, "width": 32, "layers": 1, "head_width": 16, "image_size": 32,
+                  "text_cfg": {"width": 32, "layers": 1, "heads": 2}},
+}
+SEGFORMER_TINY: dict[str, Any] = {
+    "name": "mattmdjaga/segformer_b2_clothes", "revision": "main",
+    "overrides": {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 64],
+                  "num_attention_heads": [1, 1, 2, 2], "decoder_hidden_size": 32},
+}
 TRAINING: dict[str, Any] = {
     "embedding_dim": 16, "batch_size": 8, "m_per_class": 2, "epochs": 2,
     "weight_decay": 1e-4, "num_workers": 0, "processes": 1, "amp": "none",

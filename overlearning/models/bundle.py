@@ -8,6 +8,8 @@ into a temporary bundle first (overlearning.models.weights). Layout, relative to
     <basename of torchvision's URL>       e.g. vit_b_16_swag-9ac1b537.pth
     <basename of checkpoint_url>          groundingdino_swint_ogc.pth, sam_vit_b_01ec64.pth
     <text_encoder>/                       bert-base-uncased: BERT_FILES
+    open_clip/<hub repo>/open_clip_model.safetensors   an open_clip baseline's CLIP model
+    <segformer_clothes name>/             mattmdjaga/segformer_b2_clothes: SEGFORMER_FILES
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.models.cache import bundled_trunk_keys
+from overlearning.models.cache import trunk_keys
 from overlearning.models.embedder import torchvision_weights
+from overlearning.models.open_clip_trunk import hub_file
 
 # What the GroundingDINO text encoder needs from its hub repo (tokenizer and weights).
 BERT_FILES = ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
               "model.safetensors")
+# What the clothes segmenter needs from its hub repo (labels and weights).
+SEGFORMER_FILES = ("config.json", "model.safetensors")
 
 
 def url_basename(url: str, where: str) -> str:
@@ -49,6 +54,9 @@ def trunk_file(trunk_cfg: Mapping[str, Any]) -> str:
     """The bundle path of a trunk's published weights file."""
     if trunk_cfg["kind"] == "timm":
         return f"timm/{trunk_cfg['name']}/model.safetensors"
+    if trunk_cfg["kind"] == "open_clip":
+        repo, filename = hub_file(trunk_cfg)
+        return f"open_clip/{repo}/{filename}"
     weights = torchvision_weights(trunk_cfg)
     if weights is None:
         raise WorkflowInputError(f"models: {trunk_cfg['name']}", "names no pretrained weights")
@@ -56,10 +64,15 @@ def trunk_file(trunk_cfg: Mapping[str, Any]) -> str:
 
 
 def bundle_files(models_cfg: Mapping[str, Any]) -> dict[str, str]:
-    """{model key: bundle path of its published weights file}; BERT under ``text_encoder``."""
-    files = {key: trunk_file(models_cfg[key]) for key in bundled_trunk_keys(models_cfg)}
+    """{model key: bundle path of its published weights file}; BERT under ``text_encoder``.
+
+    The clothes segmenter (``segformer_clothes``) is part of it when the config has one.
+    """
+    files = {key: trunk_file(models_cfg[key]) for key in trunk_keys(models_cfg)}
     gd = models_cfg["grounding_dino"]
     files["grounding_dino"] = url_basename(gd["checkpoint_url"], "models.grounding_dino.checkpoint_url")
     files["text_encoder"] = f"{gd['text_encoder']}/model.safetensors"
     files["sam"] = url_basename(models_cfg["sam"]["checkpoint_url"], "models.sam.checkpoint_url")
+    if "segformer_clothes" in models_cfg:
+        files["segformer_clothes"] = f"{models_cfg['segformer_clothes']['name']}/model.safetensors"
     return files

@@ -32,8 +32,6 @@ MANIFEST = "manifest.json"
 TRUNK_FILE = "trunk.safetensors"
 BUILD_FILE = "build.json"
 TRUNK_KINDS = ("timm", "torchvision", "open_clip")
-# Trunks whose published file is part of the weights bundle (overlearning.models.bundle).
-BUNDLED_TRUNK_KINDS = ("timm", "torchvision")
 FETCH_HINT = "run `snakemake weights` on the login node (it needs the network)"
 
 
@@ -58,13 +56,8 @@ def go_offline(cache: Path | str) -> None:
 
 
 def trunk_keys(models_cfg: Mapping[str, Any]) -> list[str]:
-    """The config's model entries that are embedding trunks (timm or torchvision ViTs)."""
+    """The config's model entries that are embedding trunks (timm, torchvision, open_clip)."""
     return sorted(k for k, v in models_cfg.items() if v.get("kind") in TRUNK_KINDS)
-
-
-def bundled_trunk_keys(models_cfg: Mapping[str, Any]) -> list[str]:
-    """The trunks read from the official-format weights bundle (timm and torchvision)."""
-    return sorted(k for k, v in models_cfg.items() if v.get("kind") in BUNDLED_TRUNK_KINDS)
 
 
 def build_record(trunk_cfg: Mapping[str, Any], source: str, seed: int) -> dict[str, Any]:

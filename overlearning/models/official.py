@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from overlearning.core.errors import WorkflowInputError
+from overlearning.models.open_clip_trunk import text_tower_specs
 
 # (shape, dtype) of a tensor; the extra keys are described this way.
 Spec = tuple[tuple[int, ...], torch.dtype]
@@ -126,6 +127,15 @@ FORMATS: dict[str, OfficialFormat] = {
         optional_extras=frozenset({"cls.predictions.decoder.weight"})),
     # sam_vit_b_01ec64.pth: a plain state dict of Sam, loaded by build_sam with strict=True.
     "sam": OfficialFormat(name="SAM .pth", container="pickle"),
+    # open_clip_model.safetensors in the tag's hf_hub repo: the whole CLIP state dict as
+    # open_clip's push_to_hf_hub saves it (image tower under "visual.", text tower and
+    # logit_scale at the top level); open_clip's load_checkpoint reads it with strict=True.
+    "open_clip": OfficialFormat(name="open_clip hub open_clip_model.safetensors",
+                                container="safetensors", key_prefix="visual.",
+                                extras=text_tower_specs),
+    # mattmdjaga/segformer_b2_clothes model.safetensors: SegformerForSemanticSegmentation's
+    # state dict, no prefix, nothing else (from_pretrained reports no unused key).
+    "segformer": OfficialFormat(name="SegFormer hub model.safetensors", container="safetensors"),
 }
 
 

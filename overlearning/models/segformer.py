@@ -8,14 +8,16 @@ the authors' default probe did. The cache holds, relative to its root:
 - ``segformer_clothes/config.json``: its transformers configuration (labels included);
 - ``segformer_clothes/build.json``: what it was built for (name, revision, overrides).
 
-``source: random`` writes a seeded random model of the same architecture (``overrides`` make
-it tiny in the demo) with the published label set, so every path loads the same way.
+The published ``config.json`` and ``model.safetensors`` come through the weights bundle
+(overlearning.models.bundle) like every other pretrained file, checked against the published
+format. ``source: random`` writes a seeded random model of the same architecture
+(``overrides`` make it tiny in the demo) with the published label set, so every path loads
+the same way.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import sha256_file
 from overlearning.core.seeding import seed_everything
 from overlearning.models.cache import go_offline, load_state_dict, require_weights, save_state_dict
+from overlearning.models.official import FORMATS, load_official
 
 DIR = "segformer_clothes"
 WEIGHTS = f"{DIR}/model.safetensors"
@@ -58,20 +61,43 @@ def _record(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
             "overrides": dict(model_cfg.get("overrides") or {})}
 
 
+def _check_published_config(path: Path, model: SegformerForSemanticSegmentation) -> None:
+    """The bundle's config.json describes the architecture and labels we build, or we stop."""
+    try:
+        published = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WorkflowInputError(path, f"unreadable SegFormer configuration ({exc})") from None
+    labels = {int(k): v for k, v in dict(published.get("id2label") or {}).items()}
+    if labels != dict(enumerate(ATR_LABELS)):
+        differ = sorted(set(labels.items()) ^ set(enumerate(ATR_LABELS)))
+        raise WorkflowInputError(path, f"id2label is not the ATR label set (first difference "
+                                       f"{differ[0] if differ else labels})")
+    for key in (*MIT_B2, "num_encoder_blocks"):
+        if key in published and published[key] != getattr(model.config, key):
+            raise WorkflowInputError(path, f"{key} is {published[key]}, the configured "
+                                           f"architecture has {getattr(model.config, key)}")
+
+
 def prepare_segformer_weights(model_cfg: Mapping[str, Any], cache: Path | str, source: str,
-                              seed: int) -> dict[str, str]:
-    """Write the cache folder (hub download or seeded random); return {path: sha256}."""
+                              seed: int, bundle: Path | None = None) -> dict[str, str]:
+    """Write the cache folder; return {path: sha256}.
+
+    ``source`` "files" reads the published ``config.json`` and ``model.safetensors`` from the
+    weights ``bundle`` (``<name>/``) and checks them against the published format; "random"
+    writes a seeded random model of the configured architecture.
+    """
     cache = Path(cache)
     folder = cache / DIR
-    if source == "hub":
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
-            model = SegformerForSemanticSegmentation.from_pretrained(
-                model_cfg["name"], revision=model_cfg.get("revision"), cache_dir=tmp)
-    elif source == "random":
-        seed_everything(seed)
-        model = build_segformer(model_cfg)
-    else:
-        raise WorkflowInputError("weights.source", f"unknown source {source!r} (hub or random)")
+    seed_everything(seed)
+    model = build_segformer(model_cfg)
+    if source == "files":
+        if bundle is None:
+            raise WorkflowInputError("weights.files", "source files needs the bundle folder")
+        published = Path(bundle) / model_cfg["name"]
+        _check_published_config(published / "config.json", model)
+        load_official(published / "model.safetensors", model, FORMATS["segformer"])
+    elif source != "random":
+        raise WorkflowInputError("weights.source", f"unknown source {source!r} (files or random)")
     folder.mkdir(parents=True, exist_ok=True)
     save_state_dict(model.state_dict(), folder / "model.safetensors")
     (folder / "config.json").write_text(model.config.to_json_string(use_diff=False))

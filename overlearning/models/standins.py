@@ -20,11 +20,12 @@ import torch
 
 from overlearning.core.seeding import seed_everything
 from overlearning.models.bundle import BERT_FILES, bundle_files
-from overlearning.models.cache import bundled_trunk_keys
+from overlearning.models.cache import trunk_keys
 from overlearning.models.detector_weights import tiny_vocab
 from overlearning.models.detectors import build_grounding_dino, build_sam
 from overlearning.models.embedder import build_trunk
 from overlearning.models.official import FORMATS, official_state
+from overlearning.models.segformer import build_segformer
 
 # bert-base-uncased's vocabulary: 30522 entries, [PAD] first, [unused0..98], then
 # [UNK] [CLS] [SEP] [MASK] at 100..103 (its vocab.txt).
@@ -87,12 +88,12 @@ def write_standin_bundle(models_cfg: Mapping[str, Any], out: Path | str, seed: i
     out = Path(out)
     files = {key: out / rel for key, rel in bundle_files(models_cfg).items()}
     generator = torch.Generator().manual_seed(seed)
-    for key in bundled_trunk_keys(models_cfg):
+    for key in trunk_keys(models_cfg):
         cfg = models_cfg[key]
         seed_everything(seed)
         trunk = build_trunk(cfg)
         state = official_state(trunk, FORMATS[cfg["kind"]], generator)
-        if cfg["kind"] == "timm":
+        if cfg["kind"] in ("timm", "open_clip"):
             _save_safetensors(state, files[key])
         else:
             _save_pickle(state, files[key])
@@ -106,4 +107,12 @@ def write_standin_bundle(models_cfg: Mapping[str, Any], out: Path | str, seed: i
     del gd
     seed_everything(seed)
     _save_pickle(official_state(build_sam(models_cfg["sam"]), FORMATS["sam"], generator), files["sam"])
+    if "segformer_clothes" in models_cfg:
+        seed_everything(seed)
+        segformer = build_segformer(models_cfg["segformer_clothes"])
+        _save_safetensors(official_state(segformer, FORMATS["segformer"], generator),
+                          files["segformer_clothes"])
+        # The hub's config.json: transformers' full configuration, labels included.
+        segformer.config.architectures = ["SegformerForSemanticSegmentation"]
+        segformer.config.to_json_file(str(files["segformer_clothes"].parent / "config.json"))
     return files

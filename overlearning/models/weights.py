@@ -23,13 +23,18 @@ import torch
 from overlearning.core.atomic import write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import sha256_file
-from overlearning.models.bundle import BERT_FILES, bundle_files, timm_hub_id, trunk_file
+from overlearning.models.bundle import (
+    BERT_FILES,
+    SEGFORMER_FILES,
+    bundle_files,
+    timm_hub_id,
+    trunk_file,
+)
 from overlearning.models.cache import (
     BUILD_FILE,
     MANIFEST,
     TRUNK_FILE,
     build_record,
-    bundled_trunk_keys,
     hub_homes,
     save_state_dict,
     trunk_keys,
@@ -37,7 +42,7 @@ from overlearning.models.cache import (
 from overlearning.models.detector_weights import prepare_detector_weights
 from overlearning.models.embedder import build_trunk, torchvision_weights
 from overlearning.models.official import FORMATS, load_official
-from overlearning.models.open_clip_trunk import hub_tower_state
+from overlearning.models.open_clip_trunk import hub_file
 from overlearning.models.segformer import prepare_segformer_weights
 
 # Per published file: its sha256 and where it came from (written for hub and files).
@@ -61,9 +66,7 @@ def prepare_trunk_weights(key: str, trunk_cfg: Mapping[str, Any], cache: Path | 
     """
     cache = Path(cache)
     folder = cache / key
-    if trunk_cfg["kind"] == "open_clip" and source in ("hub", "files"):
-        state = _open_clip_state(key, trunk_cfg, cache, source)
-    elif source == "files":
+    if source == "files":
         if bundle is None:
             raise WorkflowInputError("weights.files", "source files needs the bundle folder")
         state = _files_state_dict(trunk_cfg, Path(bundle) / trunk_file(trunk_cfg))
@@ -75,42 +78,6 @@ def prepare_trunk_weights(key: str, trunk_cfg: Mapping[str, Any], cache: Path | 
     save_state_dict(state, folder / TRUNK_FILE)
     write_json(folder / BUILD_FILE, build_record(trunk_cfg, source, seed))
     return {f"{key}/{name}": sha256_file(folder / name) for name in (TRUNK_FILE, BUILD_FILE)}
-
-
-def _open_clip_state(key: str, trunk_cfg: Mapping[str, Any], cache: Path,
-                     source: str) -> dict[str, Any]:
-    """An open_clip baseline tower: fetched through open_clip itself (no bundle format yet)."""
-    if source == "files":
-        raise WorkflowInputError(
-            f"models.{key}", "open_clip towers are not part of the offline weights bundle yet: "
-                             "fill the cache with source hub, or drop the key from "
-                             "evaluation.pretrained")
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
-        return hub_tower_state(trunk_cfg, tmp)
-
-
-def prepare_outside_bundle(models_cfg: Mapping[str, Any], cache: Path, source: str,
-                           seed: int) -> dict[str, str]:
-    """Models outside the official-format bundle: open_clip baselines, the clothes segmenter.
-
-    Fetched through their own libraries with source hub, seeded random with source random;
-    with source files they are refused by name (no offline bundle format for them yet).
-    """
-    files: dict[str, str] = {}
-    for key in trunk_keys(models_cfg):
-        if models_cfg[key]["kind"] == "open_clip":
-            print(f"pretrained baseline {key}: {models_cfg[key]['name']} ({source})", file=sys.stderr)
-            files.update(prepare_trunk_weights(key, models_cfg[key], cache, source, seed))
-    if "segformer_clothes" in models_cfg:
-        cfg = models_cfg["segformer_clothes"]
-        if source == "files":
-            raise WorkflowInputError("models.segformer_clothes",
-                                     "the clothes segmenter is not part of the offline weights "
-                                     "bundle yet: fill the cache with source hub, or set "
-                                     "clothes.method: grounding_sam")
-        print(f"clothes segmenter: {cfg['name']} ({source})", file=sys.stderr)
-        files.update(prepare_segformer_weights(cfg, cache, source, seed))
-    return files
 
 
 # --- the network side (hub source): fetch the published files into a bundle -------------
@@ -141,11 +108,12 @@ def fetch_bundle(models_cfg: Mapping[str, Any], bundle: Path) -> dict[str, dict[
     """Download every published file into ``bundle`` (network!); {model key: origin}."""
     files = bundle_files(models_cfg)
     origin: dict[str, dict[str, Any]] = {}
-    for key in bundled_trunk_keys(models_cfg):
+    for key in trunk_keys(models_cfg):
         cfg = models_cfg[key]
-        if cfg["kind"] == "timm":
-            repo = timm_hub_id(cfg["name"])
-            commit = _hub_file(repo, "model.safetensors", cfg.get("revision"), bundle / files[key])
+        if cfg["kind"] in ("timm", "open_clip"):
+            repo, name = ((timm_hub_id(cfg["name"]), "model.safetensors") if cfg["kind"] == "timm"
+                          else hub_file(cfg))
+            commit = _hub_file(repo, name, cfg.get("revision"), bundle / files[key])
             origin[key] = {"repo": repo, "revision": commit}
         else:
             url = torchvision_weights(cfg).url
@@ -161,6 +129,11 @@ def fetch_bundle(models_cfg: Mapping[str, Any], bundle: Path) -> dict[str, dict[
     for key in ("grounding_dino", "sam"):
         _download_url(models_cfg[key]["checkpoint_url"], bundle / files[key])
         origin[key] = {"url": models_cfg[key]["checkpoint_url"]}
+    if "segformer_clothes" in models_cfg:
+        cfg = models_cfg["segformer_clothes"]
+        for name in SEGFORMER_FILES:
+            commit = _hub_file(cfg["name"], name, cfg.get("revision"), bundle / cfg["name"] / name)
+        origin["segformer_clothes"] = {"repo": cfg["name"], "revision": commit}
     return origin
 
 
@@ -200,33 +173,33 @@ def prepare_weight_cache(models_cfg: Mapping[str, Any], cache: Path | str, sourc
     if source == "hub":
         with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
             origin = fetch_bundle(models_cfg, Path(tmp))
-            return _fill(models_cfg, cache, "files", seed, Path(tmp), origin,
-                         prepare_outside_bundle(models_cfg, cache, source, seed))
+            return _fill(models_cfg, cache, "files", seed, Path(tmp), origin)
     if source == "files":
         if not files_dir:
             raise WorkflowInputError("weights.files", "source files needs weights.files (a folder)")
         if not Path(files_dir).is_dir():
             raise WorkflowInputError(files_dir, "weights bundle folder not found")
-        return _fill(models_cfg, cache, source, seed, Path(files_dir), None,
-                     prepare_outside_bundle(models_cfg, cache, source, seed))
+        return _fill(models_cfg, cache, source, seed, Path(files_dir), None)
     if source == "random":
-        return _fill(models_cfg, cache, source, seed, None, None,
-                     prepare_outside_bundle(models_cfg, cache, source, seed))
+        return _fill(models_cfg, cache, source, seed, None, None)
     raise WorkflowInputError("weights.source", f"unknown source {source!r} (hub, files or random)")
 
 
 def _fill(models_cfg: Mapping[str, Any], cache: Path, source: str, seed: int,
-          bundle: Path | None, origin: Mapping[str, Mapping[str, Any]] | None,
-          outside: Mapping[str, str]) -> dict[str, str]:
-    files: dict[str, str] = dict(outside)
+          bundle: Path | None, origin: Mapping[str, Mapping[str, Any]] | None) -> dict[str, str]:
+    files: dict[str, str] = {}
     if bundle is not None:
         # Pins first: a wrong or truncated file stops before any conversion.
         write_json(cache / SOURCES, check_bundle(models_cfg, bundle, origin))
         files[SOURCES] = sha256_file(cache / SOURCES)
-    for key in bundled_trunk_keys(models_cfg):
+    for key in trunk_keys(models_cfg):
         print(f"trunk {key}: {models_cfg[key]['name']} ({source})", file=sys.stderr)
         files.update(prepare_trunk_weights(key, models_cfg[key], cache, source, seed, bundle))
     files.update(prepare_detector_weights(dict(models_cfg), cache, source, seed, bundle))
+    if "segformer_clothes" in models_cfg:
+        cfg = models_cfg["segformer_clothes"]
+        print(f"clothes segmenter: {cfg['name']} ({source})", file=sys.stderr)
+        files.update(prepare_segformer_weights(cfg, cache, source, seed, bundle))
     for rel in files:
         if not (cache / rel).is_file():
             raise WorkflowInputError(cache / rel, "listed for the manifest but not written")

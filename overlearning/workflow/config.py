@@ -46,6 +46,22 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
     if errors:
         lines = "\n".join(f"  - {_describe(e)}" for e in errors)
         raise ConfigError(f"invalid configuration ({len(errors)} problem(s)):\n{lines}")
+    problems = _model_references(config)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+def _model_references(config: Mapping[str, Any]) -> list[str]:
+    """Settings that need a model which ``models`` does not define (the schema cannot see it)."""
+    models = config.get("models") or {}
+    problems = [f"config key evaluation.pretrained: {key!r} needs models.{key}"
+                for key in (config.get("evaluation") or {}).get("pretrained") or []
+                if key not in models]
+    if (config.get("clothes") or {}).get("method") == "segformer" and "segformer_clothes" not in models:
+        problems.append("config key clothes.method: segformer needs models.segformer_clothes "
+                        "(or set clothes.method: grounding_sam)")
+    return problems
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
