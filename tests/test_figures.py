@@ -81,6 +81,13 @@ def test_embedding_map_tsne(tmp_path):
     assert _coloured_pixels(out) > 50  # red person points
 
 
+def test_embedding_map_says_so_for_a_set_too_small_to_map(tmp_path, capsys):
+    out = embedding_map([("ms", _random_set(120, 0)), ("confusion", _random_set(3, 1))],
+                        tmp_path / "map.png", "tsne", seed=123, max_points=100)
+    assert _coloured_pixels(out) > 50  # the mappable panel is drawn
+    assert "confusion: only 3 embeddings, too few for a t-SNE map" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(importlib.util.find_spec("umap") is not None, reason="umap-learn installed")
 def test_embedding_map_umap_without_package_is_a_clear_error(tmp_path):
     with pytest.raises(WorkflowInputError, match="umap-learn"):
@@ -118,6 +125,28 @@ def test_query_grid_borders_mark_correct_and_wrong_neighbours(tmp_path):
         assert np.all(above == colour, axis=2).sum() >= 100, colour
     header_band = sheet[best_y - 60:best_y, label_w:label_w + tile]
     assert (header_band.min(axis=2) < 128).sum() > 10, "no column header over the query column"
+
+
+def test_query_grid_without_any_relevant_reference_draws_one_block(tmp_path, capsys):
+    # Every label occurs once: no query has a relevant reference, AP@R is undefined for all.
+    x = np.array([[1, 0], [0, 1], [-1, 0]], np.float32)
+    labels = np.array([0, 1, 2])
+    files = np.array([f"v/{i}.png" for i in range(3)])
+    (tmp_path / "img" / "v").mkdir(parents=True)
+    for name in files:
+        Image.new("RGB", (30, 50), (90, 90, 90)).save(tmp_path / "img" / name)
+    data = EmbeddingSet(x, labels, files, np.zeros(3, bool), np.full(3, -1))
+    inputs = RetrievalInputs(data, data, np.ones(3, bool), np.arange(3), np.zeros(3, int))
+    out = query_grid(inputs, tmp_path / "img", [tmp_path / "img"], tmp_path / "grid.png",
+                     queries=2, neighbours=2, title="test", tile=40, border=4)
+    sheet = np.asarray(Image.open(out).convert("RGB"))
+    blue = np.all(sheet[:, 110 + 1] == BLUE, axis=1)
+    starts = np.flatnonzero(blue & ~np.roll(blue, 1))
+    # One block: two query rows, one under the other (the left borders form one blue run);
+    # every neighbour has another label: red.
+    assert len(starts) == 1 and blue.sum() == 2 * 40
+    assert tuple(sheet[starts[0] + 1, 110 + 40 + 1]) == RED
+    assert "no query has a relevant reference" in capsys.readouterr().err
 
 
 def _many_rows():

@@ -27,7 +27,7 @@ from overlearning.core.image_io import read_rgb  # noqa: E402
 from overlearning.core.names import evaluation_title, safeguard_title, setting_title  # noqa: E402
 from overlearning.evaluate.embeddings import EmbeddingSet  # noqa: E402
 from overlearning.evaluate.metrics import evaluate_retrieval  # noqa: E402
-from overlearning.evaluate.ranking import MISSING, l2_normalise  # noqa: E402
+from overlearning.evaluate.ranking import MISSING, knn_with_exclusion, l2_normalise  # noqa: E402
 from overlearning.evaluate.retrieval_inputs import RetrievalInputs  # noqa: E402
 
 GREEN, RED, BLUE, GREY = (0, 170, 0), (220, 0, 0), (30, 90, 220), (90, 90, 90)
@@ -111,7 +111,9 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
 
     Each row: the query (blue border), then its nearest indexed references: green border
     for the same label (a correct match), red for a different one. A key of the colours
-    and a header naming each column sit above the rows.
+    and a header naming each column sit above the rows. Where no query has a relevant
+    reference (AP@R undefined for all: a tiny or fully excluded index), the first queries
+    are drawn in one block that says so, rather than failing the figure.
     """
     if len(reference_roots) != int(inputs.part_of.max(initial=-1)) + 1:
         raise ValueError("one image root per reference part is needed")
@@ -119,15 +121,23 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
     ap = result.study.average_precision_at_r
     scored = np.flatnonzero(~np.isnan(ap))
     if len(scored) == 0:
-        raise WorkflowInputError(title, "no query has a relevant reference; nothing to show")
-    # Ties keep query order (stable sort), so the same data always pick the same rows.
-    best = scored[np.argsort(-ap[scored], kind="stable")][:queries]
-    worst = scored[np.argsort(ap[scored], kind="stable")][:queries]
-    ranking = result.ranking[:, :neighbours]
-    if ranking.shape[1] < neighbours:
-        pad = np.full((len(ranking), neighbours - ranking.shape[1]), MISSING)
-        ranking = np.hstack([ranking, pad])
+        print(f"{title}: no query has a relevant reference; drawing the first {queries} "
+              "queries without AP@R", file=sys.stderr)
+        first = np.arange(len(ap))[:queries]
+        blocks = ((f"first {len(first)} queries: none has a relevant reference", first),)
+    else:
+        # Ties keep query order (stable sort), so the same data always pick the same rows.
+        best = scored[np.argsort(-ap[scored], kind="stable")][:queries]
+        worst = scored[np.argsort(ap[scored], kind="stable")][:queries]
+        blocks = ((f"best {len(best)} queries by AP@R", best),
+                  (f"worst {len(worst)} queries by AP@R", worst))
     refs, q = inputs.references, inputs.queries
+    # The shown rows' own nearest neighbours: the metric's ranking stops at the largest R,
+    # which can be fewer than the columns (or none at all).
+    shown = np.unique(np.concatenate([rows for _, rows in blocks]))
+    nearest = knn_with_exclusion(l2_normalise(q.embeddings[shown]), l2_normalise(refs.embeddings),
+                                 neighbours, inputs.kept, inputs.self_index[shown])
+    ranking = dict(zip(shown.tolist(), nearest, strict=True))
     roots = [Path(r) for r in reference_roots]
 
     label_w, header_h, title_h, key_h, columns_h = 110, 26, 28, 22, 22
@@ -145,8 +155,8 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
             x = 4
         key_lines[-1].append((colour, meaning, x))
         x += step
-    height = (title_h + key_h * len(key_lines) + columns_h + 2 * header_h
-              + (len(best) + len(worst)) * tile)
+    rows_total = sum(len(rows) for _, rows in blocks)
+    height = title_h + key_h * len(key_lines) + columns_h + len(blocks) * header_h + rows_total * tile
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     draw.text((4, 6), title, fill=(0, 0, 0), font=big)
@@ -163,16 +173,13 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
         draw.text((left + (tile - draw.textlength(name, font=small)) / 2, y + 5), name,
                   fill=(0, 0, 0), font=small)
     y += columns_h
-    blocks = (("best", best), ("worst", worst))
-    rows_total = len(best) + len(worst)
     with tqdm(total=rows_total, desc="query grid rows", unit="query", file=sys.stderr) as bar:
-        for name, rows in blocks:
-            draw.text((4, y + 7), f"{name} {len(rows)} queries by AP@R", fill=(0, 0, 0),
-                      font=big)
+        for header, rows in blocks:
+            draw.text((4, y + 7), header, fill=(0, 0, 0), font=big)
             y += header_h
             for qi in rows:
-                draw.text((4, y + tile // 2 - 7), f"AP@R {ap[qi]:.2f}", fill=(0, 0, 0),
-                          font=small)
+                score = "AP@R n/a" if np.isnan(ap[qi]) else f"AP@R {ap[qi]:.2f}"
+                draw.text((4, y + tile // 2 - 7), score, fill=(0, 0, 0), font=small)
                 sheet.paste(_tile(Path(query_root) / q.files[qi], tile, border, BLUE),
                             (label_w, y))
                 for j, ri in enumerate(ranking[qi]):
@@ -310,6 +317,9 @@ def _project(x: np.ndarray, method: str, seed: int) -> np.ndarray:
     raise WorkflowInputError("evaluation.figures.embedding_map", f"unknown method {method!r}")
 
 
+MIN_MAP_POINTS = 5  # t-SNE's perplexity needs a handful of points
+
+
 def embedding_map(sets: Sequence[tuple[str, EmbeddingSet]], out: Path | str, method: str,
                   seed: int, max_points: int) -> Path:
     """2-D map of each model's test embeddings, persons highlighted: a model that separates
@@ -328,8 +338,16 @@ def embedding_map(sets: Sequence[tuple[str, EmbeddingSet]], out: Path | str, met
                                  desc=f"{label} maps", unit="model", file=sys.stderr):
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(data), min(max_points, len(data)), replace=False))
-        if len(pick) < 5:
-            raise WorkflowInputError(name, f"only {len(pick)} embeddings; too few for a map")
+        if len(pick) < MIN_MAP_POINTS:
+            # Said in the panel and the log, not a failed rule: a tiny test set has no map.
+            print(f"{name}: only {len(pick)} embeddings, too few for a {label} map",
+                  file=sys.stderr, flush=True)
+            ax.set_title(f"{setting_title(name)}\n[{name}]", fontsize=9)
+            ax.text(0.5, 0.5, f"only {len(pick)} test crops:\ntoo few for a {label} map",
+                    ha="center", va="center", transform=ax.transAxes, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
         print(f"{name}: {label} of {len(pick)} embeddings", file=sys.stderr, flush=True)
         xy = _project(l2_normalise(data.embeddings[pick]), method, seed)
         persons = data.persons[pick]
