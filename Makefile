@@ -41,17 +41,20 @@ demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/demo --report demo-run/report.html
 
 # The paper's models at full size on stand-in weights in the published formats and a tiny
-# generated dataset, every rule on the CPU (20-40 min); then the per-rule peak-memory table
-# in docs/hpc.md from the rehearsal's benchmark files. See config.rehearse.yaml.
+# generated dataset, every rule on the CPU (about 45 min on 2 cores); then the per-rule
+# peak-memory table in docs/hpc.md from the rehearsal's benchmark files, and the check that
+# every rule's memory request covers it. See config.rehearse.yaml.
 REHEARSE_BUNDLE := rehearse-run/weights-bundle
 rehearse: $(STAMP) $(REHEARSE_BUNDLE)/.complete
 	$(BIN)/snakemake --configfile config.rehearse.yaml --cores $(CORES) --rerun-incomplete \
 		--printshellcmds --show-failed-logs
 	$(BIN)/python scripts/benchmark_table.py --benchmarks rehearse-run/logs/benchmarks \
 		--doc docs/hpc.md
+	$(BIN)/python -m pytest -q tests/test_hpc_doc.py -k memory_request
 
 $(REHEARSE_BUNDLE)/.complete: config.yaml config.rehearse.yaml overlearning/models/standins.py \
-		overlearning/models/official.py
+		overlearning/models/official.py overlearning/models/open_clip_trunk.py \
+		overlearning/models/segformer.py
 	$(BIN)/python scripts/make_standin_weights.py --config config.yaml config.rehearse.yaml \
 		--out $(REHEARSE_BUNDLE)
 	touch $@

@@ -242,6 +242,8 @@ rule anonymisation_tables_html:
                         category=REPORT_ANON, labels={"result": "4 headline numbers"}),
     log:
         log_path("anonymisation_tables_html"),
+    benchmark:
+        bench_path("anonymisation_tables_html")
     threads: 1
     resources:
         mem_mb=mem_for("default"),

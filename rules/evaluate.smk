@@ -110,9 +110,9 @@ rule embed_pretrained:
         workers=EVAL["loader_workers"],
         precision=EVAL["precision"],
     log:
-        log_path("embed", "{setting}"),
+        log_path("embed_pretrained", "{setting}"),
     benchmark:
-        bench_path("embed", "{setting}")
+        bench_path("embed_pretrained", "{setting}")
     threads: threads_for("embed")
     resources:
         mem_mb=mem_for("embed"),

@@ -119,6 +119,8 @@ rule exclusion_counts:
                          for s in config["detection"]["sets"]),
     log:
         log_path("exclusion_counts"),
+    benchmark:
+        bench_path("exclusion_counts")
     threads: 1
     resources:
         mem_mb=mem_for("default"),

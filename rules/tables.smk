@@ -124,6 +124,8 @@ rule tables_html:
                         category=REPORT_TABLES, labels={"table": "0 headline"}),
     log:
         log_path("tables_html"),
+    benchmark:
+        bench_path("tables_html")
     threads: 1
     resources:
         mem_mb=mem_for("default"),

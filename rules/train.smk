@@ -164,6 +164,8 @@ rule training_table:
                subcategory="{setting}", labels={"setting": "{setting}", "result": "per epoch"}),
     log:
         log_path("training_table", "{setting}"),
+    benchmark:
+        bench_path("training_table", "{setting}")
     threads: 1
     resources:
         mem_mb=mem_for("default"),
@@ -192,6 +194,8 @@ rule tuning_report:
                     subcategory="{setting}", labels={"setting": "{setting}", "result": "3 chosen trial"}),
     log:
         log_path("tuning_report", "{setting}"),
+    benchmark:
+        bench_path("tuning_report", "{setting}")
     threads: 1
     resources:
         mem_mb=mem_for("default"),

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from overlearning.workflow.cli import ScriptParser
 
 
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     from overlearning.workflow.provenance import write_provenance
 
     set_threads(args.threads)
-    for job in args.plan:
+    # One bar over the evaluations; each also prints its summary line when done.
+    for job in tqdm(args.plan, desc="evaluations", unit="eval", mininterval=2.0):
         query = part_from_cli(*job["query"])
         references = [part_from_cli(*spec) for spec in job["references"]]
         meta = {k: job[k] for k in ("setting", "evaluation", "exclusion")}

@@ -127,6 +127,32 @@ def test_memory_table_markers_are_there() -> None:
     assert text.count("<!-- rehearsal-memory:end -->") == 1
 
 
+def rehearsal_rows() -> dict[str, dict[str, int]]:
+    """{rule: {peak, suggested}} of the memory table that `make rehearse` wrote."""
+    body = HPC_DOC.read_text().split("<!-- rehearsal-memory:start -->", 1)[1]
+    body = body.split("<!-- rehearsal-memory:end -->", 1)[0]
+    rows = {}
+    for line in body.strip().splitlines()[2:]:
+        rule, _, peak, _, _, suggested = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[rule] = {"peak": int(peak), "suggested": int(suggested)}
+    return rows
+
+
+def test_every_memory_request_covers_the_rehearsal_peak() -> None:
+    """The rehearsal at paper model size measured each rule's peak: the memory a SLURM job of
+    that rule asks for (config.yaml resources, through the profile) covers the suggestion."""
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    rows = rehearsal_rows()
+    by_rule = table_by_rule()
+    # The rehearsal ran the whole graph: every rule that runs as a job has a row.
+    assert set(by_rule) - {"all"} <= set(rows) | {"demo_downloads"}, set(by_rule) - set(rows)
+    for rule, measured in rows.items():
+        if rule == "demo_downloads":  # the rehearsal's own data generator, not a paper rule
+            continue
+        key = by_rule[rule]["key"]
+        assert paper["resources"][key]["mem_mb"] >= measured["suggested"], (rule, key, measured)
+
+
 def test_doc_orders_the_image_before_the_weights() -> None:
     text = HPC_DOC.read_text()
     assert text.index("## 2. The container image") < text.index("## 4. Weights")
