@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,14 @@ def _hub_file(repo: str, filename: str, revision: str | None, dest: Path) -> str
     return str(commit)
 
 
+def _hub_files(repo: str, filenames: Sequence[str], revision: str | None, folder: Path) -> str:
+    """Several files of one hub repo into ``folder``, all from the commit the first resolves
+    (an unpinned repo could move between two downloads); the commit used."""
+    for filename in filenames:
+        revision = _hub_file(repo, filename, revision, folder / filename)
+    return str(revision)
+
+
 def fetch_bundle(models_cfg: Mapping[str, Any], bundle: Path) -> dict[str, dict[str, Any]]:
     """Download every published file into ``bundle`` (network!); {model key: origin}."""
     files = bundle_files(models_cfg)
@@ -122,17 +130,15 @@ def fetch_bundle(models_cfg: Mapping[str, Any], bundle: Path) -> dict[str, dict[
             _download_url(url, bundle / files[key], hash_prefix=prefix)
             origin[key] = {"url": url}
     gd = models_cfg["grounding_dino"]
-    for name in BERT_FILES:
-        commit = _hub_file(gd["text_encoder"], name, gd.get("text_encoder_revision"),
-                           bundle / gd["text_encoder"] / name)
+    commit = _hub_files(gd["text_encoder"], BERT_FILES, gd.get("text_encoder_revision"),
+                        bundle / gd["text_encoder"])
     origin["text_encoder"] = {"repo": gd["text_encoder"], "revision": commit}
     for key in ("grounding_dino", "sam"):
         _download_url(models_cfg[key]["checkpoint_url"], bundle / files[key])
         origin[key] = {"url": models_cfg[key]["checkpoint_url"]}
     if "segformer_clothes" in models_cfg:
         cfg = models_cfg["segformer_clothes"]
-        for name in SEGFORMER_FILES:
-            commit = _hub_file(cfg["name"], name, cfg.get("revision"), bundle / cfg["name"] / name)
+        commit = _hub_files(cfg["name"], SEGFORMER_FILES, cfg.get("revision"), bundle / cfg["name"])
         origin["segformer_clothes"] = {"repo": cfg["name"], "revision": commit}
     return origin
 
