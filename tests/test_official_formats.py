@@ -15,17 +15,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+import yaml
 from detector_fixtures import TINY_MODELS
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from training_fixtures import OPEN_CLIP_TINY, SEGFORMER_TINY, TIMM_TINY, TORCHVISION_TINY
 
 from overlearning.core.errors import WorkflowInputError
+from overlearning.detect.grounding import load_detector
 from overlearning.models.detector_weights import TINY_BERT
 from overlearning.models.detectors import GD_WEIGHTS, SAM_WEIGHTS, build_grounding_dino, build_sam
 from overlearning.models.standins import write_standin_bundle
 from overlearning.models.weights import prepare_weight_cache
+from tests.conftest import REPO
 
 # What every BERT load of bert-base-uncased warns about: the pre-training heads BertModel
 # does not use (names as transformers reports them, LayerNorm gamma/beta renamed), less the
@@ -305,6 +310,15 @@ def test_full_size_standins_match_the_published_files(tmp_path: Path) -> None:
     assert GD_WEIGHTS in manifest and SAM_WEIGHTS in manifest
     assert "open_clip_b16/trunk.safetensors" in manifest
     assert "segformer_clothes/model.safetensors" in manifest
+    # Like a trained detector, the stand-in keeps a few of its 900 queries on every image at
+    # the paper's thresholds (an uncalibrated one kept all 900, and SAM decoded every one;
+    # one calibrated on the logits' spread alone kept none on the rehearsal's pictures).
+    detection = yaml.safe_load((REPO / "config.yaml").read_text())["detection"]
+    detector = load_detector(PAPER_MODELS, tmp_path / "cache", detection["prompts"],
+                             detection["box_threshold"], detection["text_threshold"])
+    noise = np.random.default_rng(0).integers(0, 256, (2, 128, 96, 3), dtype=np.uint8)
+    kept = [len(d) for d in detector.detect([Image.fromarray(a) for a in noise])]
+    assert all(1 <= k <= 30 for k in kept), kept
 
 
 def test_segformer_config_must_carry_the_atr_labels(bundle: tuple, tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ import torch
 from overlearning.core.seeding import seed_everything
 from overlearning.models.bundle import BERT_FILES, bundle_files
 from overlearning.models.cache import trunk_keys
-from overlearning.models.detector_weights import tiny_vocab
+from overlearning.models.detector_weights import PROMPT_WORDS, tiny_vocab
 from overlearning.models.detectors import build_grounding_dino, build_sam
-from overlearning.models.embedder import build_trunk
+from overlearning.models.embedder import IMAGENET_MEAN, IMAGENET_STD, build_trunk
 from overlearning.models.official import FORMATS, official_state
 from overlearning.models.segformer import build_segformer
 
@@ -82,6 +82,60 @@ def write_standin_bert(directory: Path, seed: int, bert_overrides: Mapping[str, 
     assert sorted(p.name for p in directory.iterdir()) == sorted(BERT_FILES)
 
 
+# A trained GroundingDINO keeps a handful of its 900 queries per image; random LayerNorms make
+# every query score 1.0 (two unit-variance 256-vectors' dot product), and SAM then decodes
+# 900 boxes per image: 85% of a rehearsal's segment time, for nothing a real run does.
+KEEP = 5               # the stand-in's best queries on any image ...
+KEEP_LOGIT = -1.0      # ... score at least this (sigmoid 0.27, above the paper's 0.2) ...
+QUERY_SPREAD = 2.0     # ... and the others fall off by this many logits per standard deviation
+RESIDUAL_SCALE = 1e-3  # decoder sublayers' output projections: the queries pass through
+
+
+def calibrate_grounding_dino(model: torch.nn.Module, generator: torch.Generator,
+                             probe_size: tuple[int, int] = (800, 1066)) -> None:
+    """Set values of the detector so that the same few queries pass a box threshold on any image.
+
+    A query's logit per token is the dot product of the decoder's normed output and the text
+    encoder's normed output. The text side is set to almost one random vector ``v``. The
+    decoder's sublayers add their outputs to the query's content, which starts as its learned
+    embedding (``tgt_embed``); scaled down by ``RESIDUAL_SCALE`` they leave each query's
+    content, and so its logit, almost the same on every image (the boxes still follow the
+    image through the encoder's proposals). One probe forward measures the logits; the
+    decoder's output LayerNorm then maps them so that the ``KEEP``-th best sits at
+    ``KEEP_LOGIT``. Only values change: keys, shapes and dtypes stay the format's.
+    """
+    from groundingdino.util.misc import nested_tensor_from_tensor_list
+
+    transformer = model.transformer
+    if not transformer.embed_init_tgt:
+        raise ValueError("the stand-in calibration needs learned query embeddings (embed_init_tgt)")
+    text_norm = transformer.encoder.text_layers[-1].norm2
+    query_norm = transformer.decoder.norm
+    v = torch.randn(text_norm.bias.shape, generator=generator)
+    # A noise picture as the detector's transform leaves it, and a caption of every prompt word.
+    pixels = torch.randint(0, 256, (3, *probe_size), generator=generator) / 255.0
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    caption = " . ".join(PROMPT_WORDS) + " ."
+    with torch.no_grad():
+        for layer in transformer.decoder.layers:
+            for proj in (layer.cross_attn.output_proj, layer.self_attn.out_proj,
+                         layer.ca_text.out_proj, layer.linear2):
+                proj.weight.mul_(RESIDUAL_SCALE)
+                proj.bias.mul_(RESIDUAL_SCALE)
+        text_norm.weight.fill_(0.01)
+        text_norm.bias.copy_(v)
+        query_norm.weight.fill_(1.0 / float(v.norm()))
+        query_norm.bias.zero_()
+        was_training = model.training
+        out = model.eval()(nested_tensor_from_tensor_list([(pixels - mean) / std]), captions=[caption])
+        model.train(was_training)
+        best = out["pred_logits"][0].max(dim=1).values
+        scale = QUERY_SPREAD / float(best.std())
+        kth = float(best.topk(KEEP).values[-1])
+        query_norm.weight.mul_(scale)
+        query_norm.bias.copy_((KEEP_LOGIT - scale * kth) * v / float(v.dot(v)))
+
+
 def write_standin_bundle(models_cfg: Mapping[str, Any], out: Path | str, seed: int,
                          bert_overrides: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write every configured model's published file(s) under ``out``; return {key: path}."""
@@ -101,6 +155,7 @@ def write_standin_bundle(models_cfg: Mapping[str, Any], out: Path | str, seed: i
     write_standin_bert(bert_dir, seed, bert_overrides)
     seed_everything(seed)
     gd = build_grounding_dino(models_cfg["grounding_dino"], bert_dir)
+    calibrate_grounding_dino(gd, generator)
     # The published checkpoint nests its (module.-prefixed) state under "model".
     _save_pickle({"model": official_state(gd, FORMATS["grounding_dino"], generator, prefix=True)},
                  files["grounding_dino"])
