@@ -126,9 +126,7 @@ def calibrate_grounding_dino(model: torch.nn.Module, generator: torch.Generator,
         text_norm.bias.copy_(v)
         query_norm.weight.fill_(1.0 / float(v.norm()))
         query_norm.bias.zero_()
-        was_training = model.training
         out = model.eval()(nested_tensor_from_tensor_list([(pixels - mean) / std]), captions=[caption])
-        model.train(was_training)
         best = out["pred_logits"][0].max(dim=1).values
         scale = QUERY_SPREAD / float(best.std())
         kth = float(best.topk(KEEP).values[-1])

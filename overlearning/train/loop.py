@@ -421,7 +421,7 @@ def _resume(run: _Run, checkpoint_path: Path | None,
         return 1, []
     start, history = restore_training_state(state, run.procs.rank, run.model, run.optimizers,
                                             run.loss_fn, run.sampler, run.generator)
-    if run.procs.rank == 0:  # one line per job: ranks writing at once interleave on stderr
+    if run.procs.main:  # one line per job: ranks writing at once interleave on stderr
         log(f"resumed from checkpoint: epoch {start}")
     return start, history
 
