@@ -79,6 +79,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check overlearning scripts tests bench
+	$(BIN)/snakefmt --check Snakefile rules/
 
 dryrun: $(STAMP)
 	$(BIN)/snakemake -n --profile profiles/demo

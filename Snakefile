@@ -17,9 +17,11 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+
 # The paper config sits beside this Snakefile; relative paths inside it resolve against the
 # working directory, so a run can live anywhere (`--directory`).
 configfile: os.path.join(workflow.basedir, "config.yaml")
+
 
 # Scripts import the library from this checkout, also inside containers and SLURM jobs.
 sys.path.insert(0, workflow.basedir)
@@ -53,6 +55,7 @@ os.environ[CONFIG_HASH_ENV] = config_hash(config)
 
 include: "rules/common.smk"
 
+
 try:
     check_dataset_sources(config, produced=set(demo_download_paths()))
 except ConfigError as error:
@@ -70,6 +73,7 @@ include: "rules/evaluate.smk"
 include: "rules/tables.smk"
 include: "rules/explain.smk"
 include: "rules/anonymise.smk"
+
 
 # Cheap CPU steps (tables, figures, the query grid, gathering shard files: seconds each)
 # run where Snakemake runs, not as SLURM jobs that would each wait in the queue.

@@ -33,11 +33,13 @@ ANON_SOURCES = ANON_PLAN.sources
 ANON_EVALUATIONS = ANON_PLAN.evaluations
 ANON_SETS = ANON_PLAN.sets
 
+
 wildcard_constraints:
     anon_method="mosaic|blur|noise",
     anon_strength=r"[0-9][0-9.e+-]*",
     anon_policy="|".join(ANON_POLICIES),
     anon_set="|".join(ANON_SOURCES),
+
 
 # Flags every anonymisation run shares: the method's exact knobs from the config.
 ANON_FLAGS = (
@@ -76,24 +78,26 @@ rule anonymise_vis_test:
         exclusion=lambda wildcards: anon_detections(wildcards, "vis_test"),
     output:
         directory(f"{ANON_ROOT}/{{anon_method}}_{{anon_strength}}/vis_test_{{anon_policy}}"),
-    params:
-        split=lambda wildcards, input: os.path.dirname(input.index),
-        person_category=config["preparation"]["vis_person_category"],
-        selection=anon_selection_flags,
-        **ANON_PARAMS,
     log:
         log_path("anonymise_vis_test", "{anon_method}_{anon_strength}/{anon_policy}"),
     benchmark:
         bench_path("anonymise_vis_test", "{anon_method}_{anon_strength}/{anon_policy}")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container: container_for("cpu")
+    params:
+        **ANON_PARAMS,
+        split=lambda wildcards, input: os.path.dirname(input.index),
+        person_category=config["preparation"]["vis_person_category"],
+        selection=anon_selection_flags,
     shell:
         script("anonymise.py") + " {params.selection} --images {input.images}"
         " --split-dir {params.split} --person-category {params.person_category}"
-        + ANON_FLAGS + " --out {output} > {log} 2>&1"
+        + ANON_FLAGS
+        + " --out {output} > {log} 2>&1"
 
 
 # Anonymise a person re-ID gallery (CUHK03-NP, Market-1501); the queries stay raw (the
@@ -104,23 +108,28 @@ rule anonymise_person_gallery:
         exclusion=lambda wildcards: anon_detections(wildcards, wildcards.person_set),
     output:
         directory(f"{ANON_ROOT}/{{anon_method}}_{{anon_strength}}/{{person_set}}_{{anon_policy}}"),
-    params:
-        selection=anon_selection_flags,
-        **ANON_PARAMS,
     log:
-        log_path("anonymise_person_gallery",
-                 "{anon_method}_{anon_strength}/{person_set}_{anon_policy}"),
+        log_path(
+            "anonymise_person_gallery", "{anon_method}_{anon_strength}/{person_set}_{anon_policy}"
+        ),
     benchmark:
-        bench_path("anonymise_person_gallery",
-                   "{anon_method}_{anon_strength}/{person_set}_{anon_policy}")
+        bench_path(
+            "anonymise_person_gallery", "{anon_method}_{anon_strength}/{person_set}_{anon_policy}"
+        )
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container: container_for("cpu")
+    params:
+        **ANON_PARAMS,
+        selection=anon_selection_flags,
     shell:
-        script("anonymise.py") + " {params.selection} --images {input.gallery}"
-        + ANON_FLAGS + " --out {output} > {log} 2>&1"
+        script("anonymise.py")
+        + " {params.selection} --images {input.gallery}"
+        + ANON_FLAGS
+        + " --out {output} > {log} 2>&1"
 
 
 # Embed every anonymised set with a trained model (the evaluation's embed script).
@@ -130,6 +139,16 @@ rule embed_anonymised:
         images=ANON_PLAN.set_dirs(),
     output:
         ANON_PLAN.embedding_files("{setting}"),
+    log:
+        log_path("embed_anonymised", "{setting}"),
+    benchmark:
+        bench_path("embed_anonymised", "{setting}")
+    container:
+        container_for("gpu")
+    threads: threads_for("embed")
+    resources:
+        mem_mb=mem_for("embed"),
+        runtime=runtime_for("embed"),
     params:
         model_dir=lambda wildcards: EVAL_PLAN.model_dir(wildcards.setting),
         trunk=eval_trunk_json,
@@ -138,16 +157,6 @@ rule embed_anonymised:
         batch_size=EVAL["batch_size"],
         workers=EVAL["loader_workers"],
         precision=EVAL["precision"],
-    log:
-        log_path("embed_anonymised", "{setting}"),
-    benchmark:
-        bench_path("embed_anonymised", "{setting}")
-    threads: threads_for("embed")
-    resources:
-        mem_mb=mem_for("embed"),
-        runtime=runtime_for("embed"),
-    container:
-        container_for("gpu")
     shell:
         script("embed.py") + " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} {params.sets} --batch-size {params.batch_size}"
@@ -164,19 +173,19 @@ rule metrics_anonymised:
     output:
         metrics=[job["out"] for job in setting_anon_jobs("{setting}")],
         provenance=provenance_files(setting_anon_jobs("{setting}")),
-    params:
-        plan=lambda wildcards: json.dumps(setting_anon_jobs(wildcards.setting)),
-        knn=config["evaluation"]["knn"],
     log:
         log_path("metrics_anonymised", "{setting}"),
     benchmark:
         bench_path("metrics_anonymised", "{setting}")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
+    params:
+        plan=lambda wildcards: json.dumps(setting_anon_jobs(wildcards.setting)),
+        knn=config["evaluation"]["knn"],
     shell:
         script("compute_metrics.py") + " --plan {params.plan:q} --threads {threads}"
         " --knn {params.knn} > {log} 2>&1"
@@ -197,24 +206,28 @@ rule anonymisation_tables:
     input:
         metrics=anonymisation_metrics_files(),
     output:
-        tables=[f"{ANON_TABLES}/{stem}.{ext}" for stem in ("main", "reid") for ext in ("csv", "md", "tex")],
+        tables=[
+            f"{ANON_TABLES}/{stem}.{ext}"
+            for stem in ("main", "reid")
+            for ext in ("csv", "md", "tex")
+        ],
         details=f"{ANON_TABLES}/details.csv",
         headline=f"{ANON_TABLES}/headline.json",
         headline_md=f"{ANON_TABLES}/headline.md",
         provenance=[f"{ANON_TABLES}/{stem}.provenance.json" for stem in ANON_TABLE_STEMS],
-    params:
-        out_dir=ANON_TABLES,
-        **HEADLINE_PARAMS,
     log:
         log_path("anonymisation_tables"),
     benchmark:
         bench_path("anonymisation_tables")
+    container:
+        container_for("cpu")
     threads: 1
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
+    params:
+        **HEADLINE_PARAMS,
+        out_dir=ANON_TABLES,
     shell:
         script("make_tables.py") + " --metrics {input.metrics:q} --baseline {params.baseline}"
         " --safeguarded {params.safeguarded} --nonperson {params.nonperson}"
@@ -231,25 +244,40 @@ rule anonymisation_tables_html:
         details=f"{ANON_TABLES}/details.csv",
         headline=f"{ANON_TABLES}/headline.json",
     output:
-        main=report(f"{ANON_TABLES}/main.html", caption="../report/anonymisation_table.rst",
-                    category=REPORT_ANON, labels={"result": "1 MAP@R per safeguard"}),
-        reid=report(f"{ANON_TABLES}/reid.html", caption="../report/anonymisation_reid.rst",
-                    category=REPORT_ANON, labels={"result": "2 re-ID protocol per safeguard"}),
-        details=report(f"{ANON_TABLES}/details.html", caption="../report/details_table.rst",
-                       category=REPORT_ANON, labels={"result": "3 every metric"}),
-        headline=report(f"{ANON_TABLES}/headline.html",
-                        caption="../report/anonymisation_headline.rst",
-                        category=REPORT_ANON, labels={"result": "4 headline numbers"}),
+        main=report(
+            f"{ANON_TABLES}/main.html",
+            caption="../report/anonymisation_table.rst",
+            category=REPORT_ANON,
+            labels={"result": "1 MAP@R per safeguard"},
+        ),
+        reid=report(
+            f"{ANON_TABLES}/reid.html",
+            caption="../report/anonymisation_reid.rst",
+            category=REPORT_ANON,
+            labels={"result": "2 re-ID protocol per safeguard"},
+        ),
+        details=report(
+            f"{ANON_TABLES}/details.html",
+            caption="../report/details_table.rst",
+            category=REPORT_ANON,
+            labels={"result": "3 every metric"},
+        ),
+        headline=report(
+            f"{ANON_TABLES}/headline.html",
+            caption="../report/anonymisation_headline.rst",
+            category=REPORT_ANON,
+            labels={"result": "4 headline numbers"},
+        ),
     log:
         log_path("anonymisation_tables_html"),
     benchmark:
         bench_path("anonymisation_tables_html")
+    container:
+        container_for("cpu")
     threads: 1
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
     shell:
         script("render_tables.py")
         + " --fractions {input.main:q} {output.main:q} 'MAP@R per training setting and safeguard'"
@@ -264,22 +292,25 @@ rule anonymisation_privacy_utility:
     input:
         metrics=anonymisation_metrics_files(),
     output:
-        report(f"{FIGURES_DIR}/privacy_utility_anonymisation.png",
-               caption="../report/anonymisation_figure.rst", category=REPORT_ANON,
-               labels={"result": "0 privacy vs utility, every safeguard"}),
-    params:
-        nonperson=HEADLINE["nonperson"],
-        person=[e for e in PERSON_PANELS if e in ANON_EVALUATIONS],
+        report(
+            f"{FIGURES_DIR}/privacy_utility_anonymisation.png",
+            caption="../report/anonymisation_figure.rst",
+            category=REPORT_ANON,
+            labels={"result": "0 privacy vs utility, every safeguard"},
+        ),
     log:
         log_path("anonymisation_privacy_utility"),
     benchmark:
         bench_path("anonymisation_privacy_utility")
+    container:
+        container_for("cpu")
     threads: 1
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
+    params:
+        nonperson=HEADLINE["nonperson"],
+        person=[e for e in PERSON_PANELS if e in ANON_EVALUATIONS],
     shell:
         script("privacy_utility_plot.py") + " --metrics {input.metrics:q}"
         " --nonperson {params.nonperson} --person {params.person} --out {output:q} > {log} 2>&1"
@@ -291,9 +322,18 @@ def anonymised_sets():
 
 
 def anonymisation_targets():
-    tables = [f"{ANON_TABLES}/{stem}.{ext}" for stem in ("main", "reid") for ext in ("csv", "md", "tex")]
-    tables += [f"{ANON_TABLES}/details.csv", f"{ANON_TABLES}/headline.json",
-               f"{ANON_TABLES}/headline.md"]
+    tables = [
+        f"{ANON_TABLES}/{stem}.{ext}" for stem in ("main", "reid") for ext in ("csv", "md", "tex")
+    ]
+    tables += [
+        f"{ANON_TABLES}/details.csv",
+        f"{ANON_TABLES}/headline.json",
+        f"{ANON_TABLES}/headline.md",
+    ]
     tables += [f"{ANON_TABLES}/{stem}.html" for stem in ANON_TABLE_STEMS]
-    return (anonymised_sets() + anonymisation_metrics_files() + tables
-            + [f"{FIGURES_DIR}/privacy_utility_anonymisation.png"])
+    return (
+        anonymised_sets()
+        + anonymisation_metrics_files()
+        + tables
+        + [f"{FIGURES_DIR}/privacy_utility_anonymisation.png"]
+    )

@@ -35,6 +35,7 @@ REPORT_TRAINING = "6 Training curves"
 REPORT_TUNING = "7 Tuning trials"
 REPORT_EXCLUSION = "8 Index exclusion counts"
 
+
 wildcard_constraints:
     dataset="youtube_vis|ovis|cuhk03|market1501",
     split="train|valid|test",
@@ -112,17 +113,23 @@ APPTAINER_MISSING = (
     and not (shutil.which("apptainer") or shutil.which("singularity"))
 )
 if APPTAINER_MISSING:
-    workflow.deployment_settings.deployment_method = (
-        set(workflow.deployment_settings.deployment_method) - {DeploymentMethod.APPTAINER})
-    print("No apptainer (or singularity) command on PATH: planning without containers; "
-          "a real run needs it (docs/hpc.md, step 3).", file=sys.stderr)
+    workflow.deployment_settings.deployment_method = set(
+        workflow.deployment_settings.deployment_method
+    ) - {DeploymentMethod.APPTAINER}
+    print(
+        "No apptainer (or singularity) command on PATH: planning without containers; "
+        "a real run needs it (docs/hpc.md, step 3).",
+        file=sys.stderr,
+    )
 
 
 onstart:
     if APPTAINER_MISSING:
-        raise WorkflowError("this run uses Apptainer containers (--sdm apptainer) but no "
-                            "apptainer or singularity command is on PATH; load or install "
-                            "it (docs/hpc.md, step 3), or look only with -n")
+        raise WorkflowError(
+            "this run uses Apptainer containers (--sdm apptainer) but no "
+            "apptainer or singularity command is on PATH; load or install "
+            "it (docs/hpc.md, step 3), or look only with -n"
+        )
 
 
 def person_root(person_set):

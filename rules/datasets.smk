@@ -15,10 +15,15 @@ VIS = f"{DATA}/vis"
 OVIS_TEST = f"{DATA}/ovis/test"
 CROP_FILES = ("foregroundImages_cropped", "fg_instances_cropped.json", "fg_instances.json")
 PERSON_FOLDERS = ("foreground_query", "foregroundImages_cropped")
-IMAGE_FLAGS = (" --ext {params.ext} --quality {params.quality} --threads {threads}"
-               " --max-image-pixels {params.max_image_pixels}")
-IMAGE_PARAMS = {"ext": PREP["image_ext"], "quality": PREP["jpeg_quality"],
-                "max_image_pixels": PREP["max_image_pixels"]}
+IMAGE_FLAGS = (
+    " --ext {params.ext} --quality {params.quality} --threads {threads}"
+    " --max-image-pixels {params.max_image_pixels}"
+)
+IMAGE_PARAMS = {
+    "ext": PREP["image_ext"],
+    "quality": PREP["jpeg_quality"],
+    "max_image_pixels": PREP["max_image_pixels"],
+}
 
 # Person set -> (dataset, folder of the set inside the dataset's images / masks root).
 PERSON_SOURCES = {
@@ -53,18 +58,19 @@ rule vis_frames:
     output:
         frames=f"{VIS}/frames.json",
         objects=f"{VIS}/objects.json",
-    params:
-        annotations=raw_path("youtube_vis", "annotations"),
-        person_category=PREP["vis_person_category"],
     log:
         log_path("vis_frames"),
     benchmark:
         bench_path("vis_frames")
+    container:
+        container_for("cpu")
     threads: threads_for("prepare")
     resources:
         mem_mb=mem_for("prepare"),
         runtime=runtime_for("prepare"),
-    container: container_for("cpu")
+    params:
+        annotations=raw_path("youtube_vis", "annotations"),
+        person_category=PREP["vis_person_category"],
     shell:
         script("vis_frames.py") + " --annotations {params.annotations}"
         " --out {output.frames} --objects-out {output.objects}"
@@ -77,18 +83,19 @@ rule vis_split:
         frames=f"{VIS}/frames.json",
     output:
         **{split: f"{VIS}/{split}/instances.json" for split in VIS_SPLITS},
-    params:
-        cuts=" ".join(str(c) for c in PREP["split"]),
-        seed=PREP["split_seed"],
     log:
         log_path("vis_split"),
     benchmark:
         bench_path("vis_split")
+    container:
+        container_for("cpu")
     threads: threads_for("prepare")
     resources:
         mem_mb=mem_for("prepare"),
         runtime=runtime_for("prepare"),
-    container: container_for("cpu")
+    params:
+        cuts=" ".join(str(c) for c in PREP["split"]),
+        seed=PREP["split_seed"],
     shell:
         script("vis_split.py") + " --frames {input.frames} --train {output.train}"
         " --valid {output.valid} --test {output.test} --cuts {params.cuts}"
@@ -104,19 +111,20 @@ rule vis_crops:
         crops=directory(f"{VIS}/{{split}}/foregroundImages_cropped"),
         cropped_index=f"{VIS}/{{split}}/fg_instances_cropped.json",
         frame_index=f"{VIS}/{{split}}/fg_instances.json",
-    params:
-        images=raw_path("youtube_vis", "images"),
-        out_dir=lambda wildcards, output: os.path.dirname(output.cropped_index),
-        **IMAGE_PARAMS,
     log:
         log_path("vis_crops", "{split}"),
     benchmark:
         bench_path("vis_crops", "{split}")
+    container:
+        container_for("cpu")
     threads: threads_for("prepare")
     resources:
         mem_mb=mem_for("prepare"),
         runtime=runtime_for("prepare"),
-    container: container_for("cpu")
+    params:
+        **IMAGE_PARAMS,
+        images=raw_path("youtube_vis", "images"),
+        out_dir=lambda wildcards, output: os.path.dirname(output.cropped_index),
     shell:
         script("vis_crops.py") + " --instances {input.instances} --images {params.images}"
         " --out-dir {params.out_dir}" + IMAGE_FLAGS + " > {log} 2>&1"
@@ -128,18 +136,19 @@ rule ovis_frames:
         raw=raw_root("ovis"),
     output:
         instances=f"{OVIS_TEST}/instances.json",
-    params:
-        annotations=raw_path("ovis", "annotations"),
-        person_category=PREP["ovis_person_category"],
     log:
         log_path("ovis_frames"),
     benchmark:
         bench_path("ovis_frames")
+    container:
+        container_for("cpu")
     threads: threads_for("prepare")
     resources:
         mem_mb=mem_for("prepare"),
         runtime=runtime_for("prepare"),
-    container: container_for("cpu")
+    params:
+        annotations=raw_path("ovis", "annotations"),
+        person_category=PREP["ovis_person_category"],
     shell:
         script("ovis_frames.py") + " --annotations {params.annotations}"
         " --out {output.instances} --person-category {params.person_category} > {log} 2>&1"
@@ -156,22 +165,24 @@ rule ovis_crops:
         crops=directory(f"{OVIS_TEST}/foregroundImages_cropped"),
         cropped_index=f"{OVIS_TEST}/fg_instances_cropped.json",
         frame_index=f"{OVIS_TEST}/fg_instances.json",
-    params:
-        images=raw_path("ovis", "images"),
-        out_dir=lambda wildcards, output: os.path.dirname(output.cropped_index),
-        **IMAGE_PARAMS,
     log:
         log_path("ovis_crops"),
     benchmark:
         bench_path("ovis_crops")
+    container:
+        container_for("cpu")
     threads: threads_for("prepare")
     resources:
         mem_mb=mem_for("prepare"),
         runtime=runtime_for("prepare"),
-    container: container_for("cpu")
+    params:
+        **IMAGE_PARAMS,
+        images=raw_path("ovis", "images"),
+        out_dir=lambda wildcards, output: os.path.dirname(output.cropped_index),
     shell:
         script("ovis_crops.py") + " --instances {input.instances} --images {params.images}"
-        " --out-dir {params.out_dir} --vis-objects {input.vis_objects}" + IMAGE_FLAGS
+        " --out-dir {params.out_dir} --vis-objects {input.vis_objects}"
+        + IMAGE_FLAGS
         + " > {log} 2>&1"
 
 
@@ -182,30 +193,30 @@ rule person_set:
         raw=person_raw_root,
     output:
         **{folder: directory(f"{DATA}/{{person_dir}}/{folder}") for folder in PERSON_FOLDERS},
+    log:
+        log_path("person_set", "{person_dir}"),
+    benchmark:
+        bench_path("person_set", "{person_dir}")
     wildcard_constraints:
         person_dir="|".join(re.escape(d) for d in PERSON_DIRS),
+    container:
+        container_for("cpu")
+    threads: threads_for("prepare")
+    resources:
+        mem_mb=mem_for("prepare"),
+        runtime=runtime_for("prepare"),
     params:
+        **IMAGE_PARAMS,
         images=lambda wildcards: person_source(wildcards.person_dir, "images"),
         masks=lambda wildcards: person_source(wildcards.person_dir, "masks"),
         out=lambda wildcards, output: os.path.dirname(output.foreground_query),
         junk=PREP["market_junk"],
         distractors=PREP["market_distractors"],
         naming=lambda wildcards: PERSON_SOURCES[PERSON_DIRS[wildcards.person_dir]][0],
-        **IMAGE_PARAMS,
-    log:
-        log_path("person_set", "{person_dir}"),
-    benchmark:
-        bench_path("person_set", "{person_dir}")
-    threads: threads_for("prepare")
-    resources:
-        mem_mb=mem_for("prepare"),
-        runtime=runtime_for("prepare"),
-    container: container_for("cpu")
     shell:
         script("person_set.py") + " --images {params.images} --masks {params.masks}"
         " --out {params.out} --junk {params.junk} --distractors {params.distractors}"
-        " --naming {params.naming}"
-        + IMAGE_FLAGS + " > {log} 2>&1"
+        " --naming {params.naming}" + IMAGE_FLAGS + " > {log} 2>&1"
 
 
 # Step 6: partial-person probes from the masked queries -- the torso band (drop the top
@@ -215,26 +226,28 @@ rule person_probes:
         queries=f"{DATA}/{{person_dir}}/foreground_query",
     output:
         probe=directory(f"{DATA}/{{person_dir}}/probes/{{probe}}"),
-    wildcard_constraints:
-        person_dir="|".join(re.escape(d) for d in PERSON_DIRS),
-        probe="|".join(PROBES),
-    params:
-        top=PREP["probes"]["torso"]["top"],
-        bottom=PREP["probes"]["torso"]["bottom"],
-        **IMAGE_PARAMS,
     log:
         log_path("person_probes", "{person_dir}/{probe}"),
     benchmark:
         bench_path("person_probes", "{person_dir}/{probe}")
+    wildcard_constraints:
+        person_dir="|".join(re.escape(d) for d in PERSON_DIRS),
+        probe="|".join(PROBES),
+    container:
+        container_for("cpu")
     threads: threads_for("prepare")
     resources:
         mem_mb=mem_for("prepare"),
         runtime=runtime_for("prepare"),
-    container: container_for("cpu")
+    params:
+        **IMAGE_PARAMS,
+        top=PREP["probes"]["torso"]["top"],
+        bottom=PREP["probes"]["torso"]["bottom"],
     shell:
         script("person_probes.py") + " --queries {input.queries} --out {output.probe}"
         " --probe {wildcards.probe} --top {params.top} --bottom {params.bottom}"
-        + IMAGE_FLAGS + " > {log} 2>&1"
+        + IMAGE_FLAGS
+        + " > {log} 2>&1"
 
 
 def dataset_targets():

@@ -16,6 +16,17 @@ if DEMO["generate"]:
     rule demo_downloads:
         output:
             demo_download_paths(),
+        log:
+            log_path("demo_downloads"),
+        benchmark:
+            bench_path("demo_downloads")
+        localrule: True
+        container:
+            container_for("cpu")
+        threads: threads_for("default")
+        resources:
+            mem_mb=mem_for("default"),
+            runtime=runtime_for("default"),
         params:
             out=DEMO["out"],
             seed=config["seed"],
@@ -29,16 +40,6 @@ if DEMO["generate"]:
             image_size=" ".join(str(s) for s in DEMO["image_size"]),
             split=" ".join(str(c) for c in config["preparation"]["split"]),
             split_seed=config["preparation"]["split_seed"],
-        log:
-            log_path("demo_downloads"),
-        benchmark:
-            bench_path("demo_downloads")
-        localrule: True
-        threads: threads_for("default")
-        resources:
-            mem_mb=mem_for("default"),
-            runtime=runtime_for("default"),
-        container: container_for("cpu")
         shell:
             script("make_demo_downloads.py") + " --out {params.out} --seed {params.seed}"
             " --vis-videos {params.vis_videos} --vis-frames {params.vis_frames}"

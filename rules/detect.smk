@@ -24,20 +24,43 @@ SEGMENTER_MODELS = json.dumps({"sam": config["models"]["sam"]}, sort_keys=True)
 BOTH_MODELS = json.dumps(
     {k: config["models"][k] for k in ("grounding_dino", "sam")}, sort_keys=True
 )
-DETECTION_SETTINGS = picked(DETECT, "prompts", "box_threshold", "text_threshold", "batch_size",
-                            "image_size", "max_image_size", "person_label", "batching",
-                            "precision")
-SEGMENTATION_SETTINGS = picked(config["segmentation"], "mask_threshold", "multimask",
-                               "batch_size", "precision")
+DETECTION_SETTINGS = picked(
+    DETECT,
+    "prompts",
+    "box_threshold",
+    "text_threshold",
+    "batch_size",
+    "image_size",
+    "max_image_size",
+    "person_label",
+    "batching",
+    "precision",
+)
+SEGMENTATION_SETTINGS = picked(
+    config["segmentation"], "mask_threshold", "multimask", "batch_size", "precision"
+)
 # The clothes probe prompts its own garment names: of detection.* it reads only the input
 # size and batch size.
 CLOTHES_DETECTION = picked(DETECT, "image_size", "max_image_size", "batch_size")
-CLOTHES_SETTINGS = picked(config["clothes"], "method", "segformer_labels", "segformer_size",
-                          "prompts", "box_threshold", "text_threshold", "on_missing")
-CLOTHES_MODELS = json.dumps(
-    {k: config["models"][k] for k in ("grounding_dino", "sam", "segformer_clothes")
-     if k in config["models"]}, sort_keys=True
+CLOTHES_SETTINGS = picked(
+    config["clothes"],
+    "method",
+    "segformer_labels",
+    "segformer_size",
+    "prompts",
+    "box_threshold",
+    "text_threshold",
+    "on_missing",
 )
+CLOTHES_MODELS = json.dumps(
+    {
+        k: config["models"][k]
+        for k in ("grounding_dino", "sam", "segformer_clothes")
+        if k in config["models"]
+    },
+    sort_keys=True,
+)
+
 
 wildcard_constraints:
     set="|".join(["vis_test", *PERSON_SETS]),
@@ -64,8 +87,10 @@ def detection_raw_images(wildcards):
 
 
 def detection_shards(wildcards):
-    return [f"{RESULTS}/detections/{wildcards.set}/shard-{i}-of-{N_SHARDS}.json"
-            for i in range(N_SHARDS)]
+    return [
+        f"{RESULTS}/detections/{wildcards.set}/shard-{i}-of-{N_SHARDS}.json"
+        for i in range(N_SHARDS)
+    ]
 
 
 def detection_targets():
@@ -73,8 +98,10 @@ def detection_targets():
     targets += [f"{RESULTS}/masks/{s}.json" for s in DETECTION_SETS]
     for person_set in CLOTHES_PERSON_SETS:
         person_dir = os.path.relpath(person_root(person_set), DATA)
-        targets += [f"{DATA}/{person_dir}/probes/clothes",
-                    f"{RESULTS}/detections/clothes/{person_dir}.json"]
+        targets += [
+            f"{DATA}/{person_dir}/probes/clothes",
+            f"{RESULTS}/detections/clothes/{person_dir}.json",
+        ]
     return targets
 
 
@@ -88,21 +115,22 @@ rule detect_shard:
         manifest=f"{WEIGHTS}/manifest.json",
     output:
         f"{RESULTS}/detections/{{set}}/shard-{{shard}}-of-{N_SHARDS}.json",
+    log:
+        log_path("detect_shard", "{set}/{shard}"),
+    benchmark:
+        bench_path("detect_shard", "{set}/{shard}")
+    container:
+        container_for("gpu")
+    threads: threads_for("detect")
+    resources:
+        mem_mb=mem_for("detect"),
+        runtime=runtime_for("detect"),
     params:
         image_root=detection_image_root,
         models=DETECTOR_MODELS,
         detection=DETECTION_SETTINGS,
         cache=lambda wildcards, input: os.path.dirname(input.manifest),
         shards=N_SHARDS,
-    log:
-        log_path("detect_shard", "{set}/{shard}"),
-    benchmark:
-        bench_path("detect_shard", "{set}/{shard}")
-    threads: threads_for("detect")
-    resources:
-        mem_mb=mem_for("detect"),
-        runtime=runtime_for("detect"),
-    container: container_for("gpu")
     shell:
         script("detect_shard.py") + " --images-from {input.images:q}"
         " --image-root {params.image_root:q} --models {params.models:q}"
@@ -117,17 +145,18 @@ rule gather_detections:
         images=detection_images_from,
     output:
         f"{RESULTS}/detections/{{set}}.json",
-    params:
-        person_label=DETECT["person_label"],
     log:
         log_path("gather_detections", "{set}"),
     benchmark:
         bench_path("gather_detections", "{set}")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container: container_for("cpu")
+    params:
+        person_label=DETECT["person_label"],
     shell:
         script("gather_detections.py") + " --shards {input.shards:q}"
         " --images-from {input.images:q} --person-label {params.person_label:q}"
@@ -144,20 +173,21 @@ rule segment:
         manifest=f"{WEIGHTS}/manifest.json",
     output:
         f"{RESULTS}/masks/{{set}}.json",
+    log:
+        log_path("segment", "{set}"),
+    benchmark:
+        bench_path("segment", "{set}")
+    container:
+        container_for("gpu")
+    threads: threads_for("segment")
+    resources:
+        mem_mb=mem_for("segment"),
+        runtime=runtime_for("segment"),
     params:
         image_root=detection_image_root,
         models=SEGMENTER_MODELS,
         segmentation=SEGMENTATION_SETTINGS,
         cache=lambda wildcards, input: os.path.dirname(input.manifest),
-    log:
-        log_path("segment", "{set}"),
-    benchmark:
-        bench_path("segment", "{set}")
-    threads: threads_for("segment")
-    resources:
-        mem_mb=mem_for("segment"),
-        runtime=runtime_for("segment"),
-    container: container_for("gpu")
     shell:
         script("segment.py") + " --detections {input.detections:q}"
         " --image-root {params.image_root:q} --models {params.models:q}"
@@ -175,8 +205,18 @@ rule clothes_probe:
     output:
         probe=directory(f"{DATA}/{{person_dir}}/probes/clothes"),
         record=f"{RESULTS}/detections/clothes/{{person_dir}}.json",
+    log:
+        log_path("clothes_probe", "{person_dir}"),
+    benchmark:
+        bench_path("clothes_probe", "{person_dir}")
     wildcard_constraints:
         person_dir="|".join(re.escape(d) for d in CLOTHES_DIRS),
+    container:
+        container_for("gpu")
+    threads: threads_for("detect")
+    resources:
+        mem_mb=mem_for("detect"),
+        runtime=runtime_for("detect"),
     params:
         models=CLOTHES_MODELS,
         clothes=CLOTHES_SETTINGS,
@@ -184,15 +224,6 @@ rule clothes_probe:
         segmentation=SEGMENTATION_SETTINGS,
         cache=lambda wildcards, input: os.path.dirname(input.manifest),
         quality=config["preparation"]["jpeg_quality"],
-    log:
-        log_path("clothes_probe", "{person_dir}"),
-    benchmark:
-        bench_path("clothes_probe", "{person_dir}")
-    threads: threads_for("detect")
-    resources:
-        mem_mb=mem_for("detect"),
-        runtime=runtime_for("detect"),
-    container: container_for("gpu")
     shell:
         script("clothes_probe.py") + " --queries {input.queries:q} --out {output.probe:q}"
         " --record {output.record:q} --models {params.models:q} --clothes {params.clothes:q}"

@@ -18,10 +18,12 @@ EXCLUSION_SETS = EVAL_PLAN.exclusion_sets
 EMBEDDING_SOURCES = EVAL_PLAN.embedding_sources
 EVALUATIONS = EVAL_PLAN.evaluations
 
+
 wildcard_constraints:
     embedding_set="|".join(EMBEDDING_SOURCES),
     evaluation="|".join(EVALUATIONS),
     exclusion="none|excluded",
+
 
 embedding_path = EVAL_PLAN.embedding_path
 exclusion_json = EVAL_PLAN.exclusion_json
@@ -39,8 +41,10 @@ def eval_trunk_json(wildcards):
 
 def embed_set_flag(out, kind, source, category):
     """One --set of embed.py: where to write, what kind of set, its source, person category."""
-    return (f"--set {shlex.quote(out)} {kind} {shlex.quote(source)} "
-            f"{'-' if category is None else category}")
+    return (
+        f"--set {shlex.quote(out)} {kind} {shlex.quote(source)} "
+        f"{'-' if category is None else category}"
+    )
 
 
 def embed_flags(sets):
@@ -59,12 +63,22 @@ def evaluation_targets():
 # Embed every evaluation set with one trained model, once (the model loads once per job);
 # the cached embeddings serve every metric with and without exclusion.
 rule embed:
-    wildcard_constraints:
-        setting="|".join(SETTINGS),
     input:
         unpack(lambda wildcards: EVAL_PLAN.embed_inputs(wildcards.setting)),
     output:
         [embedding_path("{setting}", name) for name in EMBEDDING_SOURCES],
+    log:
+        log_path("embed", "{setting}"),
+    benchmark:
+        bench_path("embed", "{setting}")
+    wildcard_constraints:
+        setting="|".join(SETTINGS),
+    container:
+        container_for("gpu")
+    threads: threads_for("embed")
+    resources:
+        mem_mb=mem_for("embed"),
+        runtime=runtime_for("embed"),
     params:
         model_dir=lambda wildcards: EVAL_PLAN.model_dir(wildcards.setting),
         trunk=eval_trunk_json,
@@ -73,16 +87,6 @@ rule embed:
         batch_size=EVAL["batch_size"],
         workers=EVAL["loader_workers"],
         precision=EVAL["precision"],
-    log:
-        log_path("embed", "{setting}"),
-    benchmark:
-        bench_path("embed", "{setting}")
-    threads: threads_for("embed")
-    resources:
-        mem_mb=mem_for("embed"),
-        runtime=runtime_for("embed"),
-    container:
-        container_for("gpu")
     shell:
         script("embed.py") + " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} {params.sets} --batch-size {params.batch_size}"
@@ -92,33 +96,34 @@ rule embed:
 
 # Embed every evaluation set with a pretrained trunk as downloaded (a baseline row).
 rule embed_pretrained:
-    wildcard_constraints:
-        setting="|".join(PRETRAINED) or "$^",
     input:
+        **EVAL_PLAN.source_inputs(),
         manifest=f"{WEIGHTS}/manifest.json",
         trunk=lambda wildcards: f"{WEIGHTS}/{PRETRAINED[wildcards.setting]}/trunk.safetensors",
-        **EVAL_PLAN.source_inputs(),
     output:
         [embedding_path("{setting}", name) for name in EMBEDDING_SOURCES],
+    log:
+        log_path("embed_pretrained", "{setting}"),
+    benchmark:
+        bench_path("embed_pretrained", "{setting}")
+    wildcard_constraints:
+        setting="|".join(PRETRAINED) or "$^",
+    container:
+        container_for("gpu")
+    threads: threads_for("embed")
+    resources:
+        mem_mb=mem_for("embed"),
+        runtime=runtime_for("embed"),
     params:
         key=lambda wildcards: PRETRAINED[wildcards.setting],
-        trunk=lambda wildcards: json.dumps(config["models"][PRETRAINED[wildcards.setting]],
-                                           sort_keys=True),
+        trunk=lambda wildcards: json.dumps(
+            config["models"][PRETRAINED[wildcards.setting]], sort_keys=True
+        ),
         cache=WEIGHTS,
         sets=lambda wildcards: embed_flags(EVAL_PLAN.embed_sets(wildcards.setting)),
         batch_size=EVAL["batch_size"],
         workers=EVAL["loader_workers"],
         precision=EVAL["precision"],
-    log:
-        log_path("embed_pretrained", "{setting}"),
-    benchmark:
-        bench_path("embed_pretrained", "{setting}")
-    threads: threads_for("embed")
-    resources:
-        mem_mb=mem_for("embed"),
-        runtime=runtime_for("embed"),
-    container:
-        container_for("gpu")
     shell:
         script("embed.py") + " --pretrained {params.key} --cache {params.cache:q}"
         " --trunk {params.trunk:q} {params.sets} --batch-size {params.batch_size}"
@@ -133,20 +138,20 @@ rule metrics:
     output:
         metrics=[job["out"] for job in setting_metrics_jobs("{setting}")],
         provenance=provenance_files(setting_metrics_jobs("{setting}")),
-    params:
-        # The job's own files and labels only: nothing else in the config reruns it.
-        plan=lambda wildcards: json.dumps(setting_metrics_jobs(wildcards.setting)),
-        knn=config["evaluation"]["knn"],
     log:
         log_path("metrics", "{setting}"),
     benchmark:
         bench_path("metrics", "{setting}")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
+    params:
+        # The job's own files and labels only: nothing else in the config reruns it.
+        plan=lambda wildcards: json.dumps(setting_metrics_jobs(wildcards.setting)),
+        knn=config["evaluation"]["knn"],
     shell:
         script("compute_metrics.py") + " --plan {params.plan:q} --threads {threads}"
         " --knn {params.knn} > {log} 2>&1"

@@ -12,22 +12,24 @@ import shlex
 from overlearning.core.names import MASK_FOLDER_SUFFIX, PERSON_FOLDERS as RAW_PERSON_FOLDERS
 
 # exclusion.person_gt is not passed: the rule turns it into the --gt-masks flag.
-EXCLUSION_SETTINGS = picked(config["exclusion"], "nms_iou", "min_confidence", "match_iou",
-                            "matching")
+EXCLUSION_SETTINGS = picked(
+    config["exclusion"], "nms_iou", "min_confidence", "match_iou", "matching"
+)
 
 
 def exclusion_targets():
-    return [f"{RESULTS}/exclusion/{s}{ext}" for s in config["detection"]["sets"]
-            for ext in (".json", ".summary.json")] + (
-        [f"{RESULTS}/exclusion/counts.html"] if config["detection"]["sets"] else [])
+    return [
+        f"{RESULTS}/exclusion/{s}{ext}"
+        for s in config["detection"]["sets"]
+        for ext in (".json", ".summary.json")
+    ] + ([f"{RESULTS}/exclusion/counts.html"] if config["detection"]["sets"] else [])
 
 
 def mgcam_gallery_masks(person_set):
     """The raw dataset's MGCAM mask folder of a person set's gallery (bounding_box_test_seg)."""
     dataset, folder = PERSON_SOURCES[person_set]
     gallery = RAW_PERSON_FOLDERS["foregroundImages_cropped"]
-    return os.path.join(raw_path(dataset, "masks"), folder,
-                        gallery + MASK_FOLDER_SUFFIX)
+    return os.path.join(raw_path(dataset, "masks"), folder, gallery + MASK_FOLDER_SUFFIX)
 
 
 def person_gt_inputs(wildcards):
@@ -55,19 +57,20 @@ rule exclusion_vis_test:
     output:
         exclusion=f"{RESULTS}/exclusion/vis_test.json",
         summary=f"{RESULTS}/exclusion/vis_test.summary.json",
-    params:
-        exclusion=EXCLUSION_SETTINGS,
-        person_label=config["detection"]["person_label"],
-        person_category=config["preparation"]["vis_person_category"],
     log:
         log_path("exclusion_vis_test"),
     benchmark:
         bench_path("exclusion_vis_test")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container: container_for("cpu")
+    params:
+        exclusion=EXCLUSION_SETTINGS,
+        person_label=config["detection"]["person_label"],
+        person_category=config["preparation"]["vis_person_category"],
     shell:
         script("exclusion.py") + " --detections {input.detections:q} --masks {input.masks:q}"
         " --frame-index {input.frame_index:q} --cropped-index {input.cropped_index:q}"
@@ -86,19 +89,20 @@ rule exclusion_person_set:
     output:
         exclusion=f"{RESULTS}/exclusion/{{person_set}}.json",
         summary=f"{RESULTS}/exclusion/{{person_set}}.summary.json",
-    params:
-        exclusion=EXCLUSION_SETTINGS,
-        person_label=config["detection"]["person_label"],
-        gt_masks=person_gt_flag,
     log:
         log_path("exclusion_person_set", "{person_set}"),
     benchmark:
         bench_path("exclusion_person_set", "{person_set}")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container: container_for("cpu")
+    params:
+        exclusion=EXCLUSION_SETTINGS,
+        person_label=config["detection"]["person_label"],
+        gt_masks=person_gt_flag,
     shell:
         script("exclusion.py") + " --detections {input.detections:q} --masks {input.masks:q}"
         " --gallery {input.gallery:q} {params.gt_masks} --exclusion {params.exclusion:q}"
@@ -112,21 +116,27 @@ rule exclusion_counts:
     input:
         [f"{RESULTS}/exclusion/{s}.summary.json" for s in config["detection"]["sets"]],
     output:
-        report(f"{RESULTS}/exclusion/counts.html", caption="../report/exclusion_counts.rst",
-               category=REPORT_EXCLUSION, labels={"result": "counts per set"}),
-    params:
-        records=" ".join(f"--record {s} {shlex.quote(f'{RESULTS}/exclusion/{s}.summary.json')}"
-                         for s in config["detection"]["sets"]),
+        report(
+            f"{RESULTS}/exclusion/counts.html",
+            caption="../report/exclusion_counts.rst",
+            category=REPORT_EXCLUSION,
+            labels={"result": "counts per set"},
+        ),
     log:
         log_path("exclusion_counts"),
     benchmark:
         bench_path("exclusion_counts")
+    container:
+        container_for("cpu")
     threads: 1
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
+    params:
+        records=" ".join(
+            f"--record {s} {shlex.quote(f'{RESULTS}/exclusion/{s}.summary.json')}"
+            for s in config["detection"]["sets"]
+        ),
     shell:
         script("render_tables.py") + " {params.records}"
         " --records-out {output:q} 'Index exclusion: what the detector removed, per set'"

@@ -32,27 +32,34 @@ rule explain:
     input:
         unpack(explain_inputs),
     output:
-        [report(path, caption="../report/explain.rst", category=REPORT_EXPLAIN,
-                subcategory="{setting}", labels={"setting": "{setting}", "query": str(i)})
-         for i, path in enumerate(explain_outputs("{setting}"))],
+        [
+            report(
+                path,
+                caption="../report/explain.rst",
+                category=REPORT_EXPLAIN,
+                subcategory="{setting}",
+                labels={"setting": "{setting}", "query": str(i)},
+            )
+            for i, path in enumerate(explain_outputs("{setting}"))
+        ],
+    log:
+        log_path("explain", "{setting}"),
+    benchmark:
+        bench_path("explain", "{setting}")
     wildcard_constraints:
         setting="|".join(EXPLAIN["settings"]) or "$^",
+    container:
+        container_for("gpu")
+    threads: threads_for("explain")
+    resources:
+        mem_mb=mem_for("explain"),
+        runtime=runtime_for("explain"),
     params:
         model_dir=lambda wildcards: f"{RESULTS}/models/{wildcards.setting}",
         trunk=eval_trunk_json,
         dim=config["training"]["embedding_dim"],
         target=EXPLAIN["target"],
         gammas=" ".join(f"--gamma {conv} {linear}" for conv, linear in EXPLAIN["gammas"]),
-    log:
-        log_path("explain", "{setting}"),
-    benchmark:
-        bench_path("explain", "{setting}")
-    threads: threads_for("explain")
-    resources:
-        mem_mb=mem_for("explain"),
-        runtime=runtime_for("explain"),
-    container:
-        container_for("gpu")
     shell:
         script("explain.py") + " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} --queries {input.queries:q} --gallery {input.gallery:q}"

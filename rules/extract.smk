@@ -19,23 +19,27 @@ rule extract:
         lambda wildcards: raw_archives(wildcards.dataset),
     output:
         directory(f"{DATA}/raw/{{dataset}}"),
-    params:
-        sha256=lambda wildcards: archive_checksums(wildcards.dataset, "sha256"),
-        md5=lambda wildcards: archive_checksums(wildcards.dataset, "md5"),
     log:
         log_path("extract", "{dataset}"),
     benchmark:
         bench_path("extract", "{dataset}")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container: container_for("cpu")
+    params:
+        sha256=lambda wildcards: archive_checksums(wildcards.dataset, "sha256"),
+        md5=lambda wildcards: archive_checksums(wildcards.dataset, "md5"),
     shell:
         script("extract_dataset.py") + " --archives {input} --sha256 {params.sha256}"
         " --md5 {params.md5} --out {output} > {log} 2>&1"
 
 
 def extract_targets():
-    return [f"{DATA}/raw/{name}" for name, source in config["datasets"].items()
-            if not source.get("directory")]
+    return [
+        f"{DATA}/raw/{name}"
+        for name, source in config["datasets"].items()
+        if not source.get("directory")
+    ]

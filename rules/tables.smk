@@ -4,7 +4,9 @@
 # which queries succeed and fail, how persons sit in the embedding space, and pair ROCs.
 # `snakemake --report report.html` collects everything marked with report() below.
 
+
 report: "../report/workflow.rst"
+
 
 FIGURES = EVAL["figures"]
 HEADLINE = EVAL["headline"]
@@ -25,9 +27,12 @@ def grid_parts(wildcards):
     name, subset = EVALUATIONS[wildcards.evaluation]["query"]
     query = (embedding_path(wildcards.setting, name), subset, EMBEDDING_SOURCES[name]["images"])
     refs = [
-        (embedding_path(wildcards.setting, ref), ref_subset,
-         exclusion_json(excl) if excl and wildcards.exclusion == "excluded" else None,
-         EMBEDDING_SOURCES[ref]["images"])
+        (
+            embedding_path(wildcards.setting, ref),
+            ref_subset,
+            exclusion_json(excl) if excl and wildcards.exclusion == "excluded" else None,
+            EMBEDDING_SOURCES[ref]["images"],
+        )
         for ref, ref_subset, excl in EVALUATIONS[wildcards.evaluation]["references"]
     ]
     return query, refs
@@ -45,8 +50,10 @@ def grid_inputs(wildcards):
 def grid_flags(wildcards):
     query, refs = grid_parts(wildcards)
     flags = [f"--query {shlex.quote(query[0])} {query[1]} {shlex.quote(query[2])}"]
-    flags += [f"--reference {shlex.quote(npz)} {subset} {shlex.quote(excl or '-')} {shlex.quote(root)}"
-              for npz, subset, excl, root in refs]
+    flags += [
+        f"--reference {shlex.quote(npz)} {subset} {shlex.quote(excl or '-')} {shlex.quote(root)}"
+        for npz, subset, excl, root in refs
+    ]
     return " ".join(flags)
 
 
@@ -62,7 +69,11 @@ def grid_files():
 
 def table_targets():
     tables = [f"{TABLES_DIR}/{stem}.{ext}" for stem in TABLE_STEMS for ext in ("csv", "md", "tex")]
-    tables += [f"{TABLES_DIR}/details.csv", f"{TABLES_DIR}/headline.json", f"{TABLES_DIR}/headline.md"]
+    tables += [
+        f"{TABLES_DIR}/details.csv",
+        f"{TABLES_DIR}/headline.json",
+        f"{TABLES_DIR}/headline.md",
+    ]
     tables += [f"{TABLES_DIR}/{stem}.html" for stem in TABLE_STEMS + ["details", "headline"]]
     figures = [f"{FIGURES_DIR}/{name}.png" for name in ("privacy_utility", "roc", "embedding_map")]
     return tables + figures + grid_files()
@@ -83,21 +94,22 @@ rule tables:
         details=f"{TABLES_DIR}/details.csv",
         headline=f"{TABLES_DIR}/headline.json",
         headline_md=f"{TABLES_DIR}/headline.md",
-        provenance=expand(f"{TABLES_DIR}/{{stem}}.provenance.json",
-                          stem=TABLE_STEMS + ["details", "headline"]),
-    params:
-        out_dir=TABLES_DIR,
-        **HEADLINE_PARAMS,
+        provenance=expand(
+            f"{TABLES_DIR}/{{stem}}.provenance.json", stem=TABLE_STEMS + ["details", "headline"]
+        ),
     log:
         log_path("tables"),
     benchmark:
         bench_path("tables")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
+    params:
+        **HEADLINE_PARAMS,
+        out_dir=TABLES_DIR,
     shell:
         script("make_tables.py") + " --metrics {input.metrics:q} --baseline {params.baseline}"
         " --safeguarded {params.safeguarded} --nonperson {params.nonperson}"
@@ -114,24 +126,40 @@ rule tables_html:
         details=f"{TABLES_DIR}/details.csv",
         headline=f"{TABLES_DIR}/headline.json",
     output:
-        main=report(f"{TABLES_DIR}/main.html", caption="../report/main_table.rst",
-                    category=REPORT_TABLES, labels={"table": "1 MAP@R per evaluation"}),
-        reid=report(f"{TABLES_DIR}/reid.html", caption="../report/reid_table.rst",
-                    category=REPORT_TABLES, labels={"table": "2 re-ID protocol"}),
-        details=report(f"{TABLES_DIR}/details.html", caption="../report/details_table.rst",
-                       category=REPORT_TABLES, labels={"table": "3 every metric"}),
-        headline=report(f"{TABLES_DIR}/headline.html", caption="../report/headline.rst",
-                        category=REPORT_TABLES, labels={"table": "0 headline"}),
+        main=report(
+            f"{TABLES_DIR}/main.html",
+            caption="../report/main_table.rst",
+            category=REPORT_TABLES,
+            labels={"table": "1 MAP@R per evaluation"},
+        ),
+        reid=report(
+            f"{TABLES_DIR}/reid.html",
+            caption="../report/reid_table.rst",
+            category=REPORT_TABLES,
+            labels={"table": "2 re-ID protocol"},
+        ),
+        details=report(
+            f"{TABLES_DIR}/details.html",
+            caption="../report/details_table.rst",
+            category=REPORT_TABLES,
+            labels={"table": "3 every metric"},
+        ),
+        headline=report(
+            f"{TABLES_DIR}/headline.html",
+            caption="../report/headline.rst",
+            category=REPORT_TABLES,
+            labels={"table": "0 headline"},
+        ),
     log:
         log_path("tables_html"),
     benchmark:
         bench_path("tables_html")
+    container:
+        container_for("cpu")
     threads: 1
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
     shell:
         script("render_tables.py")
         + " --fractions {input.main:q} {output.main:q} 'MAP@R per evaluation'"
@@ -146,21 +174,25 @@ rule privacy_utility:
     input:
         metrics=all_metrics_files(),
     output:
-        report(f"{FIGURES_DIR}/privacy_utility.png", caption="../report/privacy_utility.rst",
-               category=REPORT_FIGURES, labels={"figure": "1 privacy vs utility"}),
-    params:
-        nonperson=HEADLINE["nonperson"],
-        person=PERSON_PANELS,
+        report(
+            f"{FIGURES_DIR}/privacy_utility.png",
+            caption="../report/privacy_utility.rst",
+            category=REPORT_FIGURES,
+            labels={"figure": "1 privacy vs utility"},
+        ),
     log:
         log_path("privacy_utility"),
     benchmark:
         bench_path("privacy_utility")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
+    params:
+        nonperson=HEADLINE["nonperson"],
+        person=PERSON_PANELS,
     shell:
         script("privacy_utility_plot.py") + " --metrics {input.metrics:q}"
         " --nonperson {params.nonperson} --person {params.person} --out {output:q} > {log} 2>&1"
@@ -171,20 +203,24 @@ rule roc_curves:
     input:
         metrics=[f for f in all_metrics_files() if f.split("/")[-2] in ROC_PANELS],
     output:
-        report(f"{FIGURES_DIR}/roc.png", caption="../report/roc.rst",
-               category=REPORT_FIGURES, labels={"figure": "2 pair ROC"}),
-    params:
-        evaluations=ROC_PANELS,
+        report(
+            f"{FIGURES_DIR}/roc.png",
+            caption="../report/roc.rst",
+            category=REPORT_FIGURES,
+            labels={"figure": "2 pair ROC"},
+        ),
     log:
         log_path("roc_curves"),
     benchmark:
         bench_path("roc_curves")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
+    params:
+        evaluations=ROC_PANELS,
     shell:
         script("roc_plot.py") + " --metrics {input.metrics:q} --evaluations {params.evaluations}"
         " --out {output:q} > {log} 2>&1"
@@ -195,23 +231,27 @@ rule embedding_map:
     input:
         embeddings=[embedding_path(setting, "vis_test") for setting in SETTINGS],
     output:
-        report(f"{FIGURES_DIR}/embedding_map.png", caption="../report/embedding_map.rst",
-               category=REPORT_FIGURES, labels={"figure": "3 embedding map"}),
+        report(
+            f"{FIGURES_DIR}/embedding_map.png",
+            caption="../report/embedding_map.rst",
+            category=REPORT_FIGURES,
+            labels={"figure": "3 embedding map"},
+        ),
+    log:
+        log_path("embedding_map"),
+    benchmark:
+        bench_path("embedding_map")
+    container:
+        container_for("cpu")
+    threads: threads_for("default")
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
     params:
         sets=" ".join(f"--set {s} {shlex.quote(embedding_path(s, 'vis_test'))}" for s in SETTINGS),
         method=FIGURES["embedding_map"],
         points=FIGURES["embedding_points"],
         seed=config["seed"],
-    log:
-        log_path("embedding_map"),
-    benchmark:
-        bench_path("embedding_map")
-    threads: threads_for("default")
-    resources:
-        mem_mb=mem_for("default"),
-        runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
     shell:
         script("embedding_map.py") + " {params.sets} --method {params.method}"
         " --max-points {params.points} --seed {params.seed} --threads {threads}"
@@ -223,25 +263,31 @@ rule query_grid:
     input:
         unpack(grid_inputs),
     output:
-        report(f"{FIGURES_DIR}/grids/{{setting}}/{{evaluation}}_{{exclusion}}.png",
-               caption="../report/query_grid.rst", category=REPORT_GRIDS,
-               subcategory="{setting}",
-               labels={"setting": "{setting}", "evaluation": "{evaluation}",
-                       "exclusion": "{exclusion}"}),
-    params:
-        parts=grid_flags,
-        queries=FIGURES["grid_queries"],
-        neighbours=FIGURES["grid_neighbours"],
+        report(
+            f"{FIGURES_DIR}/grids/{{setting}}/{{evaluation}}_{{exclusion}}.png",
+            caption="../report/query_grid.rst",
+            category=REPORT_GRIDS,
+            subcategory="{setting}",
+            labels={
+                "setting": "{setting}",
+                "evaluation": "{evaluation}",
+                "exclusion": "{exclusion}",
+            },
+        ),
     log:
         log_path("query_grid", "{setting}/{evaluation}_{exclusion}"),
     benchmark:
         bench_path("query_grid", "{setting}/{evaluation}_{exclusion}")
+    container:
+        container_for("cpu")
     threads: threads_for("default")
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
+    params:
+        parts=grid_flags,
+        queries=FIGURES["grid_queries"],
+        neighbours=FIGURES["grid_neighbours"],
     shell:
         script("query_grid.py") + " {params.parts} --queries {params.queries}"
         " --neighbours {params.neighbours}"

@@ -11,8 +11,18 @@ TUNED_SETTINGS = list(config["tuning"]["settings"])
 # The training.* values every run reads (not the per-setting blocks, nor `processes` and
 # `use_tuned`, which the rule itself turns into a flag and an input).
 TRAINING_SHARED = picked(
-    config["training"], "embedding_dim", "batch_size", "m_per_class", "epochs", "weight_decay",
-    "num_workers", "amp", "deterministic", "ms_loss", "augment", "compile",
+    config["training"],
+    "embedding_dim",
+    "batch_size",
+    "m_per_class",
+    "epochs",
+    "weight_decay",
+    "num_workers",
+    "amp",
+    "deterministic",
+    "ms_loss",
+    "augment",
+    "compile",
 )
 # tuning.* without the list of settings to tune (adding one must not retune the others).
 TUNING_SHARED = picked(config["tuning"], "trials", "epochs_per_trial", "seed", "space")
@@ -22,7 +32,13 @@ def training_targets():
     models = expand(
         f"{RESULTS}/models/{{setting}}/{{name}}",
         setting=SETTINGS,
-        name=["trunk.safetensors", "embedder.safetensors", "metrics.csv", "curve.png", "params.json"],
+        name=[
+            "trunk.safetensors",
+            "embedder.safetensors",
+            "metrics.csv",
+            "curve.png",
+            "params.json",
+        ],
     )
     tuning = expand(
         f"{RESULTS}/tuning/{{setting}}/{{name}}",
@@ -30,8 +46,11 @@ def training_targets():
         name=["study.sqlite", "trials.csv", "best.json"],
     )
     views = expand(f"{RESULTS}/models/{{setting}}/metrics.html", setting=SETTINGS)
-    views += expand(f"{RESULTS}/tuning/{{setting}}/{{name}}", setting=TUNED_SETTINGS,
-                    name=["trials.html", "trials.png", "best.html"])
+    views += expand(
+        f"{RESULTS}/tuning/{{setting}}/{{name}}",
+        setting=TUNED_SETTINGS,
+        name=["trials.html", "trials.png", "best.html"],
+    )
     return models + tuning + views
 
 
@@ -61,8 +80,6 @@ def tuned_params(wildcards):
 # Fine-tune trunk + embedder for one setting, validating every epoch; a job killed by the
 # cluster resumes from the setting's checkpoint (kept outside the declared outputs).
 rule train:
-    wildcard_constraints:
-        setting="|".join(SETTINGS),
     input:
         manifest=f"{WEIGHTS}/manifest.json",
         trunk=cached_trunk,
@@ -73,10 +90,26 @@ rule train:
         trunk=f"{RESULTS}/models/{{setting}}/trunk.safetensors",
         embedder=f"{RESULTS}/models/{{setting}}/embedder.safetensors",
         metrics=f"{RESULTS}/models/{{setting}}/metrics.csv",
-        curve=report(f"{RESULTS}/models/{{setting}}/curve.png",
-                      caption="../report/training_curve.rst", category=REPORT_TRAINING,
-                      subcategory="{setting}", labels={"setting": "{setting}", "result": "curve"}),
+        curve=report(
+            f"{RESULTS}/models/{{setting}}/curve.png",
+            caption="../report/training_curve.rst",
+            category=REPORT_TRAINING,
+            subcategory="{setting}",
+            labels={"setting": "{setting}", "result": "curve"},
+        ),
         params=f"{RESULTS}/models/{{setting}}/params.json",
+    log:
+        log_path("train", "{setting}"),
+    benchmark:
+        bench_path("train", "{setting}")
+    wildcard_constraints:
+        setting="|".join(SETTINGS),
+    container:
+        container_for("gpu")
+    threads: threads_for("train")
+    resources:
+        mem_mb=mem_for("train"),
+        runtime=runtime_for("train"),
     params:
         setting=setting_json,
         training=TRAINING_SHARED,
@@ -89,16 +122,6 @@ rule train:
         processes=config["training"]["processes"],
         out=f"{RESULTS}/models/{{setting}}",
         checkpoints=f"{RESULTS}/checkpoints/{{setting}}",
-    log:
-        log_path("train", "{setting}"),
-    benchmark:
-        bench_path("train", "{setting}")
-    threads: threads_for("train")
-    resources:
-        mem_mb=mem_for("train"),
-        runtime=runtime_for("train"),
-    container:
-        container_for("gpu")
     shell:
         script("train.py") + " --setting {wildcards.setting} --params {params.setting:q}"
         " --training {params.training:q} --trunk {params.trunk:q} --cache {params.cache:q}"
@@ -111,8 +134,6 @@ rule train:
 # Search the setting's learning rates and loss parameters (Optuna TPE, two objectives:
 # non-person MAP@R up, person-query MAP@R down); the study resumes after an interruption.
 rule tune:
-    wildcard_constraints:
-        setting="|".join(SETTINGS),
     input:
         manifest=f"{WEIGHTS}/manifest.json",
         trunk=cached_trunk,
@@ -122,6 +143,18 @@ rule tune:
         study=f"{RESULTS}/tuning/{{setting}}/study.sqlite",
         trials=f"{RESULTS}/tuning/{{setting}}/trials.csv",
         best=f"{RESULTS}/tuning/{{setting}}/best.json",
+    log:
+        log_path("tune", "{setting}"),
+    benchmark:
+        bench_path("tune", "{setting}")
+    wildcard_constraints:
+        setting="|".join(SETTINGS),
+    container:
+        container_for("gpu")
+    threads: threads_for("tune")
+    resources:
+        mem_mb=mem_for("tune"),
+        runtime=runtime_for("tune"),
     params:
         setting=setting_json,
         training=TRAINING_SHARED,
@@ -134,16 +167,6 @@ rule tune:
         seed=config["seed"],
         work_dir=f"{RESULTS}/checkpoints/{{setting}}/tuning",
         out=f"{RESULTS}/tuning/{{setting}}",
-    log:
-        log_path("tune", "{setting}"),
-    benchmark:
-        bench_path("tune", "{setting}")
-    threads: threads_for("tune")
-    resources:
-        mem_mb=mem_for("tune"),
-        runtime=runtime_for("tune"),
-    container:
-        container_for("gpu")
     shell:
         script("tune.py") + " --setting {wildcards.setting} --params {params.setting:q}"
         " --training {params.training:q} --tuning {params.tuning:q} --trunk {params.trunk:q}"
@@ -159,19 +182,23 @@ rule training_table:
     input:
         f"{RESULTS}/models/{{setting}}/metrics.csv",
     output:
-        report(f"{RESULTS}/models/{{setting}}/metrics.html",
-               caption="../report/training_table.rst", category=REPORT_TRAINING,
-               subcategory="{setting}", labels={"setting": "{setting}", "result": "per epoch"}),
+        report(
+            f"{RESULTS}/models/{{setting}}/metrics.html",
+            caption="../report/training_table.rst",
+            category=REPORT_TRAINING,
+            subcategory="{setting}",
+            labels={"setting": "{setting}", "result": "per epoch"},
+        ),
     log:
         log_path("training_table", "{setting}"),
     benchmark:
         bench_path("training_table", "{setting}")
+    container:
+        container_for("cpu")
     threads: 1
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
     shell:
         script("render_tables.py") + " --csv {input:q} {output:q}"
         " 'Training of {wildcards.setting}, one row per epoch' > {log} 2>&1"
@@ -183,25 +210,37 @@ rule tuning_report:
         trials=f"{RESULTS}/tuning/{{setting}}/trials.csv",
         best=f"{RESULTS}/tuning/{{setting}}/best.json",
     output:
-        table=report(f"{RESULTS}/tuning/{{setting}}/trials.html",
-                     caption="../report/tuning_trials.rst", category=REPORT_TUNING,
-                     subcategory="{setting}", labels={"setting": "{setting}", "result": "2 trials"}),
-        figure=report(f"{RESULTS}/tuning/{{setting}}/trials.png",
-                      caption="../report/tuning_figure.rst", category=REPORT_TUNING,
-                      subcategory="{setting}", labels={"setting": "{setting}", "result": "1 trials figure"}),
-        best=report(f"{RESULTS}/tuning/{{setting}}/best.html",
-                    caption="../report/tuning_best.rst", category=REPORT_TUNING,
-                    subcategory="{setting}", labels={"setting": "{setting}", "result": "3 chosen trial"}),
+        table=report(
+            f"{RESULTS}/tuning/{{setting}}/trials.html",
+            caption="../report/tuning_trials.rst",
+            category=REPORT_TUNING,
+            subcategory="{setting}",
+            labels={"setting": "{setting}", "result": "2 trials"},
+        ),
+        figure=report(
+            f"{RESULTS}/tuning/{{setting}}/trials.png",
+            caption="../report/tuning_figure.rst",
+            category=REPORT_TUNING,
+            subcategory="{setting}",
+            labels={"setting": "{setting}", "result": "1 trials figure"},
+        ),
+        best=report(
+            f"{RESULTS}/tuning/{{setting}}/best.html",
+            caption="../report/tuning_best.rst",
+            category=REPORT_TUNING,
+            subcategory="{setting}",
+            labels={"setting": "{setting}", "result": "3 chosen trial"},
+        ),
     log:
         log_path("tuning_report", "{setting}"),
     benchmark:
         bench_path("tuning_report", "{setting}")
+    container:
+        container_for("cpu")
     threads: 1
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
     shell:
         "(" + script("render_tables.py") + " --csv {input.trials:q} {output.table:q}"
         " 'Tuning trials of {wildcards.setting}'"

@@ -12,6 +12,7 @@ from overlearning.models.cache import trunk_keys
 
 WEIGHT_TRUNKS = trunk_keys(config["models"])
 
+
 localrules:
     weights,
 
@@ -26,6 +27,16 @@ rule weights:
     output:
         manifest=f"{WEIGHTS}/manifest.json",
         trunks=[f"{WEIGHTS}/{trunk}/trunk.safetensors" for trunk in WEIGHT_TRUNKS],
+    log:
+        log_path("weights"),
+    benchmark:
+        bench_path("weights")
+    container:
+        container_for("cpu")
+    threads: threads_for("default")
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
     params:
         models=json.dumps(config["models"], sort_keys=True),
         cache=WEIGHTS,
@@ -34,16 +45,6 @@ rule weights:
             f" --files {config['weights']['files']}" if config["weights"].get("files") else ""
         ),
         seed=config["seed"],
-    log:
-        log_path("weights"),
-    benchmark:
-        bench_path("weights")
-    threads: threads_for("default")
-    resources:
-        mem_mb=mem_for("default"),
-        runtime=runtime_for("default"),
-    container:
-        container_for("cpu")
     shell:
         script("weights.py") + " --models {params.models:q} --cache {params.cache:q}"
         " --source {params.source}{params.files} --seed {params.seed} > {log} 2>&1"
