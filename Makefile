@@ -77,9 +77,12 @@ bench: $(STAMP)
 	mkdir -p bench-results
 	set -e; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --out bench-results; done
 
+# snakemake --lint with the paper config works before any download (they are listed).
 lint: $(STAMP)
 	$(BIN)/ruff check overlearning scripts tests bench
 	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/snakemake --lint
+	$(BIN)/snakemake --configfile config.demo.yaml --lint
 
 dryrun: $(STAMP)
 	$(BIN)/snakemake -n --profile profiles/demo

@@ -25,14 +25,17 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 # Scripts import the library from this checkout, also inside containers and SLURM jobs.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
+# (update(), not item assignment: Snakemake's linter reads os.environ[<quoted name>] as a
+# variable the user must set, and would ask for an envvars directive.)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p)
 )
 
 from overlearning.workflow.config import (
     ConfigError,
     check_dataset_sources,
     config_hash,
+    missing_downloads_message,
     validate_config,
 )
 from overlearning.workflow.provenance import CONFIG_HASH_ENV
@@ -56,13 +59,19 @@ os.environ[CONFIG_HASH_ENV] = config_hash(config)
 include: "rules/common.smk"
 
 
+# Missing downloads do not stop the parse: `snakemake -n`, `--dag` and `--lint` show the
+# plan before anything is fetched (rules/downloads.smk stands in for them), and a real run
+# that needs one refuses at start, naming every one (onstart, rules/common.smk).
 try:
-    check_dataset_sources(config, produced=set(demo_download_paths()))
+    MISSING_DOWNLOADS = check_dataset_sources(config, produced=set(demo_download_paths()))
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+if MISSING_DOWNLOADS and workflow.exec_mode == ExecMode.DEFAULT:
+    print(f"Warning: {missing_downloads_message(MISSING_DOWNLOADS)}", file=sys.stderr)
 
 
 include: "rules/demo.smk"
+include: "rules/downloads.smk"
 include: "rules/extract.smk"
 include: "rules/datasets.smk"
 include: "rules/weights.smk"

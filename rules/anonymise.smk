@@ -20,6 +20,10 @@ import os
 
 from overlearning.workflow.plans import ANON_POLICIES, AnonymisationPlan
 
+
+include: "helpers/anonymise.smk"
+
+
 ANON = config["anonymisation"]
 ANON_PLAN = AnonymisationPlan.from_config(config, EVAL_PLAN)
 ANON_ROOT = ANON_PLAN.root
@@ -61,15 +65,6 @@ anon_available = ANON_PLAN.available
 setting_anon_jobs = ANON_PLAN.setting_jobs
 
 
-def anon_detections(wildcards, exclusion_set):
-    return [exclusion_json(exclusion_set)] if wildcards.anon_policy == "detected" else []
-
-
-def anon_selection_flags(wildcards, input):
-    flags = f"--selection {ANON_POLICIES[wildcards.anon_policy]}"
-    return flags + (f" --exclusion {input.exclusion[0]}" if input.exclusion else "")
-
-
 # Anonymise the VIS test split's person crops (the index of the person/non-person queries).
 rule anonymise_vis_test:
     input:
@@ -82,6 +77,8 @@ rule anonymise_vis_test:
         log_path("anonymise_vis_test", "{anon_method}_{anon_strength}/{anon_policy}"),
     benchmark:
         bench_path("anonymise_vis_test", "{anon_method}_{anon_strength}/{anon_policy}")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -116,6 +113,8 @@ rule anonymise_person_gallery:
         bench_path(
             "anonymise_person_gallery", "{anon_method}_{anon_strength}/{person_set}_{anon_policy}"
         )
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -143,6 +142,8 @@ rule embed_anonymised:
         log_path("embed_anonymised", "{setting}"),
     benchmark:
         bench_path("embed_anonymised", "{setting}")
+    conda:
+        conda_for("gpu")
     container:
         container_for("gpu")
     threads: threads_for("embed")
@@ -177,6 +178,8 @@ rule metrics_anonymised:
         log_path("metrics_anonymised", "{setting}"),
     benchmark:
         bench_path("metrics_anonymised", "{setting}")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -189,11 +192,6 @@ rule metrics_anonymised:
     shell:
         script("compute_metrics.py") + " --plan {params.plan:q} --threads {threads}"
         " --knn {params.knn} > {log} 2>&1"
-
-
-def anonymisation_metrics_files():
-    """Rows of the comparison table in order (plans.AnonymisationPlan.metrics_files)."""
-    return ANON_PLAN.metrics_files(SETTINGS)
 
 
 ANON_TABLES = f"{RESULTS}/tables/anonymisation"
@@ -219,6 +217,8 @@ rule anonymisation_tables:
         log_path("anonymisation_tables"),
     benchmark:
         bench_path("anonymisation_tables")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: 1
@@ -227,7 +227,7 @@ rule anonymisation_tables:
         runtime=runtime_for("default"),
     params:
         **HEADLINE_PARAMS,
-        out_dir=ANON_TABLES,
+        out_dir=lambda wildcards, output: os.path.dirname(output.details),
     shell:
         script("make_tables.py") + " --metrics {input.metrics:q} --baseline {params.baseline}"
         " --safeguarded {params.safeguarded} --nonperson {params.nonperson}"
@@ -272,6 +272,8 @@ rule anonymisation_tables_html:
         log_path("anonymisation_tables_html"),
     benchmark:
         bench_path("anonymisation_tables_html")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: 1
@@ -302,6 +304,8 @@ rule anonymisation_privacy_utility:
         log_path("anonymisation_privacy_utility"),
     benchmark:
         bench_path("anonymisation_privacy_utility")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: 1
@@ -314,26 +318,3 @@ rule anonymisation_privacy_utility:
     shell:
         script("privacy_utility_plot.py") + " --metrics {input.metrics:q}"
         " --nonperson {params.nonperson} --person {params.person} --out {output:q} > {log} 2>&1"
-
-
-def anonymised_sets():
-    """Every anonymised image set (deployment sets only where the detector ran on them)."""
-    return ANON_PLAN.set_dirs()
-
-
-def anonymisation_targets():
-    tables = [
-        f"{ANON_TABLES}/{stem}.{ext}" for stem in ("main", "reid") for ext in ("csv", "md", "tex")
-    ]
-    tables += [
-        f"{ANON_TABLES}/details.csv",
-        f"{ANON_TABLES}/headline.json",
-        f"{ANON_TABLES}/headline.md",
-    ]
-    tables += [f"{ANON_TABLES}/{stem}.html" for stem in ANON_TABLE_STEMS]
-    return (
-        anonymised_sets()
-        + anonymisation_metrics_files()
-        + tables
-        + [f"{FIGURES_DIR}/privacy_utility_anonymisation.png"]
-    )

@@ -1,6 +1,8 @@
 # Names and input-choosing helpers shared by every stage. No logic beyond paths.
 
 import json
+import os
+import shlex
 import shutil
 import sys
 
@@ -101,6 +103,28 @@ def container_for(kind):
     return None if image in ("none", "") else image
 
 
+def conda_for(kind):
+    """The conda environment file of a rule's software (envs/<kind>.yaml: the lock file that
+    the image of `containers.<kind>` installs), for `--sdm conda` where no container is used."""
+    return f"{workflow.basedir}/envs/{kind}.yaml"
+
+
+def model_manifest(key):
+    """The manifest of one model's folder in the weights cache: a job's input for that model."""
+    return f"{WEIGHTS}/{key}/manifest.json"
+
+
+def weights_cache_of(manifest):
+    """The weights cache folder that holds a model folder's manifest."""
+    return os.path.dirname(os.path.dirname(manifest))
+
+
+def weights_cache(wildcards, input):
+    """A job's --cache: the folder holding the model folders of its `weights` input."""
+    manifests = [input.weights] if isinstance(input.weights, str) else list(input.weights)
+    return weights_cache_of(manifests[0])
+
+
 # Planning on a login node without Apptainer (before the image is built, or where Apptainer
 # is a module not yet loaded) must work: `snakemake -n --profile profiles/slurm` would
 # otherwise stop at Snakemake's apptainer version check. Without the command, the main
@@ -123,12 +147,21 @@ if APPTAINER_MISSING:
     )
 
 
+# A real run that needs a dataset download not made yet (rules/downloads.smk) refuses
+# before any job starts, naming every missing one; a run that needs none of them (the
+# weights on the login node) goes ahead.
 onstart:
     if APPTAINER_MISSING:
         raise WorkflowError(
             "this run uses Apptainer containers (--sdm apptainer) but no "
             "apptainer or singularity command is on PATH; load or install "
             "it (docs/hpc.md, step 3), or look only with -n"
+        )
+    if MISSING_DOWNLOADS and any(
+        job.rule.name == "missing_downloads" for job in workflow.dag.needrun_jobs()
+    ):
+        raise WorkflowError(
+            f"this run needs the dataset downloads; {missing_downloads_message(MISSING_DOWNLOADS)}"
         )
 
 

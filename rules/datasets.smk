@@ -10,6 +10,10 @@
 import os
 import re
 
+
+include: "helpers/datasets.smk"
+
+
 PREP = config["preparation"]
 VIS = f"{DATA}/vis"
 OVIS_TEST = f"{DATA}/ovis/test"
@@ -35,20 +39,6 @@ PERSON_SOURCES = {
 PERSON_DIRS = {os.path.relpath(person_root(name), DATA): name for name in PERSON_SETS}
 
 
-def raw_path(dataset, key):
-    """A configured path (images, annotations, masks) inside a dataset's extracted root."""
-    return os.path.join(raw_root(dataset), config["datasets"][dataset][key])
-
-
-def person_source(person_dir, key):
-    dataset, folder = PERSON_SOURCES[PERSON_DIRS[person_dir]]
-    return os.path.join(raw_path(dataset, key), folder)
-
-
-def person_raw_root(wildcards):
-    return raw_root(PERSON_SOURCES[PERSON_DIRS[wildcards.person_dir]][0])
-
-
 # Step 1 (YouTube-VIS): one image per frame, one annotation per object and frame; the
 # object's position in the video-level list is its id (and the crop's label). The object
 # count is kept to offset the OVIS labels.
@@ -62,6 +52,8 @@ rule vis_frames:
         log_path("vis_frames"),
     benchmark:
         bench_path("vis_frames")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("prepare")
@@ -87,6 +79,8 @@ rule vis_split:
         log_path("vis_split"),
     benchmark:
         bench_path("vis_split")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("prepare")
@@ -115,6 +109,8 @@ rule vis_crops:
         log_path("vis_crops", "{split}"),
     benchmark:
         bench_path("vis_crops", "{split}")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("prepare")
@@ -126,8 +122,10 @@ rule vis_crops:
         images=raw_path("youtube_vis", "images"),
         out_dir=lambda wildcards, output: os.path.dirname(output.cropped_index),
     shell:
-        script("vis_crops.py") + " --instances {input.instances} --images {params.images}"
-        " --out-dir {params.out_dir}" + IMAGE_FLAGS + " > {log} 2>&1"
+        prepare_shell(
+            "vis_crops.py",
+            " --instances {input.instances} --images {params.images} --out-dir {params.out_dir}",
+        )
 
 
 # OVIS, step 1: the same frame-level conversion; all of OVIS is the distractor test set.
@@ -140,6 +138,8 @@ rule ovis_frames:
         log_path("ovis_frames"),
     benchmark:
         bench_path("ovis_frames")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("prepare")
@@ -169,6 +169,8 @@ rule ovis_crops:
         log_path("ovis_crops"),
     benchmark:
         bench_path("ovis_crops")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("prepare")
@@ -180,10 +182,11 @@ rule ovis_crops:
         images=raw_path("ovis", "images"),
         out_dir=lambda wildcards, output: os.path.dirname(output.cropped_index),
     shell:
-        script("ovis_crops.py") + " --instances {input.instances} --images {params.images}"
-        " --out-dir {params.out_dir} --vis-objects {input.vis_objects}"
-        + IMAGE_FLAGS
-        + " > {log} 2>&1"
+        prepare_shell(
+            "ovis_crops.py",
+            " --instances {input.instances} --images {params.images}"
+            " --out-dir {params.out_dir} --vis-objects {input.vis_objects}",
+        )
 
 
 # Step 5: person re-ID sets -- query and gallery (bounding_box_test) masked with the MGCAM
@@ -199,6 +202,8 @@ rule person_set:
         bench_path("person_set", "{person_dir}")
     wildcard_constraints:
         person_dir="|".join(re.escape(d) for d in PERSON_DIRS),
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("prepare")
@@ -214,9 +219,12 @@ rule person_set:
         distractors=PREP["market_distractors"],
         naming=lambda wildcards: PERSON_SOURCES[PERSON_DIRS[wildcards.person_dir]][0],
     shell:
-        script("person_set.py") + " --images {params.images} --masks {params.masks}"
-        " --out {params.out} --junk {params.junk} --distractors {params.distractors}"
-        " --naming {params.naming}" + IMAGE_FLAGS + " > {log} 2>&1"
+        prepare_shell(
+            "person_set.py",
+            " --images {params.images} --masks {params.masks}"
+            " --out {params.out} --junk {params.junk} --distractors {params.distractors}"
+            " --naming {params.naming}",
+        )
 
 
 # Step 6: partial-person probes from the masked queries -- the torso band (drop the top
@@ -233,6 +241,8 @@ rule person_probes:
     wildcard_constraints:
         person_dir="|".join(re.escape(d) for d in PERSON_DIRS),
         probe="|".join(PROBES),
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("prepare")
@@ -244,18 +254,8 @@ rule person_probes:
         top=PREP["probes"]["torso"]["top"],
         bottom=PREP["probes"]["torso"]["bottom"],
     shell:
-        script("person_probes.py") + " --queries {input.queries} --out {output.probe}"
-        " --probe {wildcards.probe} --top {params.top} --bottom {params.bottom}"
-        + IMAGE_FLAGS
-        + " > {log} 2>&1"
-
-
-def dataset_targets():
-    """Every prepared set: VIS splits and crops, OVIS crops, person sets and their probes."""
-    targets = [f"{VIS}/{split}/instances.json" for split in VIS_SPLITS]
-    targets += [f"{VIS}/{split}/{name}" for split in VIS_SPLITS for name in CROP_FILES]
-    targets += [f"{OVIS_TEST}/instances.json"] + [f"{OVIS_TEST}/{name}" for name in CROP_FILES]
-    for root in PERSON_SETS.values():
-        targets += [f"{root}/{folder}" for folder in PERSON_FOLDERS]
-        targets += [f"{root}/probes/{probe}" for probe in PROBES]
-    return targets
+        prepare_shell(
+            "person_probes.py",
+            " --queries {input.queries} --out {output.probe}"
+            " --probe {wildcards.probe} --top {params.top} --bottom {params.bottom}",
+        )

@@ -21,6 +21,8 @@ if DEMO["generate"]:
         benchmark:
             bench_path("demo_downloads")
         localrule: True
+        conda:
+            conda_for("cpu")
         container:
             container_for("cpu")
         threads: threads_for("default")
@@ -28,7 +30,8 @@ if DEMO["generate"]:
             mem_mb=mem_for("default"),
             runtime=runtime_for("default"),
         params:
-            out=DEMO["out"],
+            # The generator writes every archive under one folder: the outputs' common root.
+            out=lambda wildcards, output: os.path.commonpath(list(output)),
             seed=config["seed"],
             vis_videos=DEMO["vis_videos"],
             vis_frames=DEMO["vis_frames"],
@@ -48,7 +51,3 @@ if DEMO["generate"]:
             " --images-per-camera {params.images_per_camera}"
             " --image-size {params.image_size} --split {params.split}"
             " --split-seed {params.split_seed} --expect {output} > {log} 2>&1"
-
-
-def demo_targets():
-    return demo_download_paths()

@@ -10,6 +10,10 @@ import json
 import os
 import re
 
+
+include: "helpers/detect.smk"
+
+
 DETECT = config["detection"]
 DETECTION_SETS = list(DETECT["sets"])
 N_SHARDS = DETECT["shards"]
@@ -52,57 +56,19 @@ CLOTHES_SETTINGS = picked(
     "text_threshold",
     "on_missing",
 )
-CLOTHES_MODELS = json.dumps(
-    {
-        k: config["models"][k]
-        for k in ("grounding_dino", "sam", "segformer_clothes")
-        if k in config["models"]
-    },
-    sort_keys=True,
+# The clothes probe's models follow its method: the clothes segmenter, or GroundingDINO + SAM.
+CLOTHES_MODEL_KEYS = (
+    ["segformer_clothes"]
+    if config["clothes"]["method"] == "segformer"
+    else ["grounding_dino", "sam"]
 )
+CLOTHES_MODELS = json.dumps({k: config["models"][k] for k in CLOTHES_MODEL_KEYS}, sort_keys=True)
+CLOTHES_WEIGHTS = [model_manifest(k) for k in CLOTHES_MODEL_KEYS]
 
 
 wildcard_constraints:
     set="|".join(["vis_test", *PERSON_SETS]),
     shard=r"\d+",
-
-
-def detection_images_from(wildcards):
-    """Where a set's image list comes from: the split's frames, or the gallery folder."""
-    if wildcards.set == "vis_test":
-        return f"{DATA}/vis/test/instances.json"
-    return f"{person_root(wildcards.set)}/foregroundImages_cropped"
-
-
-def detection_image_root(wildcards):
-    """The folder the set's image names are relative to."""
-    if wildcards.set == "vis_test":
-        return raw_path("youtube_vis", "images")
-    return f"{person_root(wildcards.set)}/foregroundImages_cropped"
-
-
-def detection_raw_images(wildcards):
-    """VIS frames are read from the extracted dataset (a rule's output when archives are used)."""
-    return raw_root("youtube_vis") if wildcards.set == "vis_test" else []
-
-
-def detection_shards(wildcards):
-    return [
-        f"{RESULTS}/detections/{wildcards.set}/shard-{i}-of-{N_SHARDS}.json"
-        for i in range(N_SHARDS)
-    ]
-
-
-def detection_targets():
-    targets = [f"{RESULTS}/detections/{s}.json" for s in DETECTION_SETS]
-    targets += [f"{RESULTS}/masks/{s}.json" for s in DETECTION_SETS]
-    for person_set in CLOTHES_PERSON_SETS:
-        person_dir = os.path.relpath(person_root(person_set), DATA)
-        targets += [
-            f"{DATA}/{person_dir}/probes/clothes",
-            f"{RESULTS}/detections/clothes/{person_dir}.json",
-        ]
-    return targets
 
 
 # Scatter: GroundingDINO on the shard-th slice of the set's sorted images; a box is kept
@@ -112,13 +78,15 @@ rule detect_shard:
     input:
         images=detection_images_from,
         raw=detection_raw_images,
-        manifest=f"{WEIGHTS}/manifest.json",
+        weights=model_manifest("grounding_dino"),
     output:
         f"{RESULTS}/detections/{{set}}/shard-{{shard}}-of-{N_SHARDS}.json",
     log:
         log_path("detect_shard", "{set}/{shard}"),
     benchmark:
         bench_path("detect_shard", "{set}/{shard}")
+    conda:
+        conda_for("gpu")
     container:
         container_for("gpu")
     threads: threads_for("detect")
@@ -129,7 +97,7 @@ rule detect_shard:
         image_root=detection_image_root,
         models=DETECTOR_MODELS,
         detection=DETECTION_SETTINGS,
-        cache=lambda wildcards, input: os.path.dirname(input.manifest),
+        cache=weights_cache,
         shards=N_SHARDS,
     shell:
         script("detect_shard.py") + " --images-from {input.images:q}"
@@ -149,6 +117,8 @@ rule gather_detections:
         log_path("gather_detections", "{set}"),
     benchmark:
         bench_path("gather_detections", "{set}")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -170,13 +140,15 @@ rule segment:
         detections=f"{RESULTS}/detections/{{set}}.json",
         images=detection_images_from,
         raw=detection_raw_images,
-        manifest=f"{WEIGHTS}/manifest.json",
+        weights=model_manifest("sam"),
     output:
         f"{RESULTS}/masks/{{set}}.json",
     log:
         log_path("segment", "{set}"),
     benchmark:
         bench_path("segment", "{set}")
+    conda:
+        conda_for("gpu")
     container:
         container_for("gpu")
     threads: threads_for("segment")
@@ -187,7 +159,7 @@ rule segment:
         image_root=detection_image_root,
         models=SEGMENTER_MODELS,
         segmentation=SEGMENTATION_SETTINGS,
-        cache=lambda wildcards, input: os.path.dirname(input.manifest),
+        cache=weights_cache,
     shell:
         script("segment.py") + " --detections {input.detections:q}"
         " --image-root {params.image_root:q} --models {params.models:q}"
@@ -201,7 +173,7 @@ rule segment:
 rule clothes_probe:
     input:
         queries=f"{DATA}/{{person_dir}}/foreground_query",
-        manifest=f"{WEIGHTS}/manifest.json",
+        weights=CLOTHES_WEIGHTS,
     output:
         probe=directory(f"{DATA}/{{person_dir}}/probes/clothes"),
         record=f"{RESULTS}/detections/clothes/{{person_dir}}.json",
@@ -211,6 +183,8 @@ rule clothes_probe:
         bench_path("clothes_probe", "{person_dir}")
     wildcard_constraints:
         person_dir="|".join(re.escape(d) for d in CLOTHES_DIRS),
+    conda:
+        conda_for("gpu")
     container:
         container_for("gpu")
     threads: threads_for("detect")
@@ -222,7 +196,7 @@ rule clothes_probe:
         clothes=CLOTHES_SETTINGS,
         detection=CLOTHES_DETECTION,
         segmentation=SEGMENTATION_SETTINGS,
-        cache=lambda wildcards, input: os.path.dirname(input.manifest),
+        cache=weights_cache,
         quality=config["preparation"]["jpeg_quality"],
     shell:
         script("clothes_probe.py") + " --queries {input.queries:q} --out {output.probe:q}"

@@ -9,6 +9,10 @@ import shlex
 
 from overlearning.workflow.plans import EvaluationPlan, plan_inputs, provenance_files
 
+
+include: "helpers/evaluate.smk"
+
+
 EVAL = config["evaluation"]
 EVAL_PLAN = EvaluationPlan.from_config(config, PERSON_SETS)
 EVAL_PERSON_SETS = EVAL_PLAN.person_sets
@@ -33,33 +37,6 @@ evaluation_available = EVAL_PLAN.evaluation_available
 setting_metrics_jobs = EVAL_PLAN.setting_metrics_jobs
 
 
-def eval_trunk_json(wildcards):
-    """The architecture of the setting's trunk (config models.<trunk>): all of it builds the model."""
-    trunk = config["training"]["settings"][wildcards.setting]["trunk"]
-    return json.dumps(config["models"][trunk], sort_keys=True)
-
-
-def embed_set_flag(out, kind, source, category):
-    """One --set of embed.py: where to write, what kind of set, its source, person category."""
-    return (
-        f"--set {shlex.quote(out)} {kind} {shlex.quote(source)} "
-        f"{'-' if category is None else category}"
-    )
-
-
-def embed_flags(sets):
-    return " ".join(embed_set_flag(*s) for s in sets)
-
-
-def all_metrics_files():
-    """Every metrics file, in table order: settings, then exclusion, then evaluations."""
-    return EVAL_PLAN.metrics_files(EVALUATED)
-
-
-def evaluation_targets():
-    return all_metrics_files()
-
-
 # Embed every evaluation set with one trained model, once (the model loads once per job);
 # the cached embeddings serve every metric with and without exclusion.
 rule embed:
@@ -73,6 +50,8 @@ rule embed:
         bench_path("embed", "{setting}")
     wildcard_constraints:
         setting="|".join(SETTINGS),
+    conda:
+        conda_for("gpu")
     container:
         container_for("gpu")
     threads: threads_for("embed")
@@ -98,8 +77,7 @@ rule embed:
 rule embed_pretrained:
     input:
         **EVAL_PLAN.source_inputs(),
-        manifest=f"{WEIGHTS}/manifest.json",
-        trunk=lambda wildcards: f"{WEIGHTS}/{PRETRAINED[wildcards.setting]}/trunk.safetensors",
+        weights=lambda wildcards: model_manifest(PRETRAINED[wildcards.setting]),
     output:
         [embedding_path("{setting}", name) for name in EMBEDDING_SOURCES],
     log:
@@ -108,6 +86,8 @@ rule embed_pretrained:
         bench_path("embed_pretrained", "{setting}")
     wildcard_constraints:
         setting="|".join(PRETRAINED) or "$^",
+    conda:
+        conda_for("gpu")
     container:
         container_for("gpu")
     threads: threads_for("embed")
@@ -119,7 +99,7 @@ rule embed_pretrained:
         trunk=lambda wildcards: json.dumps(
             config["models"][PRETRAINED[wildcards.setting]], sort_keys=True
         ),
-        cache=WEIGHTS,
+        cache=weights_cache,
         sets=lambda wildcards: embed_flags(EVAL_PLAN.embed_sets(wildcards.setting)),
         batch_size=EVAL["batch_size"],
         workers=EVAL["loader_workers"],
@@ -142,6 +122,8 @@ rule metrics:
         log_path("metrics", "{setting}"),
     benchmark:
         bench_path("metrics", "{setting}")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")

@@ -11,38 +11,16 @@ import shlex
 
 from overlearning.core.names import MASK_FOLDER_SUFFIX, PERSON_FOLDERS as RAW_PERSON_FOLDERS
 
+
+include: "helpers/exclusion.smk"
+
+
 # exclusion.person_gt is not passed: the rule turns it into the --gt-masks flag.
+
+
 EXCLUSION_SETTINGS = picked(
     config["exclusion"], "nms_iou", "min_confidence", "match_iou", "matching"
 )
-
-
-def exclusion_targets():
-    return [
-        f"{RESULTS}/exclusion/{s}{ext}"
-        for s in config["detection"]["sets"]
-        for ext in (".json", ".summary.json")
-    ] + ([f"{RESULTS}/exclusion/counts.html"] if config["detection"]["sets"] else [])
-
-
-def mgcam_gallery_masks(person_set):
-    """The raw dataset's MGCAM mask folder of a person set's gallery (bounding_box_test_seg)."""
-    dataset, folder = PERSON_SOURCES[person_set]
-    gallery = RAW_PERSON_FOLDERS["foregroundImages_cropped"]
-    return os.path.join(raw_path(dataset, "masks"), folder, gallery + MASK_FOLDER_SUFFIX)
-
-
-def person_gt_inputs(wildcards):
-    """MGCAM masks are read from the extracted dataset; whole-image masks need nothing."""
-    if config["exclusion"]["person_gt"] != "mgcam":
-        return []
-    return raw_root(PERSON_SOURCES[wildcards.person_set][0])
-
-
-def person_gt_flag(wildcards):
-    if config["exclusion"]["person_gt"] != "mgcam":
-        return ""
-    return f"--gt-masks '{mgcam_gallery_masks(wildcards.person_set)}'"
 
 
 # Ground-truth mode on the VIS test split: each object's frame-level mask against the
@@ -61,6 +39,8 @@ rule exclusion_vis_test:
         log_path("exclusion_vis_test"),
     benchmark:
         bench_path("exclusion_vis_test")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -93,6 +73,8 @@ rule exclusion_person_set:
         log_path("exclusion_person_set", "{person_set}"),
     benchmark:
         bench_path("exclusion_person_set", "{person_set}")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -126,6 +108,8 @@ rule exclusion_counts:
         log_path("exclusion_counts"),
     benchmark:
         bench_path("exclusion_counts")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: 1

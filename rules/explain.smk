@@ -3,28 +3,14 @@
 # model match the query to its best same-identity gallery image: what the model
 # re-identifies persons by, although it never trained on person identities.
 
+
+include: "helpers/explain.smk"
+
+
 EXPLAIN = config["explain"]
 EXPLAIN_SET = EXPLAIN["person_set"]
 EXPLAIN_QUERIES = f"{EXPLAIN_SET}_query"
 EXPLAIN_GALLERY = f"{EXPLAIN_SET}_gallery"
-
-
-def explain_outputs(setting):
-    return [f"{RESULTS}/explain/{setting}/query_{i}.png" for i in range(EXPLAIN["queries"])]
-
-
-def explain_targets():
-    return [path for setting in EXPLAIN["settings"] for path in explain_outputs(setting)]
-
-
-def explain_inputs(wildcards):
-    return dict(
-        model_files(wildcards.setting),
-        queries=embedding_path(wildcards.setting, EXPLAIN_QUERIES),
-        gallery=embedding_path(wildcards.setting, EXPLAIN_GALLERY),
-        query_images=EMBEDDING_SOURCES[EXPLAIN_QUERIES]["images"],
-        gallery_images=EMBEDDING_SOURCES[EXPLAIN_GALLERY]["images"],
-    )
 
 
 # AttnLRP relevance of each query pixel for the query-match similarity, per model.
@@ -48,6 +34,8 @@ rule explain:
         bench_path("explain", "{setting}")
     wildcard_constraints:
         setting="|".join(EXPLAIN["settings"]) or "$^",
+    conda:
+        conda_for("gpu")
     container:
         container_for("gpu")
     threads: threads_for("explain")

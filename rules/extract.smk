@@ -8,9 +8,7 @@
 # as an already-extracted `directory` skip this step (raw_root() points at it).
 
 
-def archive_checksums(dataset, algorithm):
-    """One value per archive, '-' where the config gives none (the script's convention)."""
-    return [a.get(algorithm) or "-" for a in config["datasets"][dataset]["archives"]]
+include: "helpers/extract.smk"
 
 
 # Verified, safe extraction of one dataset's downloads.
@@ -23,6 +21,8 @@ rule extract:
         log_path("extract", "{dataset}"),
     benchmark:
         bench_path("extract", "{dataset}")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -35,11 +35,3 @@ rule extract:
     shell:
         script("extract_dataset.py") + " --archives {input} --sha256 {params.sha256}"
         " --md5 {params.md5} --out {output} > {log} 2>&1"
-
-
-def extract_targets():
-    return [
-        f"{DATA}/raw/{name}"
-        for name, source in config["datasets"].items()
-        if not source.get("directory")
-    ]

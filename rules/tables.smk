@@ -5,6 +5,9 @@
 # `snakemake --report report.html` collects everything marked with report() below.
 
 
+include: "helpers/tables.smk"
+
+
 report: "../report/workflow.rst"
 
 
@@ -20,63 +23,6 @@ TABLE_STEMS = ["main", "reid"]
 PERSON_PANELS = [HEADLINE["person"]] + [ps for ps in EVAL_PERSON_SETS if ps != HEADLINE["person"]]
 ROC_PANELS = [ps for ps in EVAL_PERSON_SETS]
 GRID_EVALUATIONS = [e for e in FIGURES["grid_evaluations"] if e in EVALUATIONS]
-
-
-def grid_parts(wildcards):
-    """Query and reference parts of the grid's evaluation, each with its image folder."""
-    name, subset = EVALUATIONS[wildcards.evaluation]["query"]
-    query = (embedding_path(wildcards.setting, name), subset, EMBEDDING_SOURCES[name]["images"])
-    refs = [
-        (
-            embedding_path(wildcards.setting, ref),
-            ref_subset,
-            exclusion_json(excl) if excl and wildcards.exclusion == "excluded" else None,
-            EMBEDDING_SOURCES[ref]["images"],
-        )
-        for ref, ref_subset, excl in EVALUATIONS[wildcards.evaluation]["references"]
-    ]
-    return query, refs
-
-
-def grid_inputs(wildcards):
-    query, refs = grid_parts(wildcards)
-    return {
-        "embeddings": sorted({query[0]} | {r[0] for r in refs}),
-        "exclusions": sorted({r[2] for r in refs if r[2]}),
-        "images": sorted({query[2]} | {r[3] for r in refs}),
-    }
-
-
-def grid_flags(wildcards):
-    query, refs = grid_parts(wildcards)
-    flags = [f"--query {shlex.quote(query[0])} {query[1]} {shlex.quote(query[2])}"]
-    flags += [
-        f"--reference {shlex.quote(npz)} {subset} {shlex.quote(excl or '-')} {shlex.quote(root)}"
-        for npz, subset, excl, root in refs
-    ]
-    return " ".join(flags)
-
-
-def grid_files():
-    return [
-        f"{FIGURES_DIR}/grids/{setting}/{evaluation}_{exclusion}.png"
-        for setting in SETTINGS
-        for evaluation in GRID_EVALUATIONS
-        for exclusion in EVAL["exclusion"]
-        if evaluation_available(evaluation, exclusion)
-    ]
-
-
-def table_targets():
-    tables = [f"{TABLES_DIR}/{stem}.{ext}" for stem in TABLE_STEMS for ext in ("csv", "md", "tex")]
-    tables += [
-        f"{TABLES_DIR}/details.csv",
-        f"{TABLES_DIR}/headline.json",
-        f"{TABLES_DIR}/headline.md",
-    ]
-    tables += [f"{TABLES_DIR}/{stem}.html" for stem in TABLE_STEMS + ["details", "headline"]]
-    figures = [f"{FIGURES_DIR}/{name}.png" for name in ("privacy_utility", "roc", "embedding_map")]
-    return tables + figures + grid_files()
 
 
 # The tables: MAP@R per evaluation, the re-ID protocol per person set, every number, and
@@ -101,6 +47,8 @@ rule tables:
         log_path("tables"),
     benchmark:
         bench_path("tables")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -109,7 +57,7 @@ rule tables:
         runtime=runtime_for("default"),
     params:
         **HEADLINE_PARAMS,
-        out_dir=TABLES_DIR,
+        out_dir=lambda wildcards, output: os.path.dirname(output.details),
     shell:
         script("make_tables.py") + " --metrics {input.metrics:q} --baseline {params.baseline}"
         " --safeguarded {params.safeguarded} --nonperson {params.nonperson}"
@@ -154,6 +102,8 @@ rule tables_html:
         log_path("tables_html"),
     benchmark:
         bench_path("tables_html")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: 1
@@ -184,6 +134,8 @@ rule privacy_utility:
         log_path("privacy_utility"),
     benchmark:
         bench_path("privacy_utility")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -213,6 +165,8 @@ rule roc_curves:
         log_path("roc_curves"),
     benchmark:
         bench_path("roc_curves")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -241,6 +195,8 @@ rule embedding_map:
         log_path("embedding_map"),
     benchmark:
         bench_path("embedding_map")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")
@@ -278,6 +234,8 @@ rule query_grid:
         log_path("query_grid", "{setting}/{evaluation}_{exclusion}"),
     benchmark:
         bench_path("query_grid", "{setting}/{evaluation}_{exclusion}")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: threads_for("default")

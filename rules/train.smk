@@ -7,6 +7,10 @@
 
 import json
 
+
+include: "helpers/train.smk"
+
+
 TUNED_SETTINGS = list(config["tuning"]["settings"])
 # The training.* values every run reads (not the per-setting blocks, nor `processes` and
 # `use_tuned`, which the rule itself turns into a flag and an input).
@@ -28,61 +32,11 @@ TRAINING_SHARED = picked(
 TUNING_SHARED = picked(config["tuning"], "trials", "epochs_per_trial", "seed", "space")
 
 
-def training_targets():
-    models = expand(
-        f"{RESULTS}/models/{{setting}}/{{name}}",
-        setting=SETTINGS,
-        name=[
-            "trunk.safetensors",
-            "embedder.safetensors",
-            "metrics.csv",
-            "curve.png",
-            "params.json",
-        ],
-    )
-    tuning = expand(
-        f"{RESULTS}/tuning/{{setting}}/{{name}}",
-        setting=TUNED_SETTINGS,
-        name=["study.sqlite", "trials.csv", "best.json"],
-    )
-    views = expand(f"{RESULTS}/models/{{setting}}/metrics.html", setting=SETTINGS)
-    views += expand(
-        f"{RESULTS}/tuning/{{setting}}/{{name}}",
-        setting=TUNED_SETTINGS,
-        name=["trials.html", "trials.png", "best.html"],
-    )
-    return models + tuning + views
-
-
-def trunk_of(wildcards):
-    return config["training"]["settings"][wildcards.setting]["trunk"]
-
-
-def setting_json(wildcards):
-    return json.dumps(config["training"]["settings"][wildcards.setting], sort_keys=True)
-
-
-def trunk_json(wildcards):
-    return json.dumps(config["models"][trunk_of(wildcards)], sort_keys=True)
-
-
-def cached_trunk(wildcards):
-    return f"{WEIGHTS}/{trunk_of(wildcards)}/trunk.safetensors"
-
-
-def tuned_params(wildcards):
-    """The tuning result that replaces the config's values (training.use_tuned)."""
-    if config["training"]["use_tuned"] and wildcards.setting in TUNED_SETTINGS:
-        return f"{RESULTS}/tuning/{wildcards.setting}/best.json"
-    return []
-
-
 # Fine-tune trunk + embedder for one setting, validating every epoch; a job killed by the
 # cluster resumes from the setting's checkpoint (kept outside the declared outputs).
 rule train:
     input:
-        manifest=f"{WEIGHTS}/manifest.json",
-        trunk=cached_trunk,
+        weights=trunk_weights,
         train=f"{DATA}/vis/train/fg_instances_cropped.json",
         valid=f"{DATA}/vis/valid/fg_instances_cropped.json",
         tuned=tuned_params,
@@ -104,6 +58,8 @@ rule train:
         bench_path("train", "{setting}")
     wildcard_constraints:
         setting="|".join(SETTINGS),
+    conda:
+        conda_for("gpu")
     container:
         container_for("gpu")
     threads: threads_for("train")
@@ -114,9 +70,9 @@ rule train:
         setting=setting_json,
         training=TRAINING_SHARED,
         trunk=trunk_json,
-        cache=WEIGHTS,
-        train_dir=f"{DATA}/vis/train",
-        valid_dir=f"{DATA}/vis/valid",
+        cache=weights_cache,
+        train_dir=lambda wildcards, input: os.path.dirname(input.train),
+        valid_dir=lambda wildcards, input: os.path.dirname(input.valid),
         person_category=config["preparation"]["vis_person_category"],
         seed=config["seed"],
         processes=config["training"]["processes"],
@@ -135,8 +91,7 @@ rule train:
 # non-person MAP@R up, person-query MAP@R down); the study resumes after an interruption.
 rule tune:
     input:
-        manifest=f"{WEIGHTS}/manifest.json",
-        trunk=cached_trunk,
+        weights=trunk_weights,
         train=f"{DATA}/vis/train/fg_instances_cropped.json",
         valid=f"{DATA}/vis/valid/fg_instances_cropped.json",
     output:
@@ -149,6 +104,8 @@ rule tune:
         bench_path("tune", "{setting}")
     wildcard_constraints:
         setting="|".join(SETTINGS),
+    conda:
+        conda_for("gpu")
     container:
         container_for("gpu")
     threads: threads_for("tune")
@@ -160,9 +117,9 @@ rule tune:
         training=TRAINING_SHARED,
         tuning=TUNING_SHARED,
         trunk=trunk_json,
-        cache=WEIGHTS,
-        train_dir=f"{DATA}/vis/train",
-        valid_dir=f"{DATA}/vis/valid",
+        cache=weights_cache,
+        train_dir=lambda wildcards, input: os.path.dirname(input.train),
+        valid_dir=lambda wildcards, input: os.path.dirname(input.valid),
         person_category=config["preparation"]["vis_person_category"],
         seed=config["seed"],
         work_dir=f"{RESULTS}/checkpoints/{{setting}}/tuning",
@@ -193,6 +150,8 @@ rule training_table:
         log_path("training_table", "{setting}"),
     benchmark:
         bench_path("training_table", "{setting}")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: 1
@@ -235,6 +194,8 @@ rule tuning_report:
         log_path("tuning_report", "{setting}"),
     benchmark:
         bench_path("tuning_report", "{setting}")
+    conda:
+        conda_for("cpu")
     container:
         container_for("cpu")
     threads: 1
@@ -242,8 +203,12 @@ rule tuning_report:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
     shell:
-        "(" + script("render_tables.py") + " --csv {input.trials:q} {output.table:q}"
-        " 'Tuning trials of {wildcards.setting}'"
-        " --json {input.best:q} {output.best:q} 'Chosen tuning trial of {wildcards.setting}'"
-        " && " + script("tuning_plot.py") + " --trials {input.trials:q} --best {input.best:q}"
-        " --setting {wildcards.setting} --out {output.figure:q}) > {log} 2>&1"
+        " && ".join(
+            [
+                script("render_tables.py") + " --csv {input.trials:q} {output.table:q}"
+                " 'Tuning trials of {wildcards.setting}' --json {input.best:q} {output.best:q}"
+                " 'Chosen tuning trial of {wildcards.setting}' > {log} 2>&1",
+                script("tuning_plot.py") + " --trials {input.trials:q} --best {input.best:q}"
+                " --setting {wildcards.setting} --out {output.figure:q} >> {log} 2>&1",
+            ]
+        )

@@ -1,7 +1,7 @@
 """Tiny randomly initialised GroundingDINO and SAM in a real weights cache, and tiny images.
 
-The cache is written by the same function as the `weights` rule (source "random"), with a
-manifest, so the tests load the models exactly as the workflow's rules do.
+The cache is written by the same function as the `model_weights` rule (source "random"), one
+folder and manifest per model, so the tests load the models exactly as the workflow's rules do.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from overlearning.core.atomic import write_json
-from overlearning.models.detector_weights import prepare_detector_weights
+from overlearning.models.weights import prepare_model_weights
 
 TINY_MODELS: dict[str, Any] = {
     "grounding_dino": {
@@ -34,10 +33,9 @@ MAX_IMAGE_SIZE = 96
 
 
 def make_cache(root: Path, seed: int = 0) -> Path:
-    """A weights cache holding the tiny detector and segmenter, with its manifest."""
-    root.mkdir(parents=True, exist_ok=True)
-    files = prepare_detector_weights(TINY_MODELS, root, "random", seed)
-    write_json(root / "manifest.json", files)
+    """A weights cache holding the tiny detector and segmenter, each with its manifest."""
+    for key, model_cfg in TINY_MODELS.items():
+        prepare_model_weights(key, model_cfg, root, "random", seed)
     return root
 
 

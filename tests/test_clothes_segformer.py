@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,9 @@ from overlearning.models.segformer import (
     ATR_LABELS,
     build_segformer,
     load_segformer,
-    prepare_segformer_weights,
     segment_labels,
 )
+from overlearning.models.weights import prepare_model_weights
 from tests.detector_fixtures import write_person_queries
 from tests.training_fixtures import SEGFORMER_TINY
 
@@ -30,8 +29,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("weights")
-    files = prepare_segformer_weights(TINY, folder, "random", seed=5)
-    (folder / "manifest.json").write_text(json.dumps(files))
+    prepare_model_weights("segformer_clothes", TINY, folder, "random", seed=5)
     return folder
 
 

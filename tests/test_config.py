@@ -10,6 +10,7 @@ import yaml
 
 from overlearning.workflow.config import (
     ConfigError,
+    MissingDownload,
     check_dataset_sources,
     config_hash,
     validate_config,
@@ -76,12 +77,23 @@ def test_bad_checksum_format_is_named(paper: dict) -> None:
         validate_config(paper)
 
 
-def test_missing_dataset_names_config_key(paper: dict, tmp_path: Path, monkeypatch) -> None:
+def test_missing_downloads_are_listed_by_config_key(paper: dict, tmp_path: Path,
+                                                   monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"datasets\.cuhk03\.archives\[0\]\.path"):
-        check_dataset_sources(paper)
     paper["datasets"]["market1501"]["directory"] = "nowhere"
-    with pytest.raises(ConfigError, match=r"datasets\.market1501\.directory"):
+    missing = check_dataset_sources(paper)
+    assert [str(m) for m in missing if "cuhk03" in m.key] == [
+        f"datasets.cuhk03.archives[{i}].path: file not found: {a['path']}"
+        for i, a in enumerate(paper["datasets"]["cuhk03"]["archives"])]
+    assert [m for m in missing if m.directory] == [
+        MissingDownload("datasets.market1501.directory", "nowhere", True)]
+    # Downloads a rule of the workflow makes (the demo's) are not missing.
+    produced = {a["path"] for source in paper["datasets"].values() for a in source["archives"]}
+    assert [m.key for m in check_dataset_sources(paper, produced)] == [
+        "datasets.market1501.directory"]
+    # A wrong entry is still a config error at once.
+    paper["datasets"]["ovis"]["archives"] = []
+    with pytest.raises(ConfigError, match="datasets.ovis: give either archives or directory"):
         check_dataset_sources(paper)
 
 
@@ -101,12 +113,35 @@ def _paper_tree(root: Path, paper: dict) -> None:
             path.touch()
 
 
-def test_snakemake_stops_naming_missing_dataset(tmp_path: Path, paper: dict) -> None:
-    _paper_tree(tmp_path, paper)
-    (tmp_path / paper["datasets"]["ovis"]["archives"][1]["path"]).unlink()
-    proc = run_snakemake(["-n"], cwd=tmp_path, check=False)
-    assert proc.returncode != 0
-    assert "datasets.ovis.archives[1].path" in proc.stdout + proc.stderr
+def test_plan_before_downloads_then_a_real_run_refuses(tmp_path: Path, paper: dict) -> None:
+    """Without the downloads, the paper's plan and DAG are shown (the missing downloads
+    listed); a real run that needs them stops before any job, naming every one."""
+    keys = [f"datasets.{name}.archives[{i}].path" for name, source in paper["datasets"].items()
+            for i, _ in enumerate(source["archives"])]
+    plan = run_snakemake(["-n", "--quiet", "rules"], cwd=tmp_path)
+    counts = _job_counts(plan.stdout + plan.stderr)
+    assert counts.get("missing_downloads") == 1 and counts.get("extract") == 4, counts
+    assert counts.get("train") == len(paper["training"]["settings"]), counts
+    assert all(key in plan.stderr for key in keys), plan.stderr[-3000:]
+    dag = run_snakemake(["--dag"], cwd=tmp_path)
+    assert dag.stdout.lstrip().startswith("digraph") and "missing_downloads" in dag.stdout
+    run = run_snakemake(["--cores", "1"], cwd=tmp_path, check=False)
+    assert run.returncode != 0
+    refusal = run.stdout + run.stderr
+    assert "this run needs the dataset downloads" in refusal
+    assert all(key in refusal for key in keys), refusal[-3000:]
+    assert "Finished job" not in refusal and not (tmp_path / "logs").exists()
+
+
+def test_a_run_that_needs_no_download_goes_ahead(tmp_path: Path) -> None:
+    """Missing downloads stop only the runs that need them: the weights (the login node's
+    step before the data) are made without them."""
+    (tmp_path / "no-data.yaml").write_text(yaml.safe_dump({"demo": {"generate": False}}))
+    demo = ["--configfile", str(REPO / "config.demo.yaml"), "no-data.yaml", "--cores", "1"]
+    run = run_snakemake([*demo, "demo-run/resources/weights/sam/manifest.json"], cwd=tmp_path)
+    assert (tmp_path / "demo-run/resources/weights/sam/model.safetensors").is_file()
+    assert "datasets.youtube_vis.archives[0].path: file not found" in run.stderr
+    assert not (tmp_path / "demo-run/resources/weights/timm_clip").exists()
 
 
 def test_snakemake_stops_on_schema_error(tmp_path: Path, paper: dict) -> None:
@@ -140,10 +175,12 @@ def test_paper_dry_run_plans_the_full_graph_from_archives(tmp_path: Path, paper:
     assert counts.get("extract") == 4
     assert counts.get("train") == settings
     assert counts.get("detect_shard") == paper["detection"]["shards"] * len(paper["detection"]["sets"])
-    for rule in ("vis_frames", "vis_split", "vis_crops", "person_set", "weights", "segment",
+    for rule in ("vis_frames", "vis_split", "vis_crops", "person_set", "segment",
                  "embed", "metrics", "tables"):
         assert counts.get(rule, 0) >= 1, (rule, counts)
-    assert "demo_downloads" not in counts
+    # One weights job per model: the paper uses every model it configures.
+    assert counts.get("model_weights") == len(paper["models"]), counts
+    assert "demo_downloads" not in counts and "missing_downloads" not in counts
     # The center setting's values were never published: the paper tunes it, and only it.
     assert counts.get("tune") == 1, counts
 

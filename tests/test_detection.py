@@ -26,8 +26,8 @@ from overlearning.detect.grounding import (
     shard_names,
     size_batches,
 )
-from overlearning.models.detector_weights import prepare_detector_weights
 from overlearning.models.detectors import GD_TEXT_ENCODER, GD_WEIGHTS, load_grounding_dino
+from overlearning.models.weights import prepare_model_weights
 from tests.conftest import REPO
 from tests.detector_fixtures import (
     IMAGE_SIZE,
@@ -71,12 +71,14 @@ def detector(model, box_threshold: float = 0.2, text_threshold: float = 0.1,
 
 
 def test_random_weights_are_seeded_and_cover_every_prompt(cache: Path, tmp_path: Path) -> None:
-    again = prepare_detector_weights(TINY_MODELS, tmp_path / "again", "random", 0)
-    manifest = json.loads((cache / "manifest.json").read_text())
+    gd = TINY_MODELS["grounding_dino"]
+    again = prepare_model_weights("grounding_dino", gd, tmp_path / "again", "random", 0)
+    manifest = json.loads((cache / "grounding_dino" / "manifest.json").read_text())
     assert again == manifest
-    assert GD_WEIGHTS in manifest and f"{GD_TEXT_ENCODER}/vocab.txt" in manifest
-    assert prepare_detector_weights(TINY_MODELS, tmp_path / "other", "random", 1)[GD_WEIGHTS] \
-        != manifest[GD_WEIGHTS]
+    weights = GD_WEIGHTS.removeprefix("grounding_dino/")
+    assert weights in manifest and "text_encoder/vocab.txt" in manifest
+    other = prepare_model_weights("grounding_dino", gd, tmp_path / "other", "random", 1)
+    assert other[weights] != manifest[weights]
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(cache / GD_TEXT_ENCODER))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import open_clip
@@ -12,10 +11,9 @@ import torch
 from training_fixtures import OPEN_CLIP_TINY, TIMM_TINY
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.hashing import sha256_file
 from overlearning.models.cache import load_state_dict
 from overlearning.models.embedder import build_trunk, load_pretrained_model
-from overlearning.models.weights import prepare_trunk_weights
+from overlearning.models.weights import prepare_model_weights
 
 
 def test_full_size_open_clip_tower_has_the_published_keys_and_shapes():
@@ -42,8 +40,7 @@ def test_unknown_open_clip_name_or_tag_is_named():
 
 @pytest.mark.parametrize("key, cfg", [("timm_clip", TIMM_TINY), ("open_clip_b16", OPEN_CLIP_TINY)])
 def test_pretrained_model_embeds_with_the_trunk_output_itself(tmp_path: Path, key: str, cfg: dict):
-    prepare_trunk_weights(key, cfg, tmp_path, "random", seed=3)
-    prepare_manifest(tmp_path, key)
+    prepare_model_weights(key, cfg, tmp_path, "random", seed=3)
     model = load_pretrained_model(key, cfg, tmp_path)
     state = load_state_dict(tmp_path / key / "trunk.safetensors")
     # The reference: the library's own module, loaded with the same cached state.
@@ -59,15 +56,8 @@ def test_pretrained_model_embeds_with_the_trunk_output_itself(tmp_path: Path, ke
     assert isinstance(model.embedder, torch.nn.Identity)
 
 
-def prepare_manifest(cache: Path, key: str) -> None:
-    files = {f"{key}/{name}": sha256_file(cache / key / name)
-             for name in ("trunk.safetensors", "build.json")}
-    (cache / "manifest.json").write_text(json.dumps(files))
-
-
 def test_pretrained_trunk_built_for_another_config_is_refused(tmp_path: Path):
-    prepare_trunk_weights("open_clip_b16", OPEN_CLIP_TINY, tmp_path, "random", seed=3)
-    prepare_manifest(tmp_path, "open_clip_b16")
+    prepare_model_weights("open_clip_b16", OPEN_CLIP_TINY, tmp_path, "random", seed=3)
     other = {**OPEN_CLIP_TINY, "overrides": {**OPEN_CLIP_TINY["overrides"], "layers": 2}}
     with pytest.raises(WorkflowInputError, match="the config asks for"):
         load_pretrained_model("open_clip_b16", other, tmp_path)

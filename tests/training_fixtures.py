@@ -16,7 +16,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from overlearning.data.crop_sets import Item
-from overlearning.models.weights import prepare_trunk_weights
+from overlearning.models.weights import prepare_model_weights
 from overlearning.train.loop import TrainJob
 
 PERSON = 26
@@ -102,19 +102,16 @@ def make_dataset(root: Path) -> tuple[Path, Path]:
     return root / "train", root / "valid"
 
 
-def make_cache(cache: Path, seed: int = 7) -> dict[str, str]:
-    """A weights cache with both tiny trunks and its manifest, as the weights rule writes it."""
-    from overlearning.core.atomic import write_json
-
-    files = {**prepare_trunk_weights("timm_clip", TIMM_TINY, cache, "random", seed),
-             **prepare_trunk_weights("torchvision_vit", TORCHVISION_TINY, cache, "random", seed)}
-    write_json(cache / "manifest.json", files)
-    return files
+def make_cache(cache: Path, seed: int = 7) -> dict[str, dict[str, str]]:
+    """A weights cache with both tiny trunks, as the model_weights rule writes them; {key:
+    its manifest}."""
+    return {key: prepare_model_weights(key, cfg, cache, "random", seed)
+            for key, cfg in (("timm_clip", TIMM_TINY), ("torchvision_vit", TORCHVISION_TINY))}
 
 
 def make_job(tmp: Path, params: dict[str, Any] | None = None, **training: Any) -> TrainJob:
     """A tiny confusion training job on fresh fixtures under ``tmp``."""
-    if not (tmp / "cache" / "manifest.json").exists():
+    if not (tmp / "cache" / "timm_clip" / "manifest.json").exists():
         make_cache(tmp / "cache")
     if not (tmp / "data" / "train").exists():
         make_dataset(tmp / "data")

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.models.cache import trunk_keys
+from overlearning.models.cache import model_kind
 from overlearning.models.embedder import torchvision_weights
 from overlearning.models.open_clip_trunk import hub_file
 
@@ -63,16 +63,23 @@ def trunk_file(trunk_cfg: Mapping[str, Any]) -> str:
     return url_basename(weights.url, f"models: {trunk_cfg['name']}")
 
 
-def bundle_files(models_cfg: Mapping[str, Any]) -> dict[str, str]:
-    """{model key: bundle path of its published weights file}; BERT under ``text_encoder``.
+def published_files(key: str, model_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """{name: bundle path} of the published files that ``models.<key>`` is made from: the
+    model's own file under ``key``, and GroundingDINO's BERT under ``text_encoder``."""
+    kind = model_kind(key, model_cfg)
+    if kind == "trunk":
+        return {key: trunk_file(model_cfg)}
+    if kind == "grounding_dino":
+        return {"grounding_dino": url_basename(model_cfg["checkpoint_url"],
+                                               "models.grounding_dino.checkpoint_url"),
+                "text_encoder": f"{model_cfg['text_encoder']}/model.safetensors"}
+    if kind == "sam":
+        return {"sam": url_basename(model_cfg["checkpoint_url"], "models.sam.checkpoint_url")}
+    return {"segformer_clothes": f"{model_cfg['name']}/model.safetensors"}
 
-    The clothes segmenter (``segformer_clothes``) is part of it when the config has one.
-    """
-    files = {key: trunk_file(models_cfg[key]) for key in trunk_keys(models_cfg)}
-    gd = models_cfg["grounding_dino"]
-    files["grounding_dino"] = url_basename(gd["checkpoint_url"], "models.grounding_dino.checkpoint_url")
-    files["text_encoder"] = f"{gd['text_encoder']}/model.safetensors"
-    files["sam"] = url_basename(models_cfg["sam"]["checkpoint_url"], "models.sam.checkpoint_url")
-    if "segformer_clothes" in models_cfg:
-        files["segformer_clothes"] = f"{models_cfg['segformer_clothes']['name']}/model.safetensors"
-    return files
+
+def bundle_files(models_cfg: Mapping[str, Any]) -> dict[str, str]:
+    """{name: bundle path of a published weights file} of every model in ``models_cfg``;
+    BERT under ``text_encoder``."""
+    return {name: rel for key in sorted(models_cfg)
+            for name, rel in published_files(key, models_cfg[key]).items()}

@@ -1,14 +1,19 @@
 """The pretrained-weights cache as compute jobs see it: layout, manifest, offline loading.
 
-Layout of the cache folder (``weights.cache``)::
+Layout of the cache folder (``weights.cache``): one folder per model of the config's
+``models:``, each written whole by its own job and carrying its own manifest::
 
-    manifest.json                 {relative path: sha256} of every file below
+    timm_clip/manifest.json       {path in the folder: sha256} of every other file in it
     timm_clip/trunk.safetensors   the trunk's state dict (timm ViT, no classifier)
     timm_clip/build.json          how it was built: kind, name, overrides, source
+    timm_clip/sources.json        published file, its sha256 and origin (hub and files sources)
     torchvision_vit/...           the same for the torchvision ViT (AttnLRP twins)
     grounding_dino/, sam/         written by overlearning.models.detector_weights
+    segformer_clothes/            written by overlearning.models.segformer
 
-The cache is filled by overlearning.models.weights (the ``weights`` rule). Compute jobs call
+A job reads only the folders of the models it uses, so a rule takes only those manifests as
+input and editing one model's entry reruns only the jobs that use it. The cache is filled by
+overlearning.models.weights (the ``model_weights`` rule, one job per model). Compute jobs call
 :func:`go_offline` first and :func:`require_weights` to fail early with a message that says
 which rule to run where.
 
@@ -32,6 +37,7 @@ MANIFEST = "manifest.json"
 TRUNK_FILE = "trunk.safetensors"
 BUILD_FILE = "build.json"
 TRUNK_KINDS = ("timm", "torchvision", "open_clip")
+NON_TRUNK_MODELS = ("grounding_dino", "sam", "segformer_clothes")
 FETCH_HINT = "run `snakemake weights` on the login node (it needs the network)"
 
 
@@ -58,6 +64,16 @@ def go_offline(cache: Path | str) -> None:
 def trunk_keys(models_cfg: Mapping[str, Any]) -> list[str]:
     """The config's model entries that are embedding trunks (timm, torchvision, open_clip)."""
     return sorted(k for k, v in models_cfg.items() if v.get("kind") in TRUNK_KINDS)
+
+
+def model_kind(key: str, model_cfg: Mapping[str, Any]) -> str:
+    """What a ``models.<key>`` entry is: "trunk" or one of the fixed non-trunk keys."""
+    if model_cfg.get("kind") in TRUNK_KINDS:
+        return "trunk"
+    if key in NON_TRUNK_MODELS:
+        return key
+    raise WorkflowInputError(f"models.{key}", f"neither a trunk (kind {', '.join(TRUNK_KINDS)}) "
+                                              f"nor one of {', '.join(NON_TRUNK_MODELS)}")
 
 
 def build_record(trunk_cfg: Mapping[str, Any], source: str, seed: int) -> dict[str, Any]:
@@ -107,29 +123,46 @@ def load_state_dict(path: Path | str) -> dict[str, Any]:
         raise WorkflowInputError(path, f"corrupt safetensors file ({exc})") from None
 
 
-def require_weights(cache: Path | str, needed: Iterable[str] = (),
-                    verify: bool = True) -> dict[str, str]:
-    """The cache's manifest, after checking that the ``needed`` files are there and intact.
+def read_manifest(folder: Path | str) -> dict[str, str]:
+    """A model folder's manifest ({path in the folder: sha256}), refusing a missing or
+    malformed one with a message naming the rule to run."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise WorkflowInputError(path, f"pretrained weights are not cached; {FETCH_HINT}")
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in manifest.items()):
+        raise WorkflowInputError(path, "manifest is not a JSON object of file: sha256")
+    return manifest
+
+
+def check_listed_file(folder: Path | str, rel: str, manifest: Mapping[str, str],
+                      verify: bool = True) -> None:
+    """``folder/rel`` is listed in ``manifest``, present and (``verify``) intact."""
+    folder = Path(folder)
+    if rel not in manifest:
+        raise WorkflowInputError(folder / MANIFEST, f"{rel} is not in the weights cache; {FETCH_HINT}")
+    path = folder / rel
+    if not path.is_file():
+        raise WorkflowInputError(path, f"cached weights file is missing; {FETCH_HINT}")
+    if verify and sha256_file(path) != manifest[rel]:
+        raise WorkflowInputError(path, f"checksum differs from {MANIFEST}; {FETCH_HINT}")
+
+
+def require_weights(cache: Path | str, needed: Iterable[str], verify: bool = True) -> None:
+    """Check that the ``needed`` files (``<model>/<path>`` relative to the cache) are listed
+    in their model folder's manifest, there and intact.
 
     Stops with a message naming the ``weights`` rule when the cache was never filled, which
     is what happens when a compute node (no network) runs before the login-node step.
     """
     cache = Path(cache)
-    manifest_path = cache / MANIFEST
-    if not manifest_path.is_file():
-        raise WorkflowInputError(manifest_path, f"pretrained weights are not cached; {FETCH_HINT}")
-    manifest = read_json(manifest_path)
-    if not isinstance(manifest, dict):
-        raise WorkflowInputError(manifest_path, "manifest is not a JSON object")
+    manifests: dict[str, dict[str, str]] = {}
     for rel in needed:
-        path = cache / rel
-        if rel not in manifest:
-            raise WorkflowInputError(manifest_path, f"{rel} is not in the weights cache; {FETCH_HINT}")
-        if not path.is_file():
-            raise WorkflowInputError(path, f"cached weights file is missing; {FETCH_HINT}")
-        if verify and sha256_file(path) != manifest[rel]:
-            raise WorkflowInputError(path, f"checksum differs from {MANIFEST}; {FETCH_HINT}")
-    return manifest
+        model, _, inner = rel.partition("/")
+        if model not in manifests:
+            manifests[model] = read_manifest(cache / model)
+        check_listed_file(cache / model, inner, manifests[model], verify)
 
 
 def cached_trunk_state(key: str, trunk_cfg: Mapping[str, Any], cache: Path | str) -> dict[str, Any]:

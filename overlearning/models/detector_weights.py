@@ -1,40 +1,26 @@
-"""Fill the weights cache for the detector (GroundingDINO + its BERT) and the segmenter (SAM).
+"""The weights cache folders of the detector (GroundingDINO + its BERT) and the segmenter (SAM).
 
 ``source="files"`` reads the published GroundingDINO Swin-T checkpoint, ``bert-base-uncased``
 and SAM ViT-B from a weights bundle (overlearning.models.bundle; the ``hub`` source of the
 weights rule downloads them there first), checks each against its published format and the
 configured architecture (overlearning.models.official), and stores them as safetensors (no
 pickle reaches a compute node). ``source="random"`` writes tiny seeded random weights of the
-same architectures (shrunk by ``models.<x>.overrides``) and a tiny BERT whose vocabulary covers every prompt, for
-tests and the demo. Layout: see ``overlearning.models.detectors``.
+same architectures (shrunk by ``models.<x>.overrides``) and a tiny BERT whose vocabulary
+covers every prompt, for tests and the demo. Layout: see ``overlearning.models.detectors``;
+each model is one folder, written by its own job (overlearning.models.weights).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.hashing import sha256_file
 from overlearning.core.seeding import seed_everything
-from overlearning.models.bundle import BERT_FILES, bundle_files
-from overlearning.models.detectors import (
-    GD_BUILD,
-    GD_DIR,
-    GD_TEXT_ENCODER,
-    GD_WEIGHTS,
-    SAM_BUILD,
-    SAM_DIR,
-    SAM_WEIGHTS,
-    build_grounding_dino,
-    build_record,
-    build_sam,
-)
+from overlearning.models.bundle import BERT_FILES
+from overlearning.models.detectors import build_grounding_dino, build_record, build_sam
 from overlearning.models.official import FORMATS, load_official
 
 # Words of the 40 YouTube-VIS prompts and of garment prompts, kept whole in the tiny
@@ -107,81 +93,48 @@ def write_text_encoder(bert_dir: Path, text_dir: Path) -> None:
     model.save_pretrained(str(text_dir))
 
 
-def _files_grounding_dino(model_cfg: Mapping[str, Any], out: Path, checkpoint: Path,
-                          bert_dir: Path) -> None:
-    text_dir = out / "text_encoder"
-    write_text_encoder(bert_dir, text_dir)
-    model = build_grounding_dino(model_cfg, text_dir)
-    load_official(checkpoint, model, FORMATS["grounding_dino"])
-    _save_state(model, out / "model.safetensors")
+def _save_build(folder: Path, kind: str, model_cfg: Mapping[str, Any], source: str) -> None:
+    record = {**build_record(kind, model_cfg), "source": source}
+    (folder / "build.json").write_text(json.dumps(record, sort_keys=True, indent=1) + "\n")
 
 
-def _files_sam(model_cfg: Mapping[str, Any], out: Path, checkpoint: Path) -> None:
-    model = build_sam(model_cfg)
-    load_official(checkpoint, model, FORMATS["sam"])
-    _save_state(model, out / "model.safetensors")
-
-
-def _random_grounding_dino(model_cfg: Mapping[str, Any], out: Path, seed: int) -> None:
-    text_dir = out / "text_encoder"
-    write_tiny_bert(text_dir, seed)
-    seed_everything(seed)
-    _save_state(build_grounding_dino(model_cfg, text_dir), out / "model.safetensors")
-
-
-def _random_sam(model_cfg: Mapping[str, Any], out: Path, seed: int) -> None:
-    seed_everything(seed)
-    _save_state(build_sam(model_cfg), out / "model.safetensors")
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
-def prepare_detector_weights(models_cfg: dict, cache: Path, source: str, seed: int,
-                             bundle: Path | None = None) -> dict[str, str]:
-    """Write ``{cache}/grounding_dino/`` and ``{cache}/sam/``; return {path in cache: sha256}.
-
-    ``models_cfg`` is the config's ``models`` section (``grounding_dino`` and ``sam`` are read).
-    ``source`` "files" reads the published files from the weights ``bundle``
-    (overlearning.models.bundle); "random" writes tiny seeded random weights.
-    Each folder is built in a sibling temporary folder and renamed into place, so an
-    interrupted run leaves no half-written cache.
-    """
-    if source not in ("files", "random"):
-        raise WorkflowInputError("weights.source", f"unknown source {source!r}")
-    if source == "files" and bundle is None:
+def _published(published: Mapping[str, Path] | None, name: str) -> Path:
+    if not published or name not in published:
         raise WorkflowInputError("weights.files", "source files needs the bundle folder")
-    published = {k: Path(bundle) / v for k, v in bundle_files(models_cfg).items()} if bundle else {}
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    parts = [("grounding_dino", GD_DIR, GD_BUILD), ("sam", SAM_DIR, SAM_BUILD)]
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".detector-weights-") as scratch_name:
-        scratch = Path(scratch_name)
-        for kind, folder, build_rel in parts:
-            model_cfg = models_cfg[kind]
-            out = scratch / folder
-            out.mkdir()
-            if source == "files" and kind == "grounding_dino":
-                _files_grounding_dino(model_cfg, out, published["grounding_dino"],
-                                      published["text_encoder"].parent)
-            elif source == "files":
-                _files_sam(model_cfg, out, published["sam"])
-            elif kind == "grounding_dino":
-                _random_grounding_dino(model_cfg, out, seed)
-            else:
-                _random_sam(model_cfg, out, seed)
-            record = {**build_record(kind, model_cfg), "source": source}
-            (scratch / build_rel).write_text(json.dumps(record, sort_keys=True, indent=1) + "\n")
-        for _, folder, _ in parts:
-            _replace_dir(scratch / folder, cache / folder)
-    assert (cache / GD_WEIGHTS).is_file() and (cache / GD_TEXT_ENCODER).is_dir()
-    assert (cache / SAM_WEIGHTS).is_file()
-    return {
-        path.relative_to(cache).as_posix(): sha256_file(path)
-        for folder in (GD_DIR, SAM_DIR)
-        for path in sorted((cache / folder).rglob("*"))
-        if path.is_file()
-    }
+    return Path(published[name])
+
+
+def write_grounding_dino(folder: Path, model_cfg: Mapping[str, Any], source: str, seed: int,
+                         published: Mapping[str, Path] | None = None) -> None:
+    """GroundingDINO's cache folder (``model.safetensors``, ``text_encoder/``, ``build.json``)
+    in the empty ``folder``: from the published checkpoint and BERT (``published``, as named
+    by overlearning.models.bundle.published_files) with ``source`` "files", or tiny seeded
+    random weights and a tiny BERT with ``source`` "random"."""
+    text_dir = folder / "text_encoder"
+    if source == "files":
+        write_text_encoder(_published(published, "text_encoder").parent, text_dir)
+        model = build_grounding_dino(model_cfg, text_dir)
+        load_official(_published(published, "grounding_dino"), model, FORMATS["grounding_dino"])
+    elif source == "random":
+        write_tiny_bert(text_dir, seed)
+        seed_everything(seed)
+        model = build_grounding_dino(model_cfg, text_dir)
+    else:
+        raise WorkflowInputError("weights.source", f"unknown source {source!r}")
+    _save_state(model, folder / "model.safetensors")
+    _save_build(folder, "grounding_dino", model_cfg, source)
+
+
+def write_sam(folder: Path, model_cfg: Mapping[str, Any], source: str, seed: int,
+              published: Mapping[str, Path] | None = None) -> None:
+    """SAM's cache folder (``model.safetensors``, ``build.json``) in the empty ``folder``."""
+    if source == "files":
+        model = build_sam(model_cfg)
+        load_official(_published(published, "sam"), model, FORMATS["sam"])
+    elif source == "random":
+        seed_everything(seed)
+        model = build_sam(model_cfg)
+    else:
+        raise WorkflowInputError("weights.source", f"unknown source {source!r}")
+    _save_state(model, folder / "model.safetensors")
+    _save_build(folder, "sam", model_cfg, source)

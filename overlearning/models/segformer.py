@@ -28,7 +28,6 @@ from PIL import Image
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.hashing import sha256_file
 from overlearning.core.seeding import seed_everything
 from overlearning.models.cache import go_offline, load_state_dict, require_weights, save_state_dict
 from overlearning.models.official import FORMATS, load_official
@@ -78,16 +77,15 @@ def _check_published_config(path: Path, model: SegformerForSemanticSegmentation)
                                            f"architecture has {getattr(model.config, key)}")
 
 
-def prepare_segformer_weights(model_cfg: Mapping[str, Any], cache: Path | str, source: str,
-                              seed: int, bundle: Path | None = None) -> dict[str, str]:
-    """Write the cache folder; return {path: sha256}.
+def write_segformer(folder: Path, model_cfg: Mapping[str, Any], source: str, seed: int,
+                    bundle: Path | None = None) -> None:
+    """The clothes segmenter's cache folder (``model.safetensors``, ``config.json``,
+    ``build.json``) in the empty ``folder``.
 
     ``source`` "files" reads the published ``config.json`` and ``model.safetensors`` from the
     weights ``bundle`` (``<name>/``) and checks them against the published format; "random"
     writes a seeded random model of the configured architecture.
     """
-    cache = Path(cache)
-    folder = cache / DIR
     seed_everything(seed)
     model = build_segformer(model_cfg)
     if source == "files":
@@ -98,12 +96,10 @@ def prepare_segformer_weights(model_cfg: Mapping[str, Any], cache: Path | str, s
         load_official(published / "model.safetensors", model, FORMATS["segformer"])
     elif source != "random":
         raise WorkflowInputError("weights.source", f"unknown source {source!r} (files or random)")
-    folder.mkdir(parents=True, exist_ok=True)
     save_state_dict(model.state_dict(), folder / "model.safetensors")
     (folder / "config.json").write_text(model.config.to_json_string(use_diff=False))
     record = {**_record(model_cfg), "source": source}
     (folder / "build.json").write_text(json.dumps(record, sort_keys=True, indent=1) + "\n")
-    return {rel: sha256_file(cache / rel) for rel in (WEIGHTS, CONFIG, BUILD)}
 
 
 def load_segformer(model_cfg: Mapping[str, Any], cache: Path | str,

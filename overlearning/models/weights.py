@@ -1,8 +1,9 @@
-"""Filling the pretrained-weights cache (the ``weights`` rule), once, where the network is.
+"""Filling the pretrained-weights cache, one model folder per job (the ``model_weights``
+rule), once, where the network is.
 
-With ``source: hub`` the published files are downloaded (only the ``weights`` rule, on the
-login node, may do that) into a temporary weights bundle; with ``source: files`` they are
-read from a bundle folder (an offline copy, or stand-ins); either way every file is checked
+With ``source: hub`` a model's published files are downloaded (only that rule, on the login
+node, may do that) into a temporary weights bundle; with ``source: files`` they are read
+from a bundle folder (an offline copy, or stand-ins); either way every file is checked
 against its published format (overlearning.models.official) and converted into the cache.
 With ``source: random`` the models are tiny seeded random initialisations of the same
 architectures written in the same layout, so downstream code always loads from the cache
@@ -20,15 +21,14 @@ from typing import Any
 
 import torch
 
-from overlearning.core.atomic import write_json
+from overlearning.core.atomic import atomic_directory, write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import sha256_file
 from overlearning.models.bundle import (
     BERT_FILES,
     SEGFORMER_FILES,
-    bundle_files,
+    published_files,
     timm_hub_id,
-    trunk_file,
 )
 from overlearning.models.cache import (
     BUILD_FILE,
@@ -36,16 +36,16 @@ from overlearning.models.cache import (
     TRUNK_FILE,
     build_record,
     hub_homes,
+    model_kind,
     save_state_dict,
-    trunk_keys,
 )
-from overlearning.models.detector_weights import prepare_detector_weights
+from overlearning.models.detector_weights import write_grounding_dino, write_sam
 from overlearning.models.embedder import build_trunk, torchvision_weights
 from overlearning.models.official import FORMATS, load_official
 from overlearning.models.open_clip_trunk import hub_file
-from overlearning.models.segformer import prepare_segformer_weights
+from overlearning.models.segformer import write_segformer
 
-# Per published file: its sha256 and where it came from (written for hub and files).
+# Per published file of a model: its sha256 and where it came from (hub and files sources).
 SOURCES = "sources.json"
 
 
@@ -56,20 +56,19 @@ def _files_state_dict(trunk_cfg: Mapping[str, Any], path: Path) -> dict[str, Any
     return model.state_dict()
 
 
-def prepare_trunk_weights(key: str, trunk_cfg: Mapping[str, Any], cache: Path | str,
-                          source: str, seed: int, bundle: Path | None = None) -> dict[str, str]:
-    """Write ``<cache>/<key>/{trunk.safetensors,build.json}``; return {relative path: sha256}.
+def write_trunk(folder: Path, trunk_cfg: Mapping[str, Any], source: str, seed: int,
+                published: Mapping[str, Path] | None = None) -> None:
+    """A trunk's cache folder (``trunk.safetensors``, ``build.json``) in the empty ``folder``.
 
-    ``source`` "files" reads the published weights file from the weights ``bundle``;
+    ``source`` "files" reads the published weights file (the only entry of ``published``);
     "random" writes the seeded random initialisation of the architecture that ``trunk_cfg``
     (with its overrides) describes.
     """
-    cache = Path(cache)
-    folder = cache / key
     if source == "files":
-        if bundle is None:
+        if not published:
             raise WorkflowInputError("weights.files", "source files needs the bundle folder")
-        state = _files_state_dict(trunk_cfg, Path(bundle) / trunk_file(trunk_cfg))
+        (path,) = published.values()
+        state = _files_state_dict(trunk_cfg, Path(path))
     elif source == "random":
         torch.manual_seed(seed)
         state = build_trunk(trunk_cfg).state_dict()
@@ -77,7 +76,6 @@ def prepare_trunk_weights(key: str, trunk_cfg: Mapping[str, Any], cache: Path | 
         raise WorkflowInputError("weights.source", f"unknown source {source!r} (hub, files or random)")
     save_state_dict(state, folder / TRUNK_FILE)
     write_json(folder / BUILD_FILE, build_record(trunk_cfg, source, seed))
-    return {f"{key}/{name}": sha256_file(folder / name) for name in (TRUNK_FILE, BUILD_FILE)}
 
 
 # --- the network side (hub source): fetch the published files into a bundle -------------
@@ -112,104 +110,116 @@ def _hub_files(repo: str, filenames: Sequence[str], revision: str | None, folder
     return str(revision)
 
 
-def fetch_bundle(models_cfg: Mapping[str, Any], bundle: Path) -> dict[str, dict[str, Any]]:
-    """Download every published file into ``bundle`` (network!); {model key: origin}."""
-    files = bundle_files(models_cfg)
+def fetch_published(key: str, model_cfg: Mapping[str, Any], bundle: Path) -> dict[str, dict[str, Any]]:
+    """Download the published files of ``models.<key>`` into ``bundle`` (network!);
+    {published name: origin}."""
+    files = published_files(key, model_cfg)
+    kind = model_kind(key, model_cfg)
+    if kind == "trunk" and model_cfg["kind"] in ("timm", "open_clip"):
+        repo, name = ((timm_hub_id(model_cfg["name"]), "model.safetensors")
+                      if model_cfg["kind"] == "timm" else hub_file(model_cfg))
+        commit = _hub_file(repo, name, model_cfg.get("revision"), bundle / files[key])
+        return {key: {"repo": repo, "revision": commit}}
+    if kind == "trunk":
+        url = torchvision_weights(model_cfg).url
+        # torchvision's file names end in the first hex digits of their sha256.
+        prefix = Path(files[key]).stem.rsplit("-", 1)[-1]
+        _download_url(url, bundle / files[key], hash_prefix=prefix)
+        return {key: {"url": url}}
+    if kind == "segformer_clothes":
+        commit = _hub_files(model_cfg["name"], SEGFORMER_FILES, model_cfg.get("revision"),
+                            bundle / model_cfg["name"])
+        return {key: {"repo": model_cfg["name"], "revision": commit}}
     origin: dict[str, dict[str, Any]] = {}
-    for key in trunk_keys(models_cfg):
-        cfg = models_cfg[key]
-        if cfg["kind"] in ("timm", "open_clip"):
-            repo, name = ((timm_hub_id(cfg["name"]), "model.safetensors") if cfg["kind"] == "timm"
-                          else hub_file(cfg))
-            commit = _hub_file(repo, name, cfg.get("revision"), bundle / files[key])
-            origin[key] = {"repo": repo, "revision": commit}
-        else:
-            url = torchvision_weights(cfg).url
-            # torchvision's file names end in the first hex digits of their sha256.
-            prefix = Path(files[key]).stem.rsplit("-", 1)[-1]
-            _download_url(url, bundle / files[key], hash_prefix=prefix)
-            origin[key] = {"url": url}
-    gd = models_cfg["grounding_dino"]
-    commit = _hub_files(gd["text_encoder"], BERT_FILES, gd.get("text_encoder_revision"),
-                        bundle / gd["text_encoder"])
-    origin["text_encoder"] = {"repo": gd["text_encoder"], "revision": commit}
-    for key in ("grounding_dino", "sam"):
-        _download_url(models_cfg[key]["checkpoint_url"], bundle / files[key])
-        origin[key] = {"url": models_cfg[key]["checkpoint_url"]}
-    if "segformer_clothes" in models_cfg:
-        cfg = models_cfg["segformer_clothes"]
-        commit = _hub_files(cfg["name"], SEGFORMER_FILES, cfg.get("revision"), bundle / cfg["name"])
-        origin["segformer_clothes"] = {"repo": cfg["name"], "revision": commit}
+    if kind == "grounding_dino":
+        repo = model_cfg["text_encoder"]
+        commit = _hub_files(repo, BERT_FILES, model_cfg.get("text_encoder_revision"), bundle / repo)
+        origin["text_encoder"] = {"repo": repo, "revision": commit}
+    _download_url(model_cfg["checkpoint_url"], bundle / files[key])
+    origin[key] = {"url": model_cfg["checkpoint_url"]}
     return origin
 
 
-def check_bundle(models_cfg: Mapping[str, Any], bundle: Path,
-                 origin: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """{model key: {file, sha256, origin...}} of the bundle, after checking the pinned sha256s."""
+def check_published(key: str, model_cfg: Mapping[str, Any], bundle: Path,
+                    origin: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """{published name: {file, sha256, origin...}} of ``models.<key>``'s files in the bundle,
+    after checking the pinned sha256 (``models.<key>.checkpoint_sha256``)."""
     record: dict[str, dict[str, Any]] = {}
-    for key, rel in bundle_files(models_cfg).items():
+    for name, rel in published_files(key, model_cfg).items():
         path = bundle / rel
         if not path.is_file():
-            raise WorkflowInputError(path, f"published weights file of {key} missing from the bundle")
+            raise WorkflowInputError(path, f"published weights file of {name} missing from the bundle")
         digest = sha256_file(path)
-        pinned = models_cfg[key].get("checkpoint_sha256") if key in models_cfg else None
+        pinned = model_cfg.get("checkpoint_sha256") if name == key else None
         if pinned and digest != pinned:
             raise WorkflowInputError(path, f"sha256 {digest} differs from the pinned "
                                            f"models.{key}.checkpoint_sha256 {pinned}")
-        record[key] = {"file": rel, "sha256": digest, **dict((origin or {}).get(key, {}))}
+        record[name] = {"file": rel, "sha256": digest, **dict((origin or {}).get(name, {}))}
     return record
 
 
-def prepare_weight_cache(models_cfg: Mapping[str, Any], cache: Path | str, source: str,
-                         seed: int, files_dir: Path | str | None = None) -> dict[str, str]:
-    """Fill the cache with every model's weights and write the manifest last.
+WRITERS = {"trunk": write_trunk, "grounding_dino": write_grounding_dino, "sam": write_sam}
 
-    ``source`` "hub" downloads the published files (login node) into a temporary bundle,
-    "files" reads them from the bundle ``files_dir`` (offline), "random" writes tiny seeded
-    random weights (demo). For hub and files, ``sources.json`` records each published
+
+def _write_model(folder: Path, key: str, model_cfg: Mapping[str, Any], source: str, seed: int,
+                 bundle: Path | None, origin: Mapping[str, Mapping[str, Any]] | None) -> None:
+    """Every file of the model's folder except the manifest."""
+    if bundle is not None:
+        # Pins first: a wrong or truncated file stops before any conversion.
+        write_json(folder / SOURCES, check_published(key, model_cfg, bundle, origin))
+    kind = model_kind(key, model_cfg)
+    print(f"{key}: {model_cfg.get('name') or model_cfg.get('config') or model_cfg.get('variant')}"
+          f" ({source})", file=sys.stderr)
+    if kind == "segformer_clothes":
+        write_segformer(folder, model_cfg, source, seed, bundle)
+        return
+    published = ({name: bundle / rel for name, rel in published_files(key, model_cfg).items()}
+                 if bundle is not None else None)
+    WRITERS[kind](folder, model_cfg, source, seed, published)
+
+
+def prepare_model_weights(key: str, model_cfg: Mapping[str, Any], cache: Path | str, source: str,
+                          seed: int, files_dir: Path | str | None = None) -> dict[str, str]:
+    """Write the folder ``<cache>/<key>`` of ``models.<key>`` with its manifest; return the
+    manifest ({path in the folder: sha256} of every other file in it).
+
+    ``source`` "hub" downloads the model's published files (login node) into a temporary
+    bundle, "files" reads them from the bundle ``files_dir`` (offline), "random" writes tiny
+    seeded random weights (demo). For hub and files, ``sources.json`` records each published
     file's sha256 and origin (URL, or hub repo and commit).
-    The manifest is the rule's output: it only appears once every file is complete, and it
-    records the sha256 of each file so that a truncated copy is noticed on the compute node.
+    The folder is built beside its final place and renamed into it whole, manifest
+    included: an interrupted job leaves the previous folder or none, never half of one.
     """
     cache = Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
     # Anything a library fetches through the hubs lands in the cache, where the offline
     # compute jobs (same variables, see go_offline) will find it.
     os.environ.update(hub_homes(cache))
-    if source == "hub":
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
-            origin = fetch_bundle(models_cfg, Path(tmp))
-            return _fill(models_cfg, cache, "files", seed, Path(tmp), origin)
+    model_kind(key, model_cfg)  # an unknown entry stops before any download
     if source == "files":
         if not files_dir:
             raise WorkflowInputError("weights.files", "source files needs weights.files (a folder)")
         if not Path(files_dir).is_dir():
             raise WorkflowInputError(files_dir, "weights bundle folder not found")
-        return _fill(models_cfg, cache, source, seed, Path(files_dir), None)
-    if source == "random":
-        return _fill(models_cfg, cache, source, seed, None, None)
-    raise WorkflowInputError("weights.source", f"unknown source {source!r} (hub, files or random)")
+    elif source not in ("hub", "random"):
+        raise WorkflowInputError("weights.source", f"unknown source {source!r} (hub, files or random)")
+    with atomic_directory(cache / key) as folder:
+        if source == "hub":
+            with tempfile.TemporaryDirectory(prefix=f".download-{key}-", dir=cache) as tmp:
+                origin = fetch_published(key, model_cfg, Path(tmp))
+                _write_model(folder, key, model_cfg, "files", seed, Path(tmp), origin)
+        else:
+            _write_model(folder, key, model_cfg, source, seed,
+                         Path(files_dir) if source == "files" else None, None)
+        manifest = {path.relative_to(folder).as_posix(): sha256_file(path)
+                    for path in sorted(folder.rglob("*")) if path.is_file()}
+        write_json(folder / MANIFEST, manifest)
+    return manifest
 
 
-def _fill(models_cfg: Mapping[str, Any], cache: Path, source: str, seed: int,
-          bundle: Path | None, origin: Mapping[str, Mapping[str, Any]] | None) -> dict[str, str]:
-    files: dict[str, str] = {}
-    if bundle is not None:
-        # Pins first: a wrong or truncated file stops before any conversion.
-        write_json(cache / SOURCES, check_bundle(models_cfg, bundle, origin))
-        files[SOURCES] = sha256_file(cache / SOURCES)
-    for key in trunk_keys(models_cfg):
-        print(f"trunk {key}: {models_cfg[key]['name']} ({source})", file=sys.stderr)
-        files.update(prepare_trunk_weights(key, models_cfg[key], cache, source, seed, bundle))
-    files.update(prepare_detector_weights(dict(models_cfg), cache, source, seed, bundle))
-    if "segformer_clothes" in models_cfg:
-        cfg = models_cfg["segformer_clothes"]
-        print(f"clothes segmenter: {cfg['name']} ({source})", file=sys.stderr)
-        files.update(prepare_segformer_weights(cfg, cache, source, seed, bundle))
-    for rel in files:
-        if not (cache / rel).is_file():
-            raise WorkflowInputError(cache / rel, "listed for the manifest but not written")
-    write_json(cache / MANIFEST, dict(sorted(files.items())))
-    return files
-
-
+def prepare_weight_cache(models_cfg: Mapping[str, Any], cache: Path | str, source: str,
+                         seed: int, files_dir: Path | str | None = None) -> dict[str, dict[str, str]]:
+    """Every model of ``models_cfg`` in its own folder of ``cache``; {key: its manifest}.
+    (The workflow runs one ``model_weights`` job per model instead.)"""
+    return {key: prepare_model_weights(key, models_cfg[key], cache, source, seed, files_dir)
+            for key in sorted(models_cfg)}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +71,30 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def check_dataset_sources(config: Mapping[str, Any], produced: set[str] | None = None) -> None:
-    """Stop with the config key of any dataset whose archive or directory does not exist.
+@dataclass(frozen=True)
+class MissingDownload:
+    """A dataset input the config names that is not on disk (yet)."""
 
-    ``produced`` holds paths that a rule of the workflow creates (the demo downloads), which
-    need not exist yet.
+    key: str  # the config key, e.g. datasets.cuhk03.archives[0].path
+    path: str
+    directory: bool  # an extracted dataset folder (datasets.<name>.directory), not an archive
+
+    def __str__(self) -> str:
+        return f"{self.key}: {'directory' if self.directory else 'file'} not found: {self.path}"
+
+
+def check_dataset_sources(config: Mapping[str, Any],
+                          produced: set[str] | None = None) -> list[MissingDownload]:
+    """The configured downloads (archives, or extracted directories) that do not exist.
+
+    A wrong entry (an inner path leaving the dataset's root, neither archives nor directory)
+    stops with ConfigError naming its key; a download not made yet is only returned, so that
+    the plan can be looked at before fetching. ``produced`` holds paths that a rule of the
+    workflow creates (the demo downloads), which need not exist yet.
     """
     produced = produced or set()
     problems: list[str] = []
+    missing: list[MissingDownload] = []
     for name, source in config["datasets"].items():
         key = f"datasets.{name}"
         for inner in ("images", "annotations", "masks"):
@@ -90,7 +107,7 @@ def check_dataset_sources(config: Mapping[str, Any], produced: set[str] | None =
         directory = source.get("directory")
         if directory:
             if not Path(directory).is_dir():
-                problems.append(f"{key}.directory: directory not found: {directory}")
+                missing.append(MissingDownload(f"{key}.directory", directory, True))
             continue
         archives = source.get("archives") or []
         if not archives:
@@ -98,6 +115,13 @@ def check_dataset_sources(config: Mapping[str, Any], produced: set[str] | None =
         for i, archive in enumerate(archives):
             path = archive["path"]
             if path not in produced and not Path(path).is_file():
-                problems.append(f"{key}.archives[{i}].path: file not found: {path}")
+                missing.append(MissingDownload(f"{key}.archives[{i}].path", path, False))
     if problems:
-        raise ConfigError("missing dataset input:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise ConfigError("invalid dataset entry:\n" + "\n".join(f"  - {p}" for p in problems))
+    return missing
+
+
+def missing_downloads_message(missing: Sequence[MissingDownload]) -> str:
+    """The missing downloads, one per line under a line that says where to get them."""
+    return (f"{len(missing)} dataset download(s) missing (fetch them as docs/hpc.md, step 3 "
+            "says, or point the config at them):\n" + "\n".join(f"  - {m}" for m in missing))

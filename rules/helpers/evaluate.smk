@@ -1,0 +1,29 @@
+# Functions of rules/evaluate.smk: the inputs, params and targets its rules choose.
+# (Snakemake's --lint wants functions in their own snakefile, apart from rules.)
+
+
+def eval_trunk_json(wildcards):
+    """The architecture of the setting's trunk (config models.<trunk>): all of it builds the model."""
+    trunk = config["training"]["settings"][wildcards.setting]["trunk"]
+    return json.dumps(config["models"][trunk], sort_keys=True)
+
+
+def embed_set_flag(out, kind, source, category):
+    """One --set of embed.py: where to write, what kind of set, its source, person category."""
+    return (
+        f"--set {shlex.quote(out)} {kind} {shlex.quote(source)} "
+        f"{'-' if category is None else category}"
+    )
+
+
+def embed_flags(sets):
+    return " ".join(embed_set_flag(*s) for s in sets)
+
+
+def all_metrics_files():
+    """Every metrics file, in table order: settings, then exclusion, then evaluations."""
+    return EVAL_PLAN.metrics_files(EVALUATED)
+
+
+def evaluation_targets():
+    return all_metrics_files()

@@ -1,0 +1,57 @@
+"""The Snakefiles are formatted (snakefmt) and lint-clean (`snakemake --lint`) with the demo
+config and with the paper config on a fresh copy of the repository, before any download."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SNAKEMAKE
+
+SNAKEFMT = SNAKEMAKE.with_name("snakefmt")
+
+
+def fresh_copy(dest: Path) -> Path:
+    """The repository's files as a fresh clone has them (tracked, plus new files not yet
+    committed; nothing ignored: no data, weights, results or virtual environments)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for rel in filter(None, listed.split("\0")):
+        source = REPO / rel
+        if rel.split("/")[0].startswith(".venv") or not source.is_file():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest / rel)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fresh_copy(tmp_path_factory.mktemp("clone"))
+
+
+def snakemake_in(checkout: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SNAKEMAKE), *args], cwd=checkout, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+
+
+def test_snakefiles_are_formatted() -> None:
+    proc = subprocess.run([str(SNAKEFMT), "--check", "Snakefile", "rules/"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_fresh_copy_has_no_downloads(clone: Path) -> None:
+    assert (clone / "Snakefile").is_file() and (clone / "rules" / "helpers").is_dir()
+    assert not (clone / "downloads").exists() and not (clone / "resources").exists()
+
+
+@pytest.mark.parametrize("config", [[], ["--configfile", "config.demo.yaml"]],
+                         ids=["paper", "demo"])
+def test_lint_is_clean(clone: Path, config: list[str]) -> None:
+    proc = snakemake_in(clone, *config, "--lint")
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
