@@ -43,25 +43,23 @@ DETECTION_SETTINGS = picked(
 SEGMENTATION_SETTINGS = picked(
     config["segmentation"], "mask_threshold", "multimask", "batch_size", "precision"
 )
-# The clothes probe prompts its own garment names: of detection.* it reads only the input
-# size and batch size.
-CLOTHES_DETECTION = picked(DETECT, "image_size", "max_image_size", "batch_size")
-CLOTHES_SETTINGS = picked(
-    config["clothes"],
-    "method",
-    "segformer_labels",
-    "segformer_size",
-    "prompts",
-    "box_threshold",
-    "text_threshold",
-    "on_missing",
-)
-# The clothes probe's models follow its method: the clothes segmenter, or GroundingDINO + SAM.
-CLOTHES_MODEL_KEYS = (
-    ["segformer_clothes"]
-    if config["clothes"]["method"] == "segformer"
-    else ["grounding_dino", "sam"]
-)
+# The clothes probe's method decides what it reads: the clothes segmenter and its labels,
+# or GroundingDINO with its own garment prompts (of detection.* only the input size and
+# batch size) and SAM (of segmentation.* only the mask settings). What it does not read is
+# an empty settings object, so an edit there reruns no probe.
+if config["clothes"]["method"] == "segformer":
+    CLOTHES_MODEL_KEYS = ["segformer_clothes"]
+    CLOTHES_SETTINGS = picked(
+        config["clothes"], "method", "segformer_labels", "segformer_size", "on_missing"
+    )
+    CLOTHES_DETECTION = CLOTHES_SEGMENTATION = "{}"
+else:
+    CLOTHES_MODEL_KEYS = ["grounding_dino", "sam"]
+    CLOTHES_SETTINGS = picked(
+        config["clothes"], "method", "prompts", "box_threshold", "text_threshold", "on_missing"
+    )
+    CLOTHES_DETECTION = picked(DETECT, "image_size", "max_image_size", "batch_size")
+    CLOTHES_SEGMENTATION = picked(config["segmentation"], "mask_threshold", "multimask")
 CLOTHES_MODELS = json.dumps({k: config["models"][k] for k in CLOTHES_MODEL_KEYS}, sort_keys=True)
 CLOTHES_WEIGHTS = [model_manifest(k) for k in CLOTHES_MODEL_KEYS]
 
@@ -195,7 +193,7 @@ rule clothes_probe:
         models=CLOTHES_MODELS,
         clothes=CLOTHES_SETTINGS,
         detection=CLOTHES_DETECTION,
-        segmentation=SEGMENTATION_SETTINGS,
+        segmentation=CLOTHES_SEGMENTATION,
         cache=weights_cache,
         quality=config["preparation"]["jpeg_quality"],
     shell:

@@ -10,11 +10,11 @@
 
 
 localrules:
-    weights,
     model_weights,
 
 
-# Every model's weights (`snakemake weights`: the login-node step before a cluster run).
+# Every model's weights (`snakemake weights`: the login-node step before a cluster run;
+# it runs no job of its own).
 rule weights:
     input:
         [model_manifest(key) for key in config["models"]],

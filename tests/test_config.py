@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,18 @@ def test_plan_before_downloads_then_a_real_run_refuses(tmp_path: Path, paper: di
     assert "Finished job" not in refusal and not (tmp_path / "logs").exists()
 
 
+def test_stand_in_for_a_download_fails_when_started_anyway(tmp_path: Path, paper: dict) -> None:
+    """Without onstart (--no-hooks), the job standing in for the downloads fails in one line
+    naming a missing download, and creates nothing."""
+    archive = paper["datasets"]["ovis"]["archives"][0]["path"]
+    run = run_snakemake(["--cores", "1", "--no-hooks", archive], cwd=tmp_path, check=False)
+    assert run.returncode != 0
+    log = (tmp_path / "logs" / "missing_downloads" / "all.log").read_text()
+    assert "datasets.youtube_vis.archives[0].path: not downloaded" in log
+    assert "6 more:" in log and archive in log
+    assert not (tmp_path / "downloads").exists()
+
+
 def test_a_run_that_needs_no_download_goes_ahead(tmp_path: Path) -> None:
     """Missing downloads stop only the runs that need them: the weights (the login node's
     step before the data) are made without them."""
@@ -221,3 +234,35 @@ def test_settings_naming_an_undefined_model_are_named(paper: dict) -> None:
     # Without the segmenter and its probe, the config is whole (the weights rule skips it).
     broken["clothes"]["method"] = "grounding_sam"
     validate_config(broken)
+
+
+def _dag_descendants(dot: str, label: str) -> set[str]:
+    """Rule names of every job downstream of the job labelled ``label`` in `--dag` output."""
+    labels = dict(re.findall(r'^\s*(\d+)\[label = "([^"]*)"', dot, re.M))
+    children: dict[str, set[str]] = {}
+    for parent, child in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M):
+        children.setdefault(parent, set()).add(child)
+    (start,) = [node for node, text in labels.items() if text == label]
+    seen, todo = set(), [start]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return {labels[node].split("\\n")[0] for node in seen}
+
+
+def test_paper_graph_sends_each_model_only_to_its_users(tmp_path: Path, paper: dict) -> None:
+    """In the paper's DAG (before any download), what depends on each model's weights job:
+    SAM and GroundingDINO reach no training, tuning or embedding (the paper's clothes probe
+    is the SegFormer's); each trunk reaches its own users only."""
+    dot = run_snakemake(["--dag"], cwd=tmp_path).stdout
+    models = {key: _dag_descendants(dot, f"model_weights\\nmodel: {key}") for key in paper["models"]}
+    for key in ("sam", "grounding_dino"):
+        assert not models[key] & {"train", "tune", "embed", "embed_pretrained"}, (key, models[key])
+    assert {"segment", "exclusion_vis_test", "metrics"} <= models["sam"]
+    assert "detect_shard" in models["grounding_dino"] and "clothes_probe" not in models["sam"]
+    assert {"clothes_probe", "embed"} <= models["segformer_clothes"]
+    assert {"train", "tune", "embed"} <= models["timm_clip"]
+    assert "tune" not in models["torchvision_vit"] and "explain" in models["torchvision_vit"]
+    assert models["open_clip_b16"] & {"train", "embed"} == set()

@@ -299,9 +299,9 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
     submitted, members = _submissions(text)
     not_submitted = {rule for job, rule in finished.items() if job not in submitted} - {"all"}
     local = local_rule_names() | {"demo_downloads"}
-    # (`weights` ran before, in the weights block: its manifest is already there.)
+    # (The weights ran before, in the weights block: their manifests are already there.)
     assert {"demo_downloads", "tables"} <= not_submitted <= local, not_submitted
-    assert "weights" not in finished.values()
+    assert "model_weights" not in finished.values()
     ran_in_slurm = {finished[job] for job in submitted if job in finished}
     assert {"extract", "vis_frames", "vis_split", "vis_crops", "train", "embed"} <= ran_in_slurm
     assert not ran_in_slurm & local_rule_names(), ran_in_slurm & local_rule_names()

@@ -197,25 +197,33 @@ AGGREGATES = {"tables", "tables_html", "privacy_utility", "roc_curves", "embeddi
               "anonymisation_privacy_utility", "all"}
 
 
-def planned_jobs(run: Path, edit: dict) -> list[tuple[str, dict[str, str]]]:
-    """(rule, wildcards) of every job `snakemake -n` plans after merging ``edit`` into the
-    demo config (a second config file: Snakemake merges nested keys)."""
+def planned_jobs_and_reasons(run: Path, edit: dict) -> list[tuple[str, dict[str, str], str]]:
+    """(rule, wildcards, reason) of every job `snakemake -n` plans after merging ``edit``
+    into the demo config (a second config file: Snakemake merges nested keys)."""
     extra = run / "edit.yaml"
     extra.write_text(yaml.safe_dump(edit))
     proc = run_snakemake(["--configfile", str(REPO / "config.demo.yaml"), str(extra),
                           "--cores", "2", "-n"], cwd=run)
-    jobs: list[tuple[str, dict[str, str]]] = []
+    jobs: list[tuple[str, dict[str, str], str]] = []
     for line in (proc.stdout + proc.stderr).splitlines():
         rule = re.match(r"^(?:local)?rule (\w+):$", line)
         if rule:
-            jobs.append((rule.group(1), {}))
+            jobs.append((rule.group(1), {}, ""))
         wildcards = re.match(r"^\s+wildcards: (.*)$", line)
         if wildcards and jobs:
             jobs[-1][1].update(pair.split("=", 1) for pair in wildcards.group(1).split(", "))
+        reason = re.match(r"^\s+reason: (.*)$", line)
+        if reason and jobs:
+            jobs[-1] = (*jobs[-1][:2], reason.group(1))
     if not jobs:
         assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
     # `all` is planned whenever anything is: it only collects the targets.
-    return [(rule, wildcards) for rule, wildcards in jobs if rule != "all"]
+    return [job for job in jobs if job[0] != "all"]
+
+
+def planned_jobs(run: Path, edit: dict) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job `snakemake -n` plans after merging ``edit``."""
+    return [(rule, wildcards) for rule, wildcards, _ in planned_jobs_and_reasons(run, edit)]
 
 
 @pytest.mark.parametrize("edit, rules", [
@@ -261,3 +269,47 @@ def test_learning_rate_reruns_that_settings_chain_only(demo_runs: tuple[Path, Pa
     others = [(rule, w) for rule, w in jobs if rule not in AGGREGATES and w.get("setting") != "ms"]
     assert not others, others
     assert sum(rule == "train" for rule, _ in jobs) == 1
+
+
+# ---------------------------------------------------------------- a model edit: its own jobs only
+
+TRAINING_RULES = {"train", "tune", "tuning_report", "training_table"}
+
+
+def test_sam_edit_reruns_no_training_tuning_or_model_embedding(demo_runs: tuple[Path, Path]) -> None:
+    """SAM's weights are their own job and file: its edit reruns SAM, the masks and what
+    reads them, never a training, a tuning, or an embedding for the model's sake."""
+    jobs = planned_jobs_and_reasons(
+        demo_runs[0], {"models": {"sam": {"overrides": {"image_size": 128}}}})
+    planned = {rule for rule, _, _ in jobs}
+    assert [w for rule, w, _ in jobs if rule == "model_weights"] == [{"model": "sam"}], jobs
+    assert not planned & TRAINING_RULES, jobs
+    assert {"segment", "clothes_probe", "exclusion_vis_test", "exclusion_person_set",
+            "anonymise_vis_test", "metrics", "tables"} <= planned, jobs
+    demo = yaml.safe_load((REPO / "config.demo.yaml").read_text())
+    # The demo cuts its clothes probe with GroundingDINO + SAM (the paper with SegFormer):
+    # a model's embeddings are redone for that probe's new images and for nothing else.
+    assert demo["clothes"]["method"] == "grounding_sam"
+    for rule, _, reason in jobs:
+        if rule in ("embed", "embed_pretrained"):
+            kind, _, files = reason.partition(": ")
+            assert kind == "Input files updated by another job", (rule, reason)
+            assert files and all(f.endswith("/probes/clothes") for f in files.split(", ")), reason
+
+
+def test_unused_model_edit_plans_nothing(demo_runs: tuple[Path, Path]) -> None:
+    """The demo's clothes probe does not use the SegFormer: its edit reruns nothing, not
+    even its weights (no job needs them)."""
+    assert planned_jobs(demo_runs[0], {"models": {"segformer_clothes": {"revision": "x"}}}) == []
+
+
+def test_trunk_edit_retrains_only_the_settings_on_that_trunk(demo_runs: tuple[Path, Path]) -> None:
+    # The demo trains the paper's settings (config.demo.yaml keeps them).
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    on_tv = {name for name, s in paper["training"]["settings"].items()
+             if s["trunk"] == "torchvision_vit"}
+    jobs = planned_jobs(demo_runs[0], {"models": {"torchvision_vit": {"overrides": {"mlp_dim": 96}}}})
+    assert [w for rule, w in jobs if rule == "model_weights"] == [{"model": "torchvision_vit"}]
+    assert {w["setting"] for rule, w in jobs if rule == "train"} == on_tv
+    assert not {rule for rule, _ in jobs} & {"segment", "detect_shard", "clothes_probe",
+                                              "embed_pretrained"}, jobs
