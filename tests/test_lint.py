@@ -3,11 +3,13 @@ config and with the paper config on a fresh copy of the repository, before any d
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, SNAKEMAKE
 
@@ -55,3 +57,15 @@ def test_lint_is_clean(clone: Path, config: list[str]) -> None:
     proc = snakemake_in(clone, *config, "--lint")
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_conda_environment_of_the_rules_is_the_lock_of_the_image(kind: str) -> None:
+    """Every rule names envs/<kind>.yaml beside its container (rules/common.smk conda_for):
+    the image's Python and exactly the lock file the image (gpu) or .venv (cpu) installs."""
+    env = yaml.safe_load((REPO / "envs" / f"{kind}.yaml").read_text())
+    image_python = re.search(r"uv python install (\S+)",
+                             (REPO / "containers" / "overlearning-gpu.def").read_text()).group(1)
+    assert f"python={image_python}" in env["dependencies"]
+    (pip,) = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
+    assert pip == [f"-r {kind}.lock.txt"] and (REPO / "envs" / f"{kind}.lock.txt").is_file()
