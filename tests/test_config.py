@@ -114,26 +114,6 @@ def _paper_tree(root: Path, paper: dict) -> None:
             path.touch()
 
 
-def test_plan_before_downloads_then_a_real_run_refuses(tmp_path: Path, paper: dict) -> None:
-    """Without the downloads, the paper's plan and DAG are shown (the missing downloads
-    listed); a real run that needs them stops before any job, naming every one."""
-    keys = [f"datasets.{name}.archives[{i}].path" for name, source in paper["datasets"].items()
-            for i, _ in enumerate(source["archives"])]
-    plan = run_snakemake(["-n", "--quiet", "rules"], cwd=tmp_path)
-    counts = _job_counts(plan.stdout + plan.stderr)
-    assert counts.get("missing_downloads") == 1 and counts.get("extract") == 4, counts
-    assert counts.get("train") == len(paper["training"]["settings"]), counts
-    assert all(key in plan.stderr for key in keys), plan.stderr[-3000:]
-    dag = run_snakemake(["--dag"], cwd=tmp_path)
-    assert dag.stdout.lstrip().startswith("digraph") and "missing_downloads" in dag.stdout
-    run = run_snakemake(["--cores", "1"], cwd=tmp_path, check=False)
-    assert run.returncode != 0
-    refusal = run.stdout + run.stderr
-    assert "this run needs the dataset downloads" in refusal
-    assert all(key in refusal for key in keys), refusal[-3000:]
-    assert "Finished job" not in refusal and not (tmp_path / "logs").exists()
-
-
 def test_stand_in_for_a_download_fails_when_started_anyway(tmp_path: Path, paper: dict) -> None:
     """Without onstart (--no-hooks), the job standing in for the downloads fails in one line
     naming a missing download, and creates nothing."""

@@ -1,5 +1,7 @@
-"""The Snakefiles are formatted (snakefmt) and lint-clean (`snakemake --lint`) with the demo
-config and with the paper config on a fresh copy of the repository, before any download."""
+"""Look before you download: on a fresh copy of the repository, without any download, the
+paper's plan and DAG are shown (the missing downloads listed) and a real run refuses; the
+Snakefiles are formatted (snakefmt) and lint-clean (`snakemake --lint`) with the demo and
+the paper config."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, SNAKEMAKE
+from tests.test_config import _job_counts
 
 SNAKEFMT = SNAKEMAKE.with_name("snakefmt")
 
@@ -38,6 +41,28 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def snakemake_in(checkout: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(SNAKEMAKE), *args], cwd=checkout, capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL)
+
+
+def test_plan_before_downloads_then_a_real_run_refuses(clone: Path) -> None:
+    """Without the downloads, the paper's plan and DAG are shown (the missing downloads
+    listed); a real run that needs them stops before any job, naming every one."""
+    paper = yaml.safe_load((clone / "config.yaml").read_text())
+    keys = [f"datasets.{name}.archives[{i}].path" for name, source in paper["datasets"].items()
+            for i, _ in enumerate(source["archives"])]
+    plan = snakemake_in(clone, "-n", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    counts = _job_counts(plan.stdout + plan.stderr)
+    assert counts.get("missing_downloads") == 1 and counts.get("extract") == 4, counts
+    assert counts.get("train") == len(paper["training"]["settings"]), counts
+    assert all(key in plan.stderr for key in keys), plan.stderr[-3000:]
+    dag = snakemake_in(clone, "--dag")
+    assert dag.stdout.lstrip().startswith("digraph") and "missing_downloads" in dag.stdout
+    run = snakemake_in(clone, "--cores", "1")
+    assert run.returncode != 0
+    refusal = run.stdout + run.stderr
+    assert "this run needs the dataset downloads" in refusal
+    assert all(key in refusal for key in keys), refusal[-3000:]
+    assert "Finished job" not in refusal and not (clone / "logs").exists()
 
 
 def test_snakefiles_are_formatted() -> None:
