@@ -19,6 +19,7 @@ TRAINING_SHARED = picked(
     "weight_decay",
     "num_workers",
     "amp",
+    "amp_fallback",
     "deterministic",
     "ms_loss",
     "augment",
@@ -122,8 +123,10 @@ rule train:
         processes=config["training"]["processes"],
         out=f"{RESULTS}/models/{{setting}}",
         checkpoints=f"{RESULTS}/checkpoints/{{setting}}",
+        device=COMPUTE_DEVICE,
     shell:
-        script("train.py") + " --setting {wildcards.setting} --params {params.setting:q}"
+        script("train.py") + " --device {params.device} --rule {rule}"
+        " --setting {wildcards.setting} --params {params.setting:q}"
         " --training {params.training:q} --trunk {params.trunk:q} --cache {params.cache:q}"
         " --train-dir {params.train_dir:q} --valid-dir {params.valid_dir:q}"
         " --person-category {params.person_category} --seed {params.seed}"
@@ -167,8 +170,10 @@ rule tune:
         seed=config["seed"],
         work_dir=f"{RESULTS}/checkpoints/{{setting}}/tuning",
         out=f"{RESULTS}/tuning/{{setting}}",
+        device=COMPUTE_DEVICE,
     shell:
-        script("tune.py") + " --setting {wildcards.setting} --params {params.setting:q}"
+        script("tune.py") + " --device {params.device} --rule {rule}"
+        " --setting {wildcards.setting} --params {params.setting:q}"
         " --training {params.training:q} --tuning {params.tuning:q} --trunk {params.trunk:q}"
         " --cache {params.cache:q} --train-dir {params.train_dir:q}"
         " --valid-dir {params.valid_dir:q} --person-category {params.person_category}"
