@@ -52,7 +52,8 @@ def test_gpu_rule_without_cuda_fails_within_a_minute(slurm_env: dict[str, str], 
     manifest.write_text("{}\n")
 
     proc = subprocess.run(
-        ["snakemake", "--profile", "profiles/slurm", "--allowed-rules", RULE, TARGET],
+        # The target first: --allowed-rules takes every name after it.
+        ["snakemake", TARGET, "--profile", "profiles/slurm", "--allowed-rules", RULE],
         cwd=checkout, env=slurm_env, capture_output=True, text=True, timeout=TIMEOUT,
         stdin=subprocess.DEVNULL)
     output = proc.stdout + proc.stderr

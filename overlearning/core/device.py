@@ -101,7 +101,9 @@ def driver_version(proc_file: Path = NVIDIA_VERSION_FILE) -> str:
 
 
 def gather_facts() -> DeviceFacts:
-    """This machine's facts; a tiny kernel runs on each visible GPU to prove it works."""
+    """This machine's facts; a tiny kernel runs on this process's GPU (LOCAL_RANK's under
+    torchrun, else the first) to prove it works; the others are not touched, so that no
+    process holds a CUDA context on another's GPU."""
     import torch
 
     base = dict(host=socket.gethostname(),
@@ -117,15 +119,18 @@ def gather_facts() -> DeviceFacts:
         except RuntimeError as error:  # a broken driver can raise instead of warn
             available, caught = False, [warnings.WarningMessage(error, RuntimeWarning, "", 0)]
     if not available:
-        reason = "; ".join(_one_line(w.message) for w in caught) or "torch.cuda.is_available() is False"
+        reason = "; ".join(_one_line(w.message) for w in caught) or (
+            "no NVIDIA driver is loaded here" if base["driver"] == "none"
+            else "torch finds no CUDA device")
         return DeviceFacts(**base, problem=reason)
     gpus = []
     try:
         for index in range(torch.cuda.device_count()):
             gpus.append(GPU(torch.cuda.get_device_name(index),
                             tuple(torch.cuda.get_device_capability(index))))
-            # "no kernel image is available" (a GPU older than the build) shows here.
-            torch.ones(1, device=f"cuda:{index}").add_(1).item()
+        mine = min(int(os.environ.get("LOCAL_RANK", "0")), max(len(gpus) - 1, 0))
+        # "no kernel image is available" (a GPU older than the build) shows here.
+        torch.ones(1, device=f"cuda:{mine}").add_(1).item()
     except RuntimeError as error:
         return DeviceFacts(**base, gpus=tuple(gpus), problem=_one_line(error).split(". ")[0])
     return DeviceFacts(**base, gpus=tuple(gpus))
