@@ -67,8 +67,10 @@ def _average_precisions(hits: np.ndarray, relevant: int, k: int) -> tuple[float,
 def measure(metrics_json: Path, cwd: Path) -> Evaluation:
     """One metrics file, its inputs reloaded relative to ``cwd`` (the run's directory)."""
     record = json.loads(metrics_json.read_text())
-    provenance = json.loads(metrics_json.with_suffix(".provenance.json").read_text())
-    rel = lambda spec: [str(cwd / spec[0]), *spec[1:]]  # noqa: E731
+    provenance = json.loads(metrics_json.with_suffix(".provenance.json").read_text())["extra"]
+    def rel(spec: list[str]) -> list[str]:  # [npz, subset] or [npz, subset, exclusion or -]
+        return [str(cwd / spec[0]), spec[1], *(s if s == "-" else str(cwd / s) for s in spec[2:])]
+
     inputs = load_retrieval_inputs(part_from_cli(*rel(provenance["queries"])),
                                    [part_from_cli(*rel(p)) for p in provenance["references"]])
     q, r = inputs.queries, inputs.references
