@@ -110,30 +110,28 @@ def gather_facts() -> DeviceFacts:
                 visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
                 driver=driver_version(), torch_cuda=torch.version.cuda or "none",
                 arch_list=tuple(torch.cuda.get_arch_list()))
-    # torch explains an unusable CUDA (driver too old, no device) in a warning: keep it for
-    # the one line instead of letting it print a multi-line warning into the job's log.
+    # torch explains an unusable CUDA (driver too old, no device, a GPU older than the
+    # build) in warnings: keep them for the one line instead of letting them print
+    # multi-line warnings into the job's log.
+    gpus: list[GPU] = []
+    problem = ""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            available = torch.cuda.is_available()
-        except RuntimeError as error:  # a broken driver can raise instead of warn
-            available, caught = False, [warnings.WarningMessage(error, RuntimeWarning, "", 0)]
-    if not available:
-        reason = "; ".join(_one_line(w.message) for w in caught) or (
-            "no NVIDIA driver is loaded here" if base["driver"] == "none"
-            else "torch finds no CUDA device")
-        return DeviceFacts(**base, problem=reason)
-    gpus = []
-    try:
-        for index in range(torch.cuda.device_count()):
-            gpus.append(GPU(torch.cuda.get_device_name(index),
-                            tuple(torch.cuda.get_device_capability(index))))
-        mine = min(int(os.environ.get("LOCAL_RANK", "0")), max(len(gpus) - 1, 0))
-        # "no kernel image is available" (a GPU older than the build) shows here.
-        torch.ones(1, device=f"cuda:{mine}").add_(1).item()
-    except RuntimeError as error:
-        return DeviceFacts(**base, gpus=tuple(gpus), problem=_one_line(error).split(". ")[0])
-    return DeviceFacts(**base, gpus=tuple(gpus))
+            if torch.cuda.is_available():
+                for index in range(torch.cuda.device_count()):
+                    gpus.append(GPU(torch.cuda.get_device_name(index),
+                                    tuple(torch.cuda.get_device_capability(index))))
+                mine = min(int(os.environ.get("LOCAL_RANK", "0")), len(gpus) - 1)
+                # "no kernel image is available" (a GPU older than the build) shows here.
+                torch.ones(1, device=f"cuda:{mine}").add_(1).item()
+            else:
+                problem = "; ".join(_one_line(w.message) for w in caught) or (
+                    "no NVIDIA driver is loaded here" if base["driver"] == "none"
+                    else "torch finds no CUDA device")
+        except RuntimeError as error:  # a broken driver, a missing kernel image
+            problem = _one_line(error).split(". ")[0]
+    return DeviceFacts(**base, gpus=tuple(gpus), problem=problem)
 
 
 def arch_supports(arch_list: tuple[str, ...], capability: tuple[int, int]) -> bool:
