@@ -82,6 +82,11 @@ def picked(section, *keys):
     return json.dumps({key: section[key] for key in keys}, sort_keys=True)
 
 
+# Where the GPU rules run (compute.device): each passes it as its `device` param, and its
+# script's device guard stops the job in one line when cuda is asked for and not usable.
+COMPUTE_DEVICE = config["compute"]["device"]
+
+
 def rule_resources(key):
     return config["resources"].get(key, config["resources"]["default"])
 

@@ -97,8 +97,10 @@ rule detect_shard:
         detection=DETECTION_SETTINGS,
         cache=weights_cache,
         shards=N_SHARDS,
+        device=COMPUTE_DEVICE,
     shell:
-        script("detect_shard.py") + " --images-from {input.images:q}"
+        script("detect_shard.py") + " --device {params.device} --rule {rule}"
+        " --images-from {input.images:q}"
         " --image-root {params.image_root:q} --models {params.models:q}"
         " --detection {params.detection:q} --cache {params.cache:q} --shard {wildcards.shard}"
         " --shards {params.shards} --threads {threads} --out {output:q} > {log} 2>&1"
@@ -158,8 +160,10 @@ rule segment:
         models=SEGMENTER_MODELS,
         segmentation=SEGMENTATION_SETTINGS,
         cache=weights_cache,
+        device=COMPUTE_DEVICE,
     shell:
-        script("segment.py") + " --detections {input.detections:q}"
+        script("segment.py") + " --device {params.device} --rule {rule}"
+        " --detections {input.detections:q}"
         " --image-root {params.image_root:q} --models {params.models:q}"
         " --segmentation {params.segmentation:q} --cache {params.cache:q}"
         " --threads {threads} --out {output:q} > {log} 2>&1"
@@ -196,8 +200,10 @@ rule clothes_probe:
         segmentation=CLOTHES_SEGMENTATION,
         cache=weights_cache,
         quality=config["preparation"]["jpeg_quality"],
+        device=COMPUTE_DEVICE,
     shell:
-        script("clothes_probe.py") + " --queries {input.queries:q} --out {output.probe:q}"
+        script("clothes_probe.py") + " --device {params.device} --rule {rule}"
+        " --queries {input.queries:q} --out {output.probe:q}"
         " --record {output.record:q} --models {params.models:q} --clothes {params.clothes:q}"
         " --detection {params.detection:q} --segmentation {params.segmentation:q}"
         " --cache {params.cache:q} --quality {params.quality} --threads {threads}"

@@ -66,8 +66,10 @@ rule embed:
         batch_size=EVAL["batch_size"],
         workers=EVAL["loader_workers"],
         precision=EVAL["precision"],
+        device=COMPUTE_DEVICE,
     shell:
-        script("embed.py") + " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
+        script("embed.py") + " --device {params.device} --rule {rule}"
+        " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} {params.sets} --batch-size {params.batch_size}"
         " --workers {params.workers} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1"
@@ -104,8 +106,10 @@ rule embed_pretrained:
         batch_size=EVAL["batch_size"],
         workers=EVAL["loader_workers"],
         precision=EVAL["precision"],
+        device=COMPUTE_DEVICE,
     shell:
-        script("embed.py") + " --pretrained {params.key} --cache {params.cache:q}"
+        script("embed.py") + " --device {params.device} --rule {rule}"
+        " --pretrained {params.key} --cache {params.cache:q}"
         " --trunk {params.trunk:q} {params.sets} --batch-size {params.batch_size}"
         " --workers {params.workers} --precision {params.precision}"
         " --threads {threads} > {log} 2>&1"

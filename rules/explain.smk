@@ -48,8 +48,10 @@ rule explain:
         dim=config["training"]["embedding_dim"],
         target=EXPLAIN["target"],
         gammas=" ".join(f"--gamma {conv} {linear}" for conv, linear in EXPLAIN["gammas"]),
+        device=COMPUTE_DEVICE,
     shell:
-        script("explain.py") + " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
+        script("explain.py") + " --device {params.device} --rule {rule}"
+        " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} --queries {input.queries:q} --gallery {input.gallery:q}"
         " --query-root {input.query_images:q} --gallery-root {input.gallery_images:q}"
         " --target {params.target} {params.gammas} --threads {threads} --out {output:q} > {log} 2>&1"

@@ -23,6 +23,7 @@ TRAINING_SHARED = picked(
     "weight_decay",
     "num_workers",
     "amp",
+    "amp_fallback",
     "deterministic",
     "ms_loss",
     "augment",
@@ -78,8 +79,10 @@ rule train:
         processes=config["training"]["processes"],
         out=f"{RESULTS}/models/{{setting}}",
         checkpoints=f"{RESULTS}/checkpoints/{{setting}}",
+        device=COMPUTE_DEVICE,
     shell:
-        script("train.py") + " --setting {wildcards.setting} --params {params.setting:q}"
+        script("train.py") + " --device {params.device} --rule {rule}"
+        " --setting {wildcards.setting} --params {params.setting:q}"
         " --training {params.training:q} --trunk {params.trunk:q} --cache {params.cache:q}"
         " --train-dir {params.train_dir:q} --valid-dir {params.valid_dir:q}"
         " --person-category {params.person_category} --seed {params.seed}"
@@ -124,8 +127,10 @@ rule tune:
         seed=config["seed"],
         work_dir=f"{RESULTS}/checkpoints/{{setting}}/tuning",
         out=f"{RESULTS}/tuning/{{setting}}",
+        device=COMPUTE_DEVICE,
     shell:
-        script("tune.py") + " --setting {wildcards.setting} --params {params.setting:q}"
+        script("tune.py") + " --device {params.device} --rule {rule}"
+        " --setting {wildcards.setting} --params {params.setting:q}"
         " --training {params.training:q} --tuning {params.tuning:q} --trunk {params.trunk:q}"
         " --cache {params.cache:q} --train-dir {params.train_dir:q}"
         " --valid-dir {params.valid_dir:q} --person-category {params.person_category}"

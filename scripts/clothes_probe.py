@@ -13,7 +13,7 @@ from overlearning.workflow.cli import ScriptParser, report, set_torch_threads
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ScriptParser(__doc__, threads=True, weights_cache=True)
+    parser = ScriptParser(__doc__, threads=True, weights_cache=True, device=True)
     parser.add_argument("--queries", required=True, help="foreground_query/ of the person set")
     parser.add_argument("--out", required=True, help="probe folder to write (replaced whole)")
     parser.add_argument("--record", required=True, help="garment detections JSON to write")
@@ -22,14 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_settings("--detection", "config detection.*")
     parser.add_settings("--segmentation", "config segmentation.*")
     parser.add_argument("--quality", type=int, required=True, help="JPEG quality of the crops")
-    args = parser.parse(argv)
+    args = parser.parse(argv)  # the device guard runs here: cuda or a one-line stop
 
     from overlearning.detect.clothes import run_clothes_probe
 
     set_torch_threads(args.threads)
     summary = run_clothes_probe(args.queries, args.out, args.record, args.models,
                                 args.clothes, args.detection,
-                                args.segmentation, args.cache, args.quality)
+                                args.segmentation, args.cache, args.quality,
+                                device=args.device)
     report(summary)
     return 0
 

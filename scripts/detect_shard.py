@@ -13,7 +13,7 @@ from overlearning.workflow.cli import ScriptParser, report, set_torch_threads
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ScriptParser(__doc__, threads=True, weights_cache=True)
+    parser = ScriptParser(__doc__, threads=True, weights_cache=True, device=True)
     parser.add_argument("--images-from", required=True,
                         help="instances.json (VIS frames) or the image folder")
     parser.add_argument("--image-root", required=True, help="folder the image names are under")
@@ -22,14 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", type=int, required=True, help="0-based shard index")
     parser.add_argument("--shards", type=int, required=True, help="number of shards")
     parser.add_argument("--out", required=True, help="shard detections JSON")
-    args = parser.parse(argv)
+    args = parser.parse(argv)  # the device guard runs here: cuda or a one-line stop
 
     from overlearning.detect.grounding import run_detect_shard
 
     set_torch_threads(args.threads)
     summary = run_detect_shard(args.images_from, args.image_root, args.models,
                                args.detection, args.cache, args.shard, args.shards,
-                               args.out)
+                               args.out, device=args.device)
     report(summary)
     return 0
 

@@ -14,7 +14,7 @@ from overlearning.workflow.cli import ScriptParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ScriptParser(__doc__, threads=True)
+    parser = ScriptParser(__doc__, threads=True, device=True)
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--model-dir", help="a trained model: {RESULTS}/models/<setting>")
     model.add_argument("--pretrained", metavar="KEY",
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="image loader processes (config evaluation.loader_workers)")
     parser.add_argument("--precision", default="fp32", choices=["bf16", "tf32", "fp32"],
                         help="on CUDA (config evaluation.precision); a CPU always runs fp32")
-    args = parser.parse(argv)
+    args = parser.parse(argv)  # the device guard runs here: cuda or a one-line stop
 
     import torch
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     set_threads(args.threads)
     torch.manual_seed(0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = args.device
     if args.pretrained:
         if not args.cache:
             parser.error("--pretrained needs --cache")

@@ -14,7 +14,7 @@ from overlearning.workflow.cli import ScriptParser, set_torch_threads
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ScriptParser(__doc__, threads=True)
+    parser = ScriptParser(__doc__, threads=True, device=True)
     parser.add_argument("--model-dir", required=True)
     parser.add_settings("--trunk", "config models.<trunk>")
     parser.add_argument("--embedding-dim", type=int, required=True)
@@ -28,9 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="one zennit Gamma pair per heat map (config explain.gammas); "
                              "default 0.25 0.05")
     parser.add_argument("--out", nargs="+", required=True, help="one PNG per query")
-    args = parser.parse(argv)
-
-    import torch
+    args = parser.parse(argv)  # the device guard runs here: cuda or a one-line stop
 
     from overlearning.core.names import setting_title
     from overlearning.evaluate.embeddings import load_embedding_set
@@ -43,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     set_torch_threads(args.threads)
     enable_attnlrp()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = args.device
     model = load_embedding_model(Path(args.model_dir), args.trunk,
                                  args.embedding_dim, device=device)
     check_torchvision_trunk(model, args.model_dir)

@@ -12,19 +12,19 @@ from overlearning.workflow.cli import ScriptParser, report, set_torch_threads
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ScriptParser(__doc__, threads=True, weights_cache=True)
+    parser = ScriptParser(__doc__, threads=True, weights_cache=True, device=True)
     parser.add_argument("--detections", required=True, help="the set's detections JSON")
     parser.add_argument("--image-root", required=True, help="folder the image names are under")
     parser.add_settings("--models", "config models.*")
     parser.add_settings("--segmentation", "config segmentation.*")
     parser.add_argument("--out", required=True, help="the set's masks JSON")
-    args = parser.parse(argv)
+    args = parser.parse(argv)  # the device guard runs here: cuda or a one-line stop
 
     from overlearning.detect.segmentation import run_segment
 
     set_torch_threads(args.threads)
     counts = run_segment(args.detections, args.image_root, args.models,
-                         args.segmentation, args.cache, args.out)
+                         args.segmentation, args.cache, args.out, device=args.device)
     report(counts)
     return 0
 

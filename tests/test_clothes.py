@@ -115,7 +115,7 @@ def test_run_clothes_probe_writes_folder_and_record(cache: Path, queries: Path,
     segmentation = {"mask_threshold": 0.0, "multimask": "union"}
     out, record = tmp_path / "clothes", tmp_path / "clothes.json"
     summary = run_clothes_probe(queries, out, record, TINY_MODELS, clothes, detection,
-                                segmentation, cache)
+                                segmentation, cache, device="cpu")
     assert summary == json.loads(record.read_text())["summary"]
     assert sorted(json.loads(record.read_text())["images"]) == folder_image_names(queries)
     assert sorted(p.name for p in out.iterdir()) == folder_image_names(queries)

@@ -99,7 +99,7 @@ def test_rule_entry_uses_the_segmenter_by_method(cache: Path, queries: Path, tmp
                "on_missing": "skip"}
     out, record = tmp_path / "clothes", tmp_path / "clothes.json"
     summary = run_clothes_probe(queries, out, record, {"segformer_clothes": TINY}, clothes, {}, {},
-                                cache)
+                                cache, device="cpu")
     # Every label kept: the whole image is the garment, so every probe is the image itself.
     assert summary["cropped"] == 2
     for name in image_names(queries):

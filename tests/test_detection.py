@@ -318,7 +318,7 @@ def test_detect_shard_and_gather_scripts(cache: Path, images: Path, tmp_path: Pa
     env = dict(os.environ, PYTHONPATH=str(REPO))
     shard = tmp_path / "shard-0-of-1.json"
     subprocess.run([sys.executable, str(REPO / "scripts" / "detect_shard.py"),
-                    "--images-from", str(folder), "--image-root", str(folder),
+                    "--device", "cpu", "--rule", "detect_shard", "--images-from", str(folder), "--image-root", str(folder),
                     "--models", json.dumps(TINY_MODELS), "--detection", json.dumps(detection),
                     "--cache", str(cache), "--shard", "0", "--shards", "1", "--out", str(shard)],
                    check=True, env=env, capture_output=True)

@@ -4,6 +4,7 @@ order, into the .npz layout of docs/architecture.md."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -122,11 +123,12 @@ def test_embed_script_with_a_saved_model(tmp_path, model):
     gallery = _person_folder(tmp_path / "gallery", ["0001_c1_a.jpg", "0002_c2_b.jpg"])
     query = _person_folder(tmp_path / "query", ["0001_c2_c.jpg"])
     outs = [tmp_path / "emb" / "x_gallery.npz", tmp_path / "emb" / "x_query.npz"]
-    cmd = [sys.executable, str(REPO / "scripts" / "embed.py"),
+    cmd = [sys.executable, str(REPO / "scripts" / "embed.py"), "--device", "cpu", "--rule", "embed",
            "--model-dir", str(tmp_path / "models" / "ms"), "--trunk", json.dumps(TINY_TIMM),
            "--embedding-dim", "8", "--set", str(outs[0]), "folder", str(gallery), "-",
            "--set", str(outs[1]), "folder", str(query), "-", "--batch-size", "4"]
-    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, timeout=300)
+    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, timeout=300,
+                   env=dict(os.environ, PYTHONPATH=str(REPO)))
     for out, folder in zip(outs, (gallery, query), strict=True):
         data = load_embedding_set(out)
         items = items_for_set("folder", folder)

@@ -7,6 +7,7 @@ process; the rest (pair choice, the trunk check) runs here.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,14 +106,16 @@ def test_heat_maps_and_the_explain_script(tmp_path):
         save_embedding_set(tmp_path / name, embedding_set_from_items(items, embed_items(model, items, 4)))
     outs = [tmp_path / "explain" / f"query_{i}.png" for i in range(2)]
     # The authors' options: the embedding norm, two gamma pairs (two maps per figure).
-    args = ["--model-dir", str(tmp_path / "model"), "--trunk", json.dumps(TINY_TV),
+    args = ["--device", "cpu", "--rule", "explain",
+            "--model-dir", str(tmp_path / "model"), "--trunk", json.dumps(TINY_TV),
             "--embedding-dim", "8", "--queries", str(tmp_path / "q.npz"),
             "--gallery", str(tmp_path / "g.npz"), "--query-root", str(query),
             "--gallery-root", str(gallery), "--target", "norm", "--gamma", "0.25", "0.05",
             "--gamma", "100", "1", "--out", *map(str, outs)]
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(TINY_TV),
                            str(REPO / "scripts" / "explain.py"), *args],
-                          check=True, cwd=REPO, capture_output=True, text=True, timeout=300)
+                          check=True, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
     assert stats["shape"] == [64, 64]
     assert stats["max"] == pytest.approx(1.0)

@@ -131,17 +131,21 @@ def test_run_segment_is_deterministic_and_checks_inputs(cache: Path, tmp_path: P
     det_path.write_text(json.dumps({"a.png": [{"label": "a dog", "confidence": 0.4,
                                                "box": BOXES[0]}]}))
     seg = {"mask_threshold": 0.0, "multimask": "union"}
-    run_segment(det_path, tmp_path / "img", TINY_MODELS, seg, cache, tmp_path / "m1.json")
-    run_segment(det_path, tmp_path / "img", TINY_MODELS, seg, cache, tmp_path / "m2.json")
+    run_segment(det_path, tmp_path / "img", TINY_MODELS, seg, cache, tmp_path / "m1.json",
+                device="cpu")
+    run_segment(det_path, tmp_path / "img", TINY_MODELS, seg, cache, tmp_path / "m2.json",
+                device="cpu")
     assert (tmp_path / "m1.json").read_bytes() == (tmp_path / "m2.json").read_bytes()
     det_path.write_text(json.dumps({"b.png": [{"label": "a dog", "confidence": 0.4,
                                                "box": BOXES[0]}]}))
     with pytest.raises(WorkflowInputError, match="not found"):
-        run_segment(det_path, tmp_path / "img", TINY_MODELS, seg, cache, tmp_path / "m3.json")
+        run_segment(det_path, tmp_path / "img", TINY_MODELS, seg, cache, tmp_path / "m3.json",
+                    device="cpu")
     assert not (tmp_path / "m3.json").exists()
     det_path.write_text('{"a.png": [{"label": "a dog", "box": [0, 0, 1, 1]}]}')
     with pytest.raises(WorkflowInputError, match="lacks confidence"):
-        run_segment(det_path, tmp_path / "img", TINY_MODELS, seg, cache, tmp_path / "m3.json")
+        run_segment(det_path, tmp_path / "img", TINY_MODELS, seg, cache, tmp_path / "m3.json",
+                    device="cpu")
 
 
 def test_loader_refuses_a_cache_built_for_another_sam(cache: Path) -> None:

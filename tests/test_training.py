@@ -224,7 +224,8 @@ def test_script_killed_by_the_cluster_resumes(tmp_path: Path) -> None:
     out, checkpoints = tmp_path / "out", tmp_path / "ckpt"
 
     def command(epochs: int) -> list[str]:
-        return [sys.executable, str(REPO / "scripts" / "train.py"), "--setting", "test",
+        return [sys.executable, str(REPO / "scripts" / "train.py"), "--device", "cpu",
+                "--rule", "train", "--setting", "test",
                 "--params", json.dumps(CONFUSION),
                 "--training", json.dumps({**TRAINING, "epochs": epochs}),
                 "--trunk", json.dumps(TIMM_TINY), "--cache", str(job.cache),
@@ -481,7 +482,8 @@ def test_two_processes_under_torchrun_train_checkpoint_resume_and_match_one(tmp_
     out, checkpoints = tmp_path / "out", tmp_path / "ckpt"
 
     def command(epochs: int) -> list[str]:
-        return [sys.executable, str(REPO / "scripts" / "train.py"), "--setting", "test",
+        return [sys.executable, str(REPO / "scripts" / "train.py"), "--device", "cpu",
+                "--rule", "train", "--setting", "test",
                 "--params", json.dumps(CONFUSION),
                 "--training", json.dumps({**job.training, "epochs": epochs, "processes": 2}),
                 "--trunk", json.dumps(TIMM_TINY), "--cache", str(job.cache),

@@ -32,7 +32,7 @@ from overlearning.detect.segmentation import (
     polygon_to_mask,
     segment_boxes,
 )
-from overlearning.models.detectors import device_for, load_sam
+from overlearning.models.detectors import load_sam
 from overlearning.models.segformer import label_ids, load_segformer, segment_labels
 
 ON_MISSING = ("skip", "whole")
@@ -140,14 +140,16 @@ def segformer_probes(model: Any, query_dir: Path | str, names: Sequence[str],
 def run_clothes_probe(query_dir: Path | str, out_dir: Path | str, record_out: Path | str,
                       models_cfg: Mapping[str, Any], clothes_cfg: Mapping[str, Any],
                       detection_cfg: Mapping[str, Any], segmentation_cfg: Mapping[str, Any],
-                      cache: Path | str, quality: int = DEFAULT_JPEG_QUALITY) -> dict[str, int]:
-    """The clothes-probe rule of one person set: probe folder and garment record.
+                      cache: Path | str, quality: int = DEFAULT_JPEG_QUALITY, *,
+                      device: Any) -> dict[str, int]:
+    """The clothes-probe rule of one person set: probe folder and garment record; the
+    models run on ``device`` (the job's, from the device guard).
 
     ``clothes.method``: ``segformer`` (the authors' default, a clothes segmenter) or
     ``grounding_sam`` (GroundingDINO with garment prompts, then SAM on the best box).
     """
     if clothes_cfg["method"] == "segformer":
-        model = load_segformer(models_cfg["segformer_clothes"], cache, device_for())
+        model = load_segformer(models_cfg["segformer_clothes"], cache, device)
         record = segformer_probes(model, query_dir, image_names(query_dir), out_dir,
                                   labels=clothes_cfg["segformer_labels"],
                                   size=clothes_cfg["segformer_size"],
@@ -156,9 +158,10 @@ def run_clothes_probe(query_dir: Path | str, out_dir: Path | str, record_out: Pa
         return record["summary"]
     detector = load_detector(models_cfg, cache, clothes_cfg["prompts"],
                              clothes_cfg["box_threshold"], clothes_cfg["text_threshold"],
-                             detection_cfg["image_size"], detection_cfg["max_image_size"])
+                             detection_cfg["image_size"], detection_cfg["max_image_size"],
+                             device=device)
     record = clothes_probes(
-        detector, load_sam(models_cfg, cache), query_dir, image_names(query_dir), out_dir,
+        detector, load_sam(models_cfg, cache, device), query_dir, image_names(query_dir), out_dir,
         mask_threshold=segmentation_cfg["mask_threshold"], multimask=segmentation_cfg["multimask"],
         on_missing=clothes_cfg["on_missing"], batch_size=detection_cfg["batch_size"],
         quality=quality)

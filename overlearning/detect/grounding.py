@@ -229,10 +229,10 @@ def set_image_names(source: Path | str) -> list[str]:
 def load_detector(models_cfg: Mapping[str, Any], cache: Path | str, prompts: Sequence[str],
                   box_threshold: float, text_threshold: float, image_size: int = 800,
                   max_image_size: int = 1333, batching: str = "same_size",
-                  precision: str = "fp32") -> GroundingDetector:
-    """GroundingDINO from the weights cache, ready to detect ``prompts``; ``precision`` is
-    the configured one, used on CUDA only (a CPU runs fp32)."""
-    model = load_grounding_dino(models_cfg, cache)
+                  precision: str = "fp32", device: Any = "cpu") -> GroundingDetector:
+    """GroundingDINO from the weights cache on ``device``, ready to detect ``prompts``;
+    ``precision`` is the configured one, used on CUDA only (a CPU runs fp32)."""
+    model = load_grounding_dino(models_cfg, cache, device)
     device = next(model.parameters()).device
     return GroundingDetector(model, prompts, box_threshold, text_threshold, image_size,
                              max_image_size, batching, precision_for(device, precision))
@@ -240,14 +240,16 @@ def load_detector(models_cfg: Mapping[str, Any], cache: Path | str, prompts: Seq
 
 def run_detect_shard(images_from: Path | str, image_root: Path | str,
                      models_cfg: Mapping[str, Any], detection_cfg: Mapping[str, Any],
-                     cache: Path | str, shard: int, shards: int, out: Path | str) -> dict[str, int]:
-    """The ``detect_shard`` rule: detect in shard ``shard`` of the set's sorted image list."""
+                     cache: Path | str, shard: int, shards: int, out: Path | str, *,
+                     device: Any) -> dict[str, int]:
+    """The ``detect_shard`` rule: detect in shard ``shard`` of the set's sorted image list
+    on ``device`` (the job's, from the device guard)."""
     names = shard_names(set_image_names(images_from), shard, shards)
     detector = load_detector(models_cfg, cache, detection_cfg["prompts"],
                              detection_cfg["box_threshold"], detection_cfg["text_threshold"],
                              detection_cfg["image_size"], detection_cfg["max_image_size"],
                              detection_cfg.get("batching", "same_size"),
-                             detection_cfg.get("precision", "fp32"))
+                             detection_cfg.get("precision", "fp32"), device)
     detections = detect_images(detector, image_root, names, detection_cfg["batch_size"],
                                desc=f"detect shard {shard}/{shards}")
     write_json(out, detections)

@@ -182,10 +182,10 @@ def segment_detections(sam: Any, detections: Mapping[str, list], image_root: Pat
 
 def run_segment(detections_path: Path | str, image_root: Path | str,
                 models_cfg: Mapping[str, Any], segmentation_cfg: Mapping[str, Any],
-                cache: Path | str, out: Path | str) -> dict[str, int]:
-    """The ``segment`` rule: a mask polygon for every detection of a set."""
+                cache: Path | str, out: Path | str, *, device: Any) -> dict[str, int]:
+    """The ``segment`` rule: a mask polygon for every detection of a set, on ``device``."""
     detections = load_detections(detections_path)
-    sam = load_sam(models_cfg, cache)
+    sam = load_sam(models_cfg, cache, device)
     device = next(sam.parameters()).device
     masks, counts = segment_detections(
         sam, detections, image_root, segmentation_cfg["mask_threshold"],

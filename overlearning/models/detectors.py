@@ -174,15 +174,10 @@ def _load_state(model: Any, state: dict[str, Any], path: Path) -> None:
                   f"{result.missing_keys[:5]}..., unexpected {result.unexpected_keys[:5]}...")
 
 
-def device_for() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_grounding_dino(models_cfg: Mapping[str, Any], cache: Path | str,
-                        device: str | None = None) -> Any:
-    """The detector with cached weights, in eval mode on ``device`` (CUDA when available)."""
+                        device: Any = "cpu") -> Any:
+    """The detector with cached weights, in eval mode on ``device`` (a rule's job passes
+    the one its device guard returned, overlearning.core.device)."""
     cache = Path(cache)
     go_offline(cache)
     require_weights(cache, [GD_WEIGHTS, GD_BUILD, f"{GD_TEXT_ENCODER}/config.json"])
@@ -193,11 +188,11 @@ def load_grounding_dino(models_cfg: Mapping[str, Any], cache: Path | str,
         raise WorkflowInputError(text_dir, "text encoder directory missing; run the weights rule")
     model = build_grounding_dino(model_cfg, text_dir)
     _load_state(model, _read_state(cache / GD_WEIGHTS), cache / GD_WEIGHTS)
-    return model.to(device or device_for()).eval()
+    return model.to(device).eval()
 
 
-def load_sam(models_cfg: Mapping[str, Any], cache: Path | str, device: str | None = None) -> Any:
-    """SAM with cached weights, in eval mode on ``device`` (CUDA when available)."""
+def load_sam(models_cfg: Mapping[str, Any], cache: Path | str, device: Any = "cpu") -> Any:
+    """SAM with cached weights, in eval mode on ``device`` (as load_grounding_dino)."""
     cache = Path(cache)
     go_offline(cache)
     require_weights(cache, [SAM_WEIGHTS, SAM_BUILD])
@@ -205,4 +200,4 @@ def load_sam(models_cfg: Mapping[str, Any], cache: Path | str, device: str | Non
     check_build(cache, SAM_BUILD, "sam", model_cfg)
     model = build_sam(model_cfg)
     _load_state(model, _read_state(cache / SAM_WEIGHTS), cache / SAM_WEIGHTS)
-    return model.to(device or device_for()).eval()
+    return model.to(device).eval()

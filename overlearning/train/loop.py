@@ -119,7 +119,7 @@ class TrainJob:
     person_category: int
     seed: int
     threads: int = 1
-    device: str | None = None     # None: CUDA when available
+    device: str = "cpu"           # the job's device guard chose it (overlearning.core.device)
 
 
 @dataclass
@@ -167,12 +167,13 @@ class Processes:
         return self.rank == 0
 
 
-def start_processes(device: str | None) -> Processes:
-    """This process's rank and device; joins the process group when torchrun started us."""
+def start_processes(device: str) -> Processes:
+    """This process's rank and device ("cuda" or "cpu", as the device guard decided; never
+    guessed here); joins the process group when torchrun started us."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    cuda = device.startswith("cuda")
     if world_size == 1:
-        return Processes(0, 1, torch.device(device or ("cuda" if cuda else "cpu")))
+        return Processes(0, 1, torch.device(device))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         # Validation runs on rank 0 while the others wait: allow it a long time.
