@@ -90,6 +90,7 @@ localrules:
     anonymisation_tables_html,
     exclusion_counts,
     training_table,
+    tune,
     tuning_report,
 
 
