@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True,
                         help="folder for study.journal, trials.csv, best.json")
     args = parser.parse(argv)
-    from overlearning.train.tuning import finish_study
+    from overlearning.train.study import finish_study
 
     best = finish_study([Path(p) for p in args.records], args.trials, args.setting,
                         Path(args.out))

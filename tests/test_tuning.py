@@ -19,13 +19,8 @@ from training_fixtures import make_job, make_split
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.train.loop import resolve_params
-from overlearning.train.tuning import (
-    best_trial,
-    finish_study,
-    run_worker,
-    suggest,
-    tune_setting,
-)
+from overlearning.train.study import best_trial, finish_study
+from overlearning.train.tuning import run_worker, suggest, tune_setting
 from tests.conftest import REPO
 
 SPACE = {"lr": [1e-4, 1e-2], "lr_embed": [1e-4, 1e-2], "confusion_weight": [2.0, 200.0],

@@ -10,17 +10,11 @@ lr_embed log-uniform; confusion weight (log), gamma (linear), margin (log); cent
 
 **One study, many workers.** ``tuning.workers`` worker jobs (``run_worker``, one GPU each)
 share one study in Optuna's journal file storage (an append-only log; unlike SQLite it
-needs no ``fcntl`` locks, which network file systems often break). The study of a search
-lives in ``<work dir>/<search key>/`` (the key: everything a stored study must agree on,
-:func:`study_fingerprint`), outside the rules' outputs:
-
-- ``study.journal`` (+ its lock ``study.journal.lock``, a symlink: works on NFS v2+);
-- ``claim.lock``: held while a worker decides which trial to run next, so that the study
-  gets exactly ``tuning.trials`` *slots* (trials counted as the search counts them, retries
-  not included) however many workers ask at once;
-- ``trials/<slot>/checkpoint.pt``: the running trial's per-epoch checkpoint, keyed by the
-  slot so that a retry of the trial finds it; removed when the trial ends;
-- ``heartbeats/<trial number>``: touched every ``HEARTBEAT_S`` seconds while a trial runs.
+needs no ``fcntl`` locks, which network file systems often break), kept outside the
+rules' outputs in ``<work dir>/<search key>/`` (the key: everything a stored study must
+agree on, :func:`study_fingerprint`; the layout: overlearning/train/study.py). Each trial
+checkpoints every epoch into ``trials/<slot>/`` (keyed by the slot, so that a retry of the
+trial finds it) and touches ``heartbeats/<trial number>`` every ``HEARTBEAT_S`` seconds.
 
 A worker takes, under the claim lock: first a slot whose last trial was interrupted (a retry
 with the same parameters, which resumes from the slot's checkpoint), else a new slot while
@@ -45,48 +39,40 @@ MAP@R``, its values and its parameters under the setting's own keys (what
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import os
-import shutil
 import socket
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages.journal import (
-    JournalFileBackend,
-    JournalFileSymlinkLock,
-    JournalStorage,
-)
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from overlearning.core.atomic import read_json, remove_path, write_json, write_text
+from overlearning.core.atomic import remove_path, write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.data.crop_sets import load_crop_set
 from overlearning.train.heartbeat import Heartbeat, age, touch
 from overlearning.train.loop import TUNABLE, TrainJob, fingerprint, fit, log
+from overlearning.train.study import (
+    OBJECTIVES,
+    STUDY_FILE,
+    claim_lock,
+    finish_study,
+    interrupted,
+    open_study,
+    slot_attempts,
+    study_dir,
+    trial_slot,
+)
 
-STUDY_FILE = "study.journal"
-TRIALS_FILE = "trials.csv"
-BEST_FILE = "best.json"
-CLAIM_LOCK = "claim"
-OBJECTIVES = ("nonperson_map_at_r", "person_map_at_r")
-DIRECTIONS = ("maximize", "minimize")
-SELECTION = "max(nonperson_map_at_r - person_map_at_r) over the Pareto front"
 # A heartbeat every 30 s; a trial silent for 10 min is taken for dead (network file systems
 # cache file attributes for up to a minute; a busy node can stall for a while).
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0
-# A lock left by a killed process is broken after this long (the holders' work under it
-# takes milliseconds to seconds).
-LOCK_GRACE_S = 30
 
 # setting key -> (tuning.space key, log scale)
 SEARCH: dict[str, dict[str, tuple[str, bool]]] = {
@@ -108,61 +94,7 @@ def suggest(trial: optuna.Trial, loss: str, space: Mapping[str, Any]) -> dict[st
 
 
 # ----------------------------------------------------------------------------------------
-# The shared study
-
-
-def study_dir(work_dir: Path, key: str) -> Path:
-    return Path(work_dir) / key[:16]
-
-
-def open_study(folder: Path, create: bool) -> optuna.Study:
-    """The study in ``folder``'s journal (created by the first worker that gets here)."""
-    path = folder / STUDY_FILE
-    if not create and not path.is_file():
-        raise WorkflowInputError(path, "no tuning study here: the tune_worker jobs have not run")
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = JournalFileSymlinkLock(str(path), grace_period=LOCK_GRACE_S)
-    storage = JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-    # Two workers creating it at once: one creates, the other loads (load_if_exists).
-    return optuna.create_study(study_name="tune", storage=storage, load_if_exists=True,
-                               directions=list(DIRECTIONS))
-
-
-@contextmanager
-def claim_lock(folder: Path) -> Iterator[None]:
-    """One worker at a time decides what to run next (a symlink lock: NFS-safe)."""
-    lock = JournalFileSymlinkLock(str(folder / CLAIM_LOCK), grace_period=LOCK_GRACE_S)
-    lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _slot(trial: FrozenTrial) -> int | None:
-    slot = trial.user_attrs.get("slot")
-    return None if slot is None else int(slot)
-
-
-def slot_attempts(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
-    """slot -> its trials in number order (the first try, then the retries)."""
-    slots: dict[int, list[FrozenTrial]] = {}
-    for trial in sorted(trials, key=lambda t: t.number):
-        slot = _slot(trial)
-        if slot is not None:
-            slots.setdefault(slot, []).append(trial)
-    return slots
-
-
-def interrupted(trial: FrozenTrial) -> bool:
-    return trial.state == TrialState.FAIL and "interrupted" in trial.user_attrs
-
-
-def slot_finished(attempts: list[FrozenTrial]) -> bool:
-    """Its last trial completed, or failed for a reason a retry would not change."""
-    last = attempts[-1]
-    return last.state == TrialState.COMPLETE or (last.state == TrialState.FAIL
-                                                 and not interrupted(last))
+# Trials
 
 
 def _fail_interrupted(study: optuna.Study, folder: Path, worker: str,
@@ -183,7 +115,7 @@ def _fail_interrupted(study: optuna.Study, folder: Path, worker: str,
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # its worker finished it after all
-        log(f"trial {trial.number} (slot {_slot(trial)}) was interrupted ({reason}); "
+        log(f"trial {trial.number} (slot {trial_slot(trial)}) was interrupted ({reason}); "
             "it will be run again")
 
 
@@ -272,83 +204,6 @@ def run_worker(job: TrainJob, tuning: Mapping[str, Any], work_dir: Path | str, w
     if record is not None:
         write_json(record, summary)
     return summary
-
-
-# ----------------------------------------------------------------------------------------
-# The end of the search
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The Pareto-optimal trial with the largest non-person minus person MAP@R."""
-    front = sorted(study.best_trials, key=lambda t: t.number)
-    if not front:
-        raise RuntimeError("no trial completed; nothing to choose from")
-    return max(front, key=lambda t: t.values[0] - t.values[1])
-
-
-def trials_csv(study: optuna.Study) -> str:
-    """One row per trial (number order): state, slot, worker, the objectives, the parameters."""
-    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    names = sorted({name for t in trials for name in t.params})
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["number", "state", "slot", "worker", *OBJECTIVES, *names])
-    for t in trials:
-        values = list(t.values) if t.values is not None else ["", ""]
-        state = "INTERRUPTED" if interrupted(t) else t.state.name
-        writer.writerow([t.number, state, t.user_attrs.get("slot", ""),
-                         t.user_attrs.get("worker", ""),
-                         *(repr(v) if isinstance(v, float) else v for v in values),
-                         *(repr(t.params[n]) if n in t.params else "" for n in names)])
-    return out.getvalue()
-
-
-def study_of_records(records: list[Path]) -> tuple[str, Path]:
-    """(search key, study folder) the workers' records agree on."""
-    if not records:
-        raise WorkflowInputError("tune", "no worker record given")
-    found = {}
-    for path in records:
-        record = read_json(path)
-        try:
-            found[path] = (str(record["study"]), Path(record["journal"]).parent)
-        except (KeyError, TypeError):
-            raise WorkflowInputError(path, "not a tuning worker record (no study)") from None
-    first = next(iter(found.values()))
-    for path, value in found.items():
-        if value != first:
-            raise WorkflowInputError(path, f"written for another study than {records[0]}")
-    return first
-
-
-def finish_study(records: list[Path], trials: int, setting: str,
-                 out_dir: Path | str) -> dict[str, Any]:
-    """Check that the study has every slot finished; write journal copy, trials.csv, best."""
-    out_dir = Path(out_dir)
-    key, folder = study_of_records(records)
-    study = open_study(folder, create=False)
-    slots = slot_attempts(study.get_trials(deepcopy=False))
-    unfinished = sorted(s for s, attempts in slots.items() if not slot_finished(attempts))
-    if len(slots) < trials or unfinished:
-        raise WorkflowInputError(folder / STUDY_FILE, f"{len(slots)} of {trials} trials "
-                                 f"started, unfinished slots {unfinished}: run the "
-                                 "tune_worker jobs again (they resume the study)")
-    chosen = best_trial(study)
-    best = {
-        "setting": setting, "trial": chosen.number,
-        "values": dict(zip(OBJECTIVES, chosen.values, strict=True)),
-        "params": dict(sorted(chosen.params.items())), "selection": SELECTION,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / TRIALS_FILE, trials_csv(study))
-    write_text(out_dir / STUDY_FILE, (folder / STUDY_FILE).read_text())
-    write_json(out_dir / BEST_FILE, best)
-    # What no later run needs: heartbeats, and the studies of other searches beside this one.
-    remove_path(folder / "heartbeats")
-    for other in folder.parent.iterdir():
-        if other.is_dir() and other.name != folder.name and (other / STUDY_FILE).is_file():
-            shutil.rmtree(other)
-    return best
 
 
 # ----------------------------------------------------------------------------------------
