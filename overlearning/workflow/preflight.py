@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
-
 from overlearning.core.atomic import read_json, write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import file_digests
@@ -136,6 +134,13 @@ def job_partition(job: PlannedJob, partitions: Mapping[str, Partition],
     if job.resources.get("slurm_partition"):
         return str(job.resources["slurm_partition"])
     if partition_file is not None:
+        # Imported here: the plugin's package pulls pandas and numpy, which the workflow
+        # must not import when it is parsed (tests/test_login_env.py); only a run reaches this.
+        from snakemake_executor_plugin_slurm.partitions import (
+            get_best_partition,
+            read_partition_file,
+        )
+
         chosen = get_best_partition(read_partition_file(partition_file), _PluginJob(job),
                                     logging.getLogger("preflight"))
         if chosen:
