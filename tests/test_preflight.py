@@ -65,7 +65,7 @@ def test_job_longer_than_its_partition_is_named_with_both_times() -> None:
     assert any(p.startswith("partition segment (1 job): partition nope does not exist")
                for p in report.problems)
     assert len(report.problems) == 3  # extract fits the default partition; weights is local
-    assert "fits cpu: 60/unlimited" in report.table()
+    assert "fits cpu: time 60 min (limit none), memory 1000 of 128000 MB" in report.table()
     assert "REFUSED, 3 problem(s)" in report.summary()
 
 

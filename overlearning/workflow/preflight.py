@@ -173,7 +173,7 @@ def check_jobs(jobs: Sequence[PlannedJob], partitions: Mapping[str, Partition],
         memory = max(j.number("mem_mb") for j in members)
         cpus = max(j.cpus for j in members)
         gpus = max(j.gpus for j in members)
-        limit = "unlimited" if partition.max_minutes is None else f"{partition.max_minutes} min"
+        limit = "none" if partition.max_minutes is None else f"{partition.max_minutes} min"
         problems = []
         if not partition.up:
             problems.append(f"partition {name} is not up")
@@ -189,8 +189,9 @@ def check_jobs(jobs: Sequence[PlannedJob], partitions: Mapping[str, Partition],
         if gpus > partition.gpus:
             problems.append(f"{gpus} GPUs requested, partition {name}'s nodes have at most "
                             f"{partition.gpus}")
-        fit = (f"{name}: {runtime}/{limit}, {memory}/{partition.memory_mb} MB, "
-               f"{cpus}/{partition.cpus} CPUs, {gpus}/{partition.gpus} GPUs")
+        fit = (f"{name}: time {runtime} min (limit {limit}), memory {memory} of "
+               f"{partition.memory_mb} MB, {cpus} of {partition.cpus} CPUs, "
+               f"{gpus} of {partition.gpus} GPUs")
         if problems:
             for problem in problems:
                 report.bad("partition", f"rule {rule}", problem)
