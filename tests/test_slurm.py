@@ -373,7 +373,7 @@ def _check_parallel_tuning(checkout: Path, rows: dict[str, list[str]]) -> None:
     trials = list(csv.DictReader((out / "trials.csv").open()))
     done = [t for t in trials if t["state"] == "COMPLETE"]
     assert sorted(int(t["slot"]) for t in done) == list(range(tuning["trials"])), trials
-    ran = sorted(t["number"] for r in records for t in r["trials"])
+    ran = sorted(str(t["number"]) for r in records for t in r["trials"])
     assert ran == sorted(t["number"] for t in trials), (ran, trials)  # each by one worker
     best = json.loads((out / "best.json").read_text())
     assert str(best["trial"]) in {t["number"] for t in done}
