@@ -343,6 +343,12 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
             assert "gres/gpu" not in tres, (comment, tres)
     assert any(c.startswith("rule_prep") for _, _, c, _ in rows.values())  # the grouped job
     _check_parallel_tuning(checkout, rows)
+    # The site profile's plugin options: the efficiency report of the run (sacct) and
+    # extended benchmark files.
+    (report,) = (checkout / "logs" / "slurm").glob(f"efficiency_report_{run_id}.csv")
+    assert "rule_train" in report.read_text(), report.read_text()[:2000]
+    header = (checkout / "logs" / "benchmarks" / "train" / f"{setting}.tsv").read_text()
+    assert "cpu_usage" in header.splitlines()[0] and "resources" in header.splitlines()[0]
     listing = _run_block("logs", script["logs"], checkout, env)
     assert f"rule_train_wildcards_{setting}" in listing, listing
 
