@@ -10,6 +10,7 @@
 # config.yaml holds the paper's settings; config.demo.yaml (profiles/demo) the demo's.
 
 import os
+import shutil
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -55,6 +56,22 @@ except ConfigError as error:
 # any config edit -- a memory request, a figure option -- rerun every job that has it.
 os.environ[CONFIG_HASH_ENV] = config_hash(config)
 
+# Jobs run in Apptainer with --cleanenv (profiles/slurm), so that nothing of the submitting
+# shell leaks in; Apptainer passes on the variables named <prefix><NAME> only: exactly what
+# the jobs read (the library on PYTHONPATH, provenance, the job's GPUs).
+CONTAINER_ENV = "APPTAINERENV_" if shutil.which("apptainer") else "SINGULARITYENV_"
+os.environ[f"{CONTAINER_ENV}PYTHONPATH"] = workflow.basedir
+for name in (
+    CONFIG_HASH_ENV,
+    "OVERLEARNING_GIT_COMMIT",
+    "OVERLEARNING_GIT_DIRTY",
+    "SLURM_JOB_ID",
+    "SLURM_JOB_PARTITION",
+    "CUDA_VISIBLE_DEVICES",
+):
+    if name in os.environ:
+        os.environ[f"{CONTAINER_ENV}{name}"] = os.environ[name]
+
 
 include: "rules/common.smk"
 
@@ -99,6 +116,7 @@ localrules:
     anonymisation_tables_html,
     exclusion_counts,
     training_table,
+    tune,
     tuning_report,
 
 

@@ -8,6 +8,9 @@ import sys
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod, ExecMode
 
+from overlearning.workflow.estimates import epoch_runtime_minutes, trials_per_worker
+from overlearning.workflow.preflight import PlannedJob, partition_file_of, preflight
+
 DATA = config["paths"]["data"]
 RESULTS = config["paths"]["results"]
 LOGS = config["paths"]["logs"]
@@ -100,7 +103,18 @@ def mem_for(key):
 
 
 def runtime_for(key):
-    return rule_resources(key)["runtime"]
+    """Minutes: as configured, or estimated from the epochs the job trains (`estimate`)."""
+    runtime = rule_resources(key)["runtime"]
+    if runtime != "estimate":
+        return runtime
+    tuning = config["tuning"]
+    epochs = {
+        "train": config["training"]["epochs"],
+        "tune": trials_per_worker(tuning["trials"], tuning["workers"]) * tuning["epochs_per_trial"],
+    }
+    if key not in epochs:
+        raise WorkflowError(f"resources.{key}.runtime: 'estimate' applies to train and tune only")
+    return epoch_runtime_minutes(epochs[key], config["runtime_estimate"])
 
 
 def container_for(kind):
@@ -152,10 +166,58 @@ if APPTAINER_MISSING:
     )
 
 
+# Pre-flight (overlearning/workflow/preflight.py): the first thing a SLURM run does, in
+# onstart, i.e. in the main Snakemake process once the DAG is built and before the first
+# job is submitted; never in a dry-run (`-n` stays a look) and without adding a job to the
+# graph (a rule every job depended on would make every output depend on it).
+# OVERLEARNING_PREFLIGHT=only: check, print and stop (scripts/preflight.py);
+# OVERLEARNING_PREFLIGHT=off: skip the check.
+PREFLIGHT_ENV = "OVERLEARNING_PREFLIGHT"
+
+
+def planned_jobs():
+    return [
+        PlannedJob(
+            job.rule.name,
+            job.threads,
+            dict(job.resources.items()),
+            job.is_local,
+            dict(job.wildcards_dict),
+        )
+        for job in workflow.dag.needrun_jobs()
+    ]
+
+
+def run_preflight():
+    jobs = list(workflow.dag.needrun_jobs())
+    produced = {str(f) for job in jobs for f in job.output}
+    apptainer = DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+    images = [image for kind in config["containers"] if (image := container_for(kind))]
+    setting = getattr(workflow.executor_settings, "partition_config", None)
+    checked = preflight(
+        planned_jobs(), config, partition_file_of(setting), images if apptainer else [], produced
+    )
+    if APPTAINER_MISSING:
+        checked.bad("image", "apptainer", "no apptainer or singularity command on PATH")
+    print(checked.table(), checked.summary(), sep="\n", file=sys.stderr)
+    return checked
+
+
 # A real run that needs a dataset download not made yet (rules/downloads.smk) refuses
 # before any job starts, naming every missing one; a run that needs none of them (the
 # weights on the login node) goes ahead.
 onstart:
+    mode = os.environ.get(PREFLIGHT_ENV, "on")
+    slurm = getattr(workflow.executor_plugin, "name", "") == "slurm"
+    if mode == "only" and not slurm:
+        print("pre-flight checks a SLURM run: give --profile profiles/slurm", file=sys.stderr)
+        raise SystemExit(2)
+    if slurm and mode != "off":
+        checked = run_preflight()
+        if mode == "only":
+            raise SystemExit(1 if checked.problems else 0)
+        if checked.problems:
+            raise WorkflowError(checked.summary())
     if APPTAINER_MISSING:
         raise WorkflowError(
             "this run uses Apptainer containers (--sdm apptainer) but no "

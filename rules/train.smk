@@ -29,8 +29,10 @@ TRAINING_SHARED = picked(
     "augment",
     "compile",
 )
-# tuning.* without the list of settings to tune (adding one must not retune the others).
+# tuning.* a trial worker uses: not the list of settings to tune (adding one must not retune
+# the others), nor the number of workers (adding one must not restart the others).
 TUNING_SHARED = picked(config["tuning"], "trials", "epochs_per_trial", "seed", "space")
+TUNING_WORKERS = [str(i) for i in range(config["tuning"]["workers"])]
 
 
 # Fine-tune trunk + embedder for one setting, validating every epoch; a job killed by the
@@ -91,22 +93,24 @@ rule train:
 
 
 # Search the setting's learning rates and loss parameters (Optuna TPE, two objectives:
-# non-person MAP@R up, person-query MAP@R down); the study resumes after an interruption.
-rule tune:
+# non-person MAP@R up, person-query MAP@R down): `tuning.workers` jobs, one GPU each, run
+# the trials of one shared study (journal file storage on the shared file system); each
+# trial checkpoints per epoch, and a killed worker's trial is resumed by its next job or,
+# once its heartbeat is stale, by another worker (overlearning/train/tuning.py).
+rule tune_worker:
     input:
         weights=trunk_weights,
         train=f"{DATA}/vis/train/fg_instances_cropped.json",
         valid=f"{DATA}/vis/valid/fg_instances_cropped.json",
     output:
-        study=f"{RESULTS}/tuning/{{setting}}/study.sqlite",
-        trials=f"{RESULTS}/tuning/{{setting}}/trials.csv",
-        best=f"{RESULTS}/tuning/{{setting}}/best.json",
+        record=f"{RESULTS}/tuning/{{setting}}/workers/{{worker}}.json",
     log:
-        log_path("tune", "{setting}"),
+        log_path("tune_worker", "{setting}/{worker}"),
     benchmark:
-        bench_path("tune", "{setting}")
+        bench_path("tune_worker", "{setting}/{worker}")
     wildcard_constraints:
         setting="|".join(SETTINGS),
+        worker="[0-9]+",
     conda:
         conda_for("gpu")
     container:
@@ -126,16 +130,48 @@ rule tune:
         person_category=config["preparation"]["vis_person_category"],
         seed=config["seed"],
         work_dir=f"{RESULTS}/checkpoints/{{setting}}/tuning",
-        out=f"{RESULTS}/tuning/{{setting}}",
         device=COMPUTE_DEVICE,
     shell:
-        script("tune.py") + " --device {params.device} --rule {rule}"
+        script("tune_worker.py") + " --device {params.device} --rule {rule}"
         " --setting {wildcards.setting} --params {params.setting:q}"
         " --training {params.training:q} --tuning {params.tuning:q} --trunk {params.trunk:q}"
         " --cache {params.cache:q} --train-dir {params.train_dir:q}"
         " --valid-dir {params.valid_dir:q} --person-category {params.person_category}"
         " --seed {params.seed} --threads {threads} --work-dir {params.work_dir:q}"
-        " --out {params.out:q} > {log} 2>&1"
+        " --worker {wildcards.worker} --record {output.record:q} > {log} 2>&1"
+
+
+# When every worker has stopped: check that the study has all its trials, choose the trial
+# (the Pareto-optimal one with the largest non-person minus person MAP@R), write them out.
+rule tune:
+    input:
+        records=expand(
+            f"{RESULTS}/tuning/{{{{setting}}}}/workers/{{worker}}.json", worker=TUNING_WORKERS
+        ),
+    output:
+        study=f"{RESULTS}/tuning/{{setting}}/study.journal",
+        trials=f"{RESULTS}/tuning/{{setting}}/trials.csv",
+        best=f"{RESULTS}/tuning/{{setting}}/best.json",
+    log:
+        log_path("tune", "{setting}"),
+    benchmark:
+        bench_path("tune", "{setting}")
+    wildcard_constraints:
+        setting="|".join(SETTINGS),
+    conda:
+        conda_for("cpu")
+    container:
+        container_for("cpu")
+    threads: 1
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    params:
+        trials=config["tuning"]["trials"],
+        out=f"{RESULTS}/tuning/{{setting}}",
+    shell:
+        script("tune.py") + " --setting {wildcards.setting} --trials {params.trials}"
+        " --records {input.records:q} --out {params.out:q} > {log} 2>&1"
 
 
 # Seconds of work each: run beside Snakemake, never as a cluster job.

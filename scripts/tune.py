@@ -1,6 +1,5 @@
-"""Search a loss setting's hyper-parameters with Optuna (the `tune` rule).
-
-Resumes the study left by an interrupted job. Runs with hub access switched off.
+"""Close a setting's hyper-parameter search (the `tune` rule): check that the shared study
+has every trial finished, choose the trial, write study.journal, trials.csv, best.json.
 """
 
 from __future__ import annotations
@@ -8,21 +7,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from train_job_args import train_job_from_args, train_job_parser
-
-from overlearning.workflow.cli import report
+from overlearning.workflow.cli import ScriptParser, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = train_job_parser(__doc__)
-    parser.add_settings("--tuning", "config tuning.*")
-    parser.add_argument("--work-dir", required=True, help="where the live study is kept")
-    parser.add_argument("--out", required=True, help="folder for study.sqlite, trials.csv, best.json")
+    parser = ScriptParser(__doc__)
+    parser.add_argument("--setting", required=True, help="name of the loss setting")
+    parser.add_argument("--trials", type=int, required=True, help="config tuning.trials")
+    parser.add_argument("--records", nargs="+", required=True,
+                        help="the tune_worker jobs' records (they name the study)")
+    parser.add_argument("--out", required=True,
+                        help="folder for study.journal, trials.csv, best.json")
     args = parser.parse(argv)
-    from overlearning.train.tuning import tune_setting
+    from overlearning.train.study import finish_study
 
-    job = train_job_from_args(args)
-    best = tune_setting(job, args.tuning, Path(args.work_dir), Path(args.out))
+    best = finish_study([Path(p) for p in args.records], args.trials, args.setting,
+                        Path(args.out))
     report(best)
     return 0
 

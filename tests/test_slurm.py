@@ -24,6 +24,8 @@ OVERLEARNING_SKIP_SLURM=1 to skip it on purpose.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 import shutil
@@ -37,7 +39,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.test_hpc_doc import doc_blocks, local_rule_names
+from tests.test_hpc_doc import doc_blocks, local_rule_names, workflow_gpu_rules
 
 pytestmark = pytest.mark.slurm
 
@@ -141,14 +143,21 @@ def _site_checkout(root: Path) -> Path:
                     load("tests/slurm/config.yaml"))
     (checkout / "config.yaml").write_text(yaml.safe_dump(_without_demo_prefix(config)))
     # Step 5: the ADAPT lines, with this cluster's values; then the test's speed-ups.
-    profile = load("profiles/slurm/config.yaml")
-    profile["default-resources"].update(slurm_account=SITE["ACCOUNT"],
-                                        slurm_partition=SITE["CPU_PARTITION"])
-    for resources in profile["set-resources"].values():
-        resources["slurm_partition"] = SITE["GPU_PARTITION"]
-    profile = _merge(profile, load("tests/slurm/profile/config.yaml"))
-    (checkout / "profiles" / "slurm" / "config.yaml").write_text(yaml.safe_dump(profile))
+    _adapt_site_profile(checkout, SITE["ACCOUNT"],
+                        {SITE["CPU_PARTITION"]: {}, SITE["GPU_PARTITION"]: {"max_gpu": 4}})
     return checkout
+
+
+def _adapt_site_profile(checkout: Path, account: str, partitions: dict) -> None:
+    """docs/hpc.md step 5 in the copy: the account and partitions.yaml (+ the test's speed-ups)."""
+    load = lambda rel: yaml.safe_load((REPO / rel).read_text())  # noqa: E731
+    profile = load("profiles/slurm/config.yaml")
+    profile["default-resources"]["slurm_account"] = account
+    profile = _merge(profile, load("tests/slurm/profile/config.yaml"))
+    site = checkout / "profiles" / "slurm"
+    (site / "config.yaml").write_text(yaml.safe_dump(profile))
+    (site / profile["slurm-partition-config"]).write_text(
+        yaml.safe_dump({"partitions": partitions}))
 
 
 def _run_block(name: str, script: str, checkout: Path, env: dict[str, str]) -> str:
@@ -250,7 +259,8 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
     checkout = _site_checkout(tmp_path)
     env = dict(slurm_env, **SITE)
     blocks = doc_blocks()
-    assert [name for name, _ in blocks] == ["cluster", "weights", "plan", "launch", "logs"]
+    assert [name for name, _ in blocks] == ["cluster", "weights", "plan", "preflight", "launch",
+                                            "logs"]
     script = dict(blocks)
 
     # What a GPU job of this cluster gets, asked for as the GPU rules ask.
@@ -269,6 +279,15 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
     assert threads == demo_threads["threads"] > 1, planned
     assert planned["gpu"] == "1" and int(planned["cpus_per_gpu"]) == threads, planned
 
+    # The plan against the cluster: every job fits its partition (GPU jobs the GPU one),
+    # the account is valid, the driver feature meets the floor.
+    out = _run_block("preflight", script["preflight"], checkout, env)
+    assert "pre-flight: every check passed" in out, out
+    assert re.search(rf"partition +train \(\d+ jobs\) +fits {SITE['GPU_PARTITION']}: ", out), out
+    assert re.search(rf"partition +extract \(\d+ jobs\) +fits {SITE['CPU_PARTITION']}: ", out), out
+    assert re.search(rf"account +{SITE['ACCOUNT']} +valid", out), out
+    assert re.search(r"GPU driver +\S+ +580 >= 580", out), out
+
     # Launch; requeue the training job after its first checkpoint (pre-emption).
     log = tmp_path / "snakemake.log"
     with log.open("w") as out_file:
@@ -282,6 +301,7 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
         _stop(proc)
     text = log.read_text()
     assert proc.returncode == 0, text[-8000:]
+    assert "pre-flight: every check passed" in text  # the run checked before submitting
 
     # The requeued job resumed from the checkpoint and finished; Snakemake never resubmitted.
     train_log = (checkout / "logs" / "train" / f"{setting}.log").read_text()
@@ -303,7 +323,8 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
     assert {"demo_downloads", "tables"} <= not_submitted <= local, not_submitted
     assert "model_weights" not in finished.values()
     ran_in_slurm = {finished[job] for job in submitted if job in finished}
-    assert {"extract", "vis_frames", "vis_split", "vis_crops", "train", "embed"} <= ran_in_slurm
+    assert {"extract", "vis_frames", "vis_split", "vis_crops", "train", "tune_worker",
+            "embed"} <= ran_in_slurm
     assert not ran_in_slurm & local_rule_names(), ran_in_slurm & local_rule_names()
 
     # ... sacct knows each of those SLURM jobs, all completed, and the documented listing
@@ -321,6 +342,13 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
         else:
             assert "gres/gpu" not in tres, (comment, tres)
     assert any(c.startswith("rule_prep") for _, _, c, _ in rows.values())  # the grouped job
+    _check_parallel_tuning(checkout, rows)
+    # The site profile's plugin options: the efficiency report of the run (sacct) and
+    # extended benchmark files.
+    (report,) = (checkout / "logs" / "slurm").glob(f"efficiency_report_{run_id}.csv")
+    assert "rule_train" in report.read_text(), report.read_text()[:2000]
+    header = (checkout / "logs" / "benchmarks" / "train" / f"{setting}.tsv").read_text()
+    assert "cpu_usage" in header.splitlines()[0] and "resources" in header.splitlines()[0]
     listing = _run_block("logs", script["logs"], checkout, env)
     assert f"rule_train_wildcards_{setting}" in listing, listing
 
@@ -334,6 +362,61 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
 
 
 def _gpu_rules() -> set[str]:
-    """Rules that profiles/slurm sends to GPU nodes (set-resources with gpu)."""
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    return {rule for rule, res in profile["set-resources"].items() if res.get("gpu")}
+    """Rules that the workflow profile (profiles/default) gives a GPU."""
+    return workflow_gpu_rules()
+
+
+def _check_parallel_tuning(checkout: Path, rows: dict[str, list[str]]) -> None:
+    """The search ran as `tuning.workers` SLURM jobs sharing one study with every trial."""
+    tuning = yaml.safe_load((checkout / "config.yaml").read_text())["tuning"]
+    assert tuning["workers"] == 2
+    (setting,) = tuning["settings"]
+    out = checkout / "results" / "tuning" / setting
+    workers = {row[2] for row in rows.values() if row[2].startswith("rule_tune_worker_")}
+    assert len(workers) == 2, workers
+    records = [json.loads((out / "workers" / f"{i}.json").read_text()) for i in range(2)]
+    assert records[0]["study"] == records[1]["study"]
+    trials = list(csv.DictReader((out / "trials.csv").open()))
+    done = [t for t in trials if t["state"] == "COMPLETE"]
+    assert sorted(int(t["slot"]) for t in done) == list(range(tuning["trials"])), trials
+    ran = sorted(str(t["number"]) for r in records for t in r["trials"])
+    assert ran == sorted(t["number"] for t in trials), (ran, trials)  # each by one worker
+    best = json.loads((out / "best.json").read_text())
+    assert str(best["trial"]) in {t["number"] for t in done}
+
+
+def test_preflight_refuses_what_the_cluster_cannot_run(slurm_env: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    """GPU jobs sent to `short` (5 minutes) while `train` asks for more, an account that is
+    not the user's, a node whose driver is below the floor: one refusal lists all three."""
+    checkout = _site_checkout(tmp_path)
+    _adapt_site_profile(checkout, "no_such_account",
+                        {SITE["CPU_PARTITION"]: {}, "short": {"max_gpu": 4}})
+    minutes = yaml.safe_load((checkout / "config.yaml").read_text())["resources"]["train"]
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], env=slurm_env, capture_output=True,
+                          text=True, check=True).stdout.split()[0]
+
+    def features(value: str) -> None:
+        subprocess.run(["scontrol", "update", f"NodeName={node}", f"AvailableFeatures={value}",
+                        f"ActiveFeatures={value}"], env=slurm_env, check=True)
+
+    features("nvidia-driver-535")
+    try:
+        proc = subprocess.run([sys.executable, "scripts/preflight.py", "--profile",
+                               "profiles/slurm"], cwd=checkout, env=slurm_env,
+                              capture_output=True, text=True, timeout=BLOCK_TIMEOUT,
+                              stdin=subprocess.DEVNULL)
+    finally:
+        features("nvidia-driver-580")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-6000:]
+    assert (f"partition rule train: runtime {minutes['runtime']} min exceeds partition "
+            "short's time limit 5 min") in out, out[-6000:]
+    assert "account no_such_account: not an account of this user" in out, out[-6000:]
+    assert f"GPU driver {node}: driver 535 is below 580" in out, out[-6000:]
+    assert "pre-flight: REFUSED, " in out
+    # Nothing was submitted, and the check left no lock behind.
+    queue = subprocess.run(["squeue", "-h", "-o", "%k"], env=slurm_env, capture_output=True,
+                           text=True, check=True).stdout
+    assert not queue.strip(), queue
+    assert not list((checkout / ".snakemake" / "locks").glob("*"))

@@ -1,17 +1,21 @@
-"""profiles/slurm plans the paper's whole graph with the right SLURM requests.
+"""profiles/slurm (site) + profiles/default (workflow) plan the paper's whole graph with the
+right SLURM requests.
 
 A dry-run of the paper config (config.yaml) through profiles/slurm, on an empty tree of the
-right shape (the download paths exist as empty files), must plan every stage. For each job
-it prints, the sbatch command line is then built with the SLURM executor plugin's own
-functions (``get_submit_command`` + ``set_gres_string``, what the plugin runs for a real
-submission), and checked: GPU rules ask for a GPU, CPU rules do not, time and memory come
-from config.yaml ``resources:``, and the threads the plan shows (what the job's script
-gets as --threads) are the CPUs the job asks for. Neither a cluster nor Apptainer is
-needed, as on a login node before the image exists.
+right shape (the download paths exist as empty files), must plan every stage; Snakemake
+adds the workflow profile by itself. For each job it prints, the sbatch command line is
+then built with the SLURM executor plugin's own functions (``get_submit_command`` +
+``set_gres_string``, the partition from ``get_best_partition`` over the site profile's
+partitions.yaml: what the plugin runs for a real submission), and checked: GPU rules ask
+for a GPU on the GPU partition, CPU rules for none on the CPU partition, memory comes from
+config.yaml ``resources:``, time from docs/hpc.md's table, and the threads the plan shows
+(what the job's script gets as --threads) are the CPUs the job asks for. Neither a
+cluster nor Apptainer is needed, as on a login node before the image exists.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -22,6 +26,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
@@ -30,6 +35,8 @@ from tests.conftest import REPO
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+WORKFLOW_PROFILE = REPO / "profiles" / "default" / "config.yaml"
+PARTITIONS = read_partition_file(PROFILE.parent / "partitions.yaml")
 PAPER = yaml.safe_load((REPO / "config.yaml").read_text())
 
 # Rules that must appear in the paper's plan, one per stage of the study.
@@ -104,7 +111,8 @@ def sbatch_call(job: SimpleNamespace) -> list[str]:
                                  is_group=lambda: False)
     validate_slurm_extra(plugin_job)  # refuses --gres/--gpus hidden in slurm_extra
     account = job.resources.get("slurm_account")
-    partition = job.resources.get("slurm_partition")
+    partition = job.resources.get("slurm_partition") or get_best_partition(
+        PARTITIONS, plugin_job, logging.getLogger("plan"))
     params = {
         "run_uuid": "plan", "slurm_logfile": "logs/slurm/%j.log",
         "comment_str": f"rule_{job.name}", "workdir": "/work",
@@ -154,19 +162,27 @@ def test_profile_sets_what_a_cluster_user_adapts() -> None:
     assert profile["executor"] == "slurm"
     assert profile["software-deployment-method"] == "apptainer"
     for key in ("jobs", "retries", "rerun-incomplete", "latency-wait", "slurm-logdir",
-                "apptainer-prefix"):
+                "apptainer-prefix", "slurm-partition-config", "default-resources"):
         assert key in profile, key
+    # The workflow profile's set-resources would replace a site's whole: the site has none.
+    assert "set-resources" not in profile
+    assert (PROFILE.parent / profile["slurm-partition-config"]).is_file()
+    assert "slurm_account" in profile["default-resources"]
+    assert profile["slurm-efficiency-report"] is True and profile["benchmark-extended"] is True
     # Failures that would recur are not resubmitted; pre-emption and node failure are
     # requeued by SLURM itself (the job keeps its id and resumes from its checkpoint).
     assert profile["retries"] == 0 and profile["slurm-requeue"] is True
     assert profile["rerun-incomplete"] is True
-    # Nothing site-specific is on by default: no bind of a path that may not exist, no
-    # absolute image cache.
-    assert "--bind" not in profile["apptainer-args"]
+    args = profile["apptainer-args"].split()
+    # Nothing of the login shell leaks into a job; the only bind is node-local scratch,
+    # written so that the job's shell on the node expands it (not the profile parser).
+    assert "--nv" in args and "--cleanenv" in args
+    binds = [args[i + 1] for i, a in enumerate(args) if a == "--bind"]
+    assert binds == ["${TMPDIR:-/tmp}:/tmp"], binds
+    assert os.path.expandvars(binds[0]) == binds[0]
     assert not str(profile["apptainer-prefix"]).startswith("/")
     assert re.fullmatch(r"\d+[smhd]", profile["default-resources"]["runtime"])
     assert isinstance(profile["default-resources"]["mem_mb"], int)
-    assert "--nv" in profile["apptainer-args"].split()
     # Hub caches point at the weights cache (overlearning.models.cache.hub_homes uses the same).
     from overlearning.models.cache import hub_homes
 
@@ -178,8 +194,8 @@ def test_profile_sets_what_a_cluster_user_adapts() -> None:
         assert f"--env {var}={expected}" in profile["apptainer-args"], var
 
 
-def test_every_gpu_rule_in_the_profile_exists() -> None:
-    profile = yaml.safe_load(PROFILE.read_text())
+def test_every_gpu_rule_in_the_workflow_profile_exists() -> None:
+    profile = yaml.safe_load(WORKFLOW_PROFILE.read_text())
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     rules = subprocess.run(
         [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile",
@@ -188,8 +204,9 @@ def test_every_gpu_rule_in_the_profile_exists() -> None:
     ).stdout.split()
     # A renamed rule would silently lose its GPU: every profile entry names a real rule.
     for rule in profile["set-resources"]:
-        assert rule in rules, f"profiles/slurm set-resources names unknown rule {rule!r}"
+        assert rule in rules, f"profiles/default set-resources names unknown rule {rule!r}"
     assert set(profile["set-resources"]) == set(GPU_RESOURCE_KEYS)
+    assert set(profile) == {"set-resources"}  # amounts live in config.yaml `resources:`
 
 
 def test_paper_plan_has_every_stage(paper_plan: list[SimpleNamespace]) -> None:
@@ -202,7 +219,10 @@ def test_paper_plan_has_every_stage(paper_plan: list[SimpleNamespace]) -> None:
 
 
 def test_gpu_rules_get_a_gpu_in_sbatch(paper_plan: list[SimpleNamespace]) -> None:
+    from tests.test_hpc_doc import table_by_rule
+
     resources = PAPER["resources"]
+    documented = table_by_rule()
     checked = set()
     for job in paper_plan:
         if job.name not in GPU_RESOURCE_KEYS:
@@ -211,15 +231,16 @@ def test_gpu_rules_get_a_gpu_in_sbatch(paper_plan: list[SimpleNamespace]) -> Non
         key = GPU_RESOURCE_KEYS[job.name]
         expected = resources.get(key, resources["default"])
         assert "--gpus=1" in args, (job.name, args)
+        assert _option(args, "-p") == "gpu", (job.name, args)  # partitions.yaml: the GPU one
         # One number: config.yaml threads = the plan's threads (the script's --threads)
         # = the CPUs SLURM allocates beside the GPU.
         assert job.threads == expected["threads"], (job.name, job.threads)
         assert f"--cpus-per-gpu={expected['threads']}" in args, (job.name, args)
-        assert _option(args, "-t") == str(expected["runtime"]), (job.name, args)
+        assert _option(args, "-t") == str(documented[job.name]["runtime"]), (job.name, args)
         assert _option(args, "--mem") == str(expected["mem_mb"]), (job.name, args)
         assert not any(a.startswith("--ntasks=") for a in args)  # plugin: GPU jobs have none
         checked.add(job.name)
-    assert {"train", "detect_shard", "segment", "embed", "explain"} <= checked
+    assert {"train", "tune_worker", "detect_shard", "segment", "embed", "explain"} <= checked
 
 
 def test_cpu_rules_get_no_gpu(paper_plan: list[SimpleNamespace]) -> None:
@@ -228,6 +249,7 @@ def test_cpu_rules_get_no_gpu(paper_plan: list[SimpleNamespace]) -> None:
             continue
         args = sbatch_call(job)
         assert not any(a.startswith(("--gpus", "--gres")) for a in args), (job.name, args)
+        assert _option(args, "-p") == "cpu", (job.name, args)
         assert f"--cpus-per-task={job.threads}" in args, (job.name, args)
         assert _option(args, "-t") is not None and _option(args, "--mem") is not None
 

@@ -1,46 +1,78 @@
-"""Hyper-parameter search for one loss setting (REFERENCE "Training"), with Optuna.
+"""Hyper-parameter search for one loss setting (REFERENCE "Training"), with Optuna, run by
+several trial workers at once.
 
 Each trial trains the setting for ``tuning.epochs_per_trial`` epochs with sampled
 parameters and returns the last epoch's validation metrics, which are the two objectives:
 maximise non-person MAP@R, minimise person-query MAP@R (the authors' search returned a
-constant placeholder here; ours returns the real metric). Sampler: TPE (seeded). Space:
-lr and lr_embed log-uniform; confusion weight (log), gamma (linear), margin (log); center
-weight (log) and center lr (log); ranges from ``tuning.space``.
+constant placeholder here; ours returns the real metric). Sampler: TPE. Space: lr and
+lr_embed log-uniform; confusion weight (log), gamma (linear), margin (log); center weight
+(log) and center lr (log); ranges from ``tuning.space``.
 
-The study lives in an SQLite file outside the rule's outputs (``<work dir>/study.sqlite``),
-so a killed job resumes with the trials it finished (a trial cut off mid-way is marked
-failed and run again). At the end the study is copied to the output folder with
-``trials.csv`` and ``best.json``: the Pareto-optimal trial with the largest
-``non-person MAP@R - person MAP@R``, its values and its parameters under the setting's
-own keys (what ``training.use_tuned`` feeds into the final training).
+**One study, many workers.** ``tuning.workers`` worker jobs (``run_worker``, one GPU each)
+share one study in Optuna's journal file storage (an append-only log; unlike SQLite it
+needs no ``fcntl`` locks, which network file systems often break), kept outside the
+rules' outputs in ``<work dir>/<search key>/`` (the key: everything a stored study must
+agree on, :func:`study_fingerprint`; the layout: overlearning/train/study.py). Each trial
+checkpoints every epoch into ``trials/<slot>/`` (keyed by the slot, so that a retry of the
+trial finds it) and touches ``heartbeats/<trial number>`` every ``HEARTBEAT_S`` seconds.
+
+A worker takes, under the claim lock: first a slot whose last trial was interrupted (a retry
+with the same parameters, which resumes from the slot's checkpoint), else a new slot while
+fewer than ``tuning.trials`` exist; it stops when neither is left. A trial counts as
+interrupted when it is still RUNNING and either belongs to this very worker (its previous
+job was killed: SLURM requeue, time limit, node failure) or its heartbeat is older than
+``STALE_AFTER_S`` (its worker is gone); it is then marked FAIL with a user attribute
+``interrupted`` and retried. A trial whose metrics are not finite fails for good.
+
+**Determinism.** The sampler of each new slot is TPE seeded with ``tuning.seed + slot``,
+so with one worker the study (parameters and values of every slot) depends only on the
+seed and the data, also across kills and restarts (interrupted attempts are FAIL and
+TPE ignores them). With several workers the parameters of a slot depend on which trials
+had finished when it was sampled, i.e. on timing: see docs/training.md.
+
+At the end ``finish_study`` (the ``tune`` rule) checks that every slot is finished and
+writes ``study.journal`` (a copy), ``trials.csv`` (every trial, retries included) and
+``best.json``: the Pareto-optimal trial with the largest ``non-person MAP@R - person
+MAP@R``, its values and its parameters under the setting's own keys (what
+``training.use_tuned`` feeds into the final training).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import os
-import shutil
+import socket
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
 
-from overlearning.core.atomic import remove_stale_temporaries, write_json
+from overlearning.core.atomic import remove_path, write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.data.crop_sets import load_crop_set
+from overlearning.train.heartbeat import Heartbeat, age, touch
 from overlearning.train.loop import TUNABLE, TrainJob, fingerprint, fit, log
+from overlearning.train.study import (
+    OBJECTIVES,
+    STUDY_FILE,
+    claim_lock,
+    finish_study,
+    interrupted,
+    open_study,
+    slot_attempts,
+    study_dir,
+    trial_slot,
+)
 
-STUDY_FILE = "study.sqlite"
-TRIALS_FILE = "trials.csv"
-BEST_FILE = "best.json"
-OBJECTIVES = ("nonperson_map_at_r", "person_map_at_r")
-DIRECTIONS = ("maximize", "minimize")
-SELECTION = "max(nonperson_map_at_r - person_map_at_r) over the Pareto front"
+# A heartbeat every 30 s; a trial silent for 10 min is taken for dead (network file systems
+# cache file attributes for up to a minute; a busy node can stall for a while).
+HEARTBEAT_S = 30.0
+STALE_AFTER_S = 600.0
 
 # setting key -> (tuning.space key, log scale)
 SEARCH: dict[str, dict[str, tuple[str, bool]]] = {
@@ -61,40 +93,121 @@ def suggest(trial: optuna.Trial, loss: str, space: Mapping[str, Any]) -> dict[st
     return values
 
 
-def _storage(path: Path) -> optuna.storages.RDBStorage:
-    # A generous lock timeout: cluster file systems can be slow to hand over SQLite locks.
-    return optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}",
-                                      engine_kwargs={"connect_args": {"timeout": 120}})
+# ----------------------------------------------------------------------------------------
+# Trials
 
 
-def _fail_interrupted(study: optuna.Study) -> None:
-    """Trials left RUNNING by a killed job will never finish: mark them failed."""
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        log(f"trial {trial.number} was interrupted; marked failed, it will be run again")
+def _fail_interrupted(study: optuna.Study, folder: Path, worker: str,
+                      stale_after: float) -> None:
+    """Mark RUNNING trials that will never finish as FAIL (interrupted), for a retry."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        mine = trial.user_attrs.get("worker") == worker
+        silent = age(folder / "heartbeats" / str(trial.number))
+        if mine:
+            reason = f"its worker {worker} was stopped and started again"
+        elif silent is None or silent > stale_after:
+            reason = (f"no heartbeat for {silent:.0f} s" if silent is not None
+                      else "no heartbeat at all")
+        else:
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", reason)
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # its worker finished it after all
+        log(f"trial {trial.number} (slot {trial_slot(trial)}) was interrupted ({reason}); "
+            "it will be run again")
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    """The Pareto-optimal trial with the largest non-person minus person MAP@R."""
-    front = sorted(study.best_trials, key=lambda t: t.number)
-    if not front:
-        raise RuntimeError("no trial completed; nothing to choose from")
-    return max(front, key=lambda t: t.values[0] - t.values[1])
+def _next_trial(study: optuna.Study, tuning: Mapping[str, Any], loss: str,
+                worker: str) -> tuple[optuna.Trial, int, dict[str, float]] | None:
+    """Under the claim lock: a retry of an interrupted slot, else a new slot, else None."""
+    slots = slot_attempts(study.get_trials(deepcopy=False))
+    retry = [s for s, attempts in sorted(slots.items()) if interrupted(attempts[-1])]
+    if retry:
+        slot = retry[0]
+        last = slots[slot][-1]
+        study.enqueue_trial(dict(last.params), user_attrs={"retry_of": last.number})
+    elif len(slots) < int(tuning["trials"]):
+        slot = len(slots)
+        # Seeded per slot: the slot's parameters follow from the finished slots alone.
+        study.sampler = optuna.samplers.TPESampler(seed=int(tuning["seed"]) + slot)
+    else:
+        return None
+    trial = study.ask()
+    trial.set_user_attr("slot", slot)
+    trial.set_user_attr("worker", worker)
+    trial.set_user_attr("host", socket.gethostname())
+    values = suggest(trial, loss, tuning["space"])
+    return trial, slot, values
 
 
-def trials_csv(study: optuna.Study) -> str:
-    """One row per trial (number order): state, the two objectives, the parameters."""
-    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    names = sorted({name for t in trials for name in t.params})
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["number", "state", *OBJECTIVES, *names])
-    for t in trials:
-        values = list(t.values) if t.values is not None else ["", ""]
-        writer.writerow([t.number, t.state.name, *(repr(v) if isinstance(v, float) else v
-                                                   for v in values),
-                         *(repr(t.params[n]) if n in t.params else "" for n in names)])
-    return out.getvalue()
+def _run_trial(study: optuna.Study, trial: optuna.Trial, slot: int, values: dict[str, float],
+               job: TrainJob, epochs: int, folder: Path, heartbeat: float) -> str:
+    """Train the trial (resuming its slot's checkpoint), tell the study; its final state."""
+    checkpoint_dir = folder / "trials" / str(slot)
+    trial_job = dataclasses.replace(job, params={**job.params, **values})
+    log(f"trial {trial.number} (slot {slot}): {values}")
+    with Heartbeat(folder / "heartbeats" / str(trial.number), heartbeat):
+        history = fit(trial_job, epochs, checkpoint_dir).history
+    result = tuple(float(history[-1][k]) for k in OBJECTIVES)
+    try:
+        trial.set_user_attr("history", [{k: row[k] for k in (*OBJECTIVES, "loss")}
+                                        for row in history])
+        if all(math.isfinite(v) for v in result):
+            study.tell(trial, result)
+            state = "COMPLETE"
+            log(f"trial {trial.number}: nonperson MAP@R {result[0]:.4f}, "
+                f"person MAP@R {result[1]:.4f}")
+        else:
+            trial.set_user_attr("error", f"validation gave {result}")
+            study.tell(trial, state=TrialState.FAIL)
+            state = "FAIL"
+            log(f"trial {trial.number} failed: validation gave {result}")
+    except UpdateFinishedTrialError:
+        # Taken for dead meanwhile (a silent heartbeat) and retried elsewhere.
+        log(f"trial {trial.number} was marked interrupted by another worker; result dropped")
+        state = "DROPPED"
+    remove_path(checkpoint_dir)
+    (folder / "heartbeats" / str(trial.number)).unlink(missing_ok=True)
+    return state
+
+
+def run_worker(job: TrainJob, tuning: Mapping[str, Any], work_dir: Path | str, worker: str,
+               record: Path | str | None = None, heartbeat: float = HEARTBEAT_S,
+               stale_after: float = STALE_AFTER_S) -> dict[str, Any]:
+    """Run trials of the shared study until no slot is left to start; write ``record``.
+
+    The record (the ``tune_worker`` rule's output) names the study and the trials this
+    worker ran.
+    """
+    check_valid_split(job)
+    key = study_fingerprint(job, tuning)
+    folder = study_dir(Path(work_dir), key)
+    study = open_study(folder, create=True)
+    epochs = int(tuning["epochs_per_trial"])
+    ran: list[dict[str, Any]] = []
+    while True:
+        with claim_lock(folder):
+            _fail_interrupted(study, folder, worker, stale_after)
+            claimed = _next_trial(study, tuning, job.params["loss"], worker)
+            if claimed is not None:
+                touch(folder / "heartbeats" / str(claimed[0].number))
+        if claimed is None:
+            break
+        trial, slot, values = claimed
+        state = _run_trial(study, trial, slot, values, job, epochs, folder, heartbeat)
+        ran.append({"number": trial.number, "slot": slot, "state": state})
+    log(f"worker {worker}: no slot left to start ({len(ran)} trials run here)")
+    summary = {"setting": job.setting, "worker": worker, "study": key,
+               "journal": str(folder / STUDY_FILE), "trials": ran}
+    if record is not None:
+        write_json(record, summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------
+# Checks and keys
 
 
 def check_valid_split(job: TrainJob) -> None:
@@ -109,7 +222,8 @@ def check_valid_split(job: TrainJob) -> None:
 
 
 def study_fingerprint(job: TrainJob, tuning: Mapping[str, Any]) -> str:
-    """What a stored study must agree on to be continued (not the number of trials)."""
+    """What a stored study must agree on to be continued (not the number of trials or
+    workers: adding trials or workers continues the same search)."""
     fixed = {k: v for k, v in job.params.items() if k not in TUNABLE[job.params["loss"]]}
     search = {k: tuning[k] for k in ("epochs_per_trial", "seed", "space")}
     return fingerprint(dataclasses.replace(job, params=fixed), extra={"tuning": search})
@@ -117,69 +231,12 @@ def study_fingerprint(job: TrainJob, tuning: Mapping[str, Any]) -> str:
 
 def tune_setting(job: TrainJob, tuning: Mapping[str, Any], work_dir: Path | str,
                  out_dir: Path | str) -> dict[str, Any]:
-    """Run (or finish) the study for ``job.setting`` and write study, trials and best."""
-    work_dir, out_dir = Path(work_dir), Path(out_dir)
-    check_valid_split(job)
-    key = study_fingerprint(job, tuning)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    study_name = f"tune-{job.setting}"
-    storage = _storage(work_dir / STUDY_FILE)
-    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
-                                directions=list(DIRECTIONS))
-    if study.user_attrs.get("fingerprint", key) != key:
-        log(f"discarding the study in {work_dir}: written for other parameters or data")
-        storage.engine.dispose()
-        (work_dir / STUDY_FILE).unlink()
-        storage = _storage(work_dir / STUDY_FILE)
-        study = optuna.create_study(study_name=study_name, storage=storage,
-                                    directions=list(DIRECTIONS))
-    study.set_user_attr("fingerprint", key)
-    _fail_interrupted(study)
-    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    remaining = int(tuning["trials"]) - done
-    # Seeded by how far the study got, so a resumed study stays reproducible.
-    study.sampler = optuna.samplers.TPESampler(seed=int(tuning["seed"]) + len(study.trials))
-    epochs = int(tuning["epochs_per_trial"])
-    loss = job.params["loss"]
-
-    def objective(trial: optuna.Trial) -> tuple[float, float]:
-        values = suggest(trial, loss, tuning["space"])
-        trial_job = dataclasses.replace(job, params={**job.params, **values})
-        log(f"trial {trial.number}: {values}")
-        history = fit(trial_job, epochs).history
-        last = history[-1]
-        trial.set_user_attr("history", [{k: row[k] for k in (*OBJECTIVES, "loss")}
-                                        for row in history])
-        result = tuple(float(last[k]) for k in OBJECTIVES)
-        if not all(math.isfinite(v) for v in result):
-            raise ValueError(f"validation gave {result}: the valid split needs at least two "
-                             "crops of some person and of some non-person object")
-        log(f"trial {trial.number}: nonperson MAP@R {result[0]:.4f}, "
-            f"person MAP@R {result[1]:.4f}")
-        return result
-
-    if remaining > 0:
-        log(f"{study_name}: {done} trials done, running {remaining} more")
-        study.optimize(objective, n_trials=remaining, catch=(ValueError,))
-    chosen = best_trial(study)
-    best = {
-        "setting": job.setting, "trial": chosen.number,
-        "values": dict(zip(OBJECTIVES, chosen.values, strict=True)),
-        "params": dict(sorted(chosen.params.items())), "selection": SELECTION,
-    }
-    table = trials_csv(study)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    storage.engine.dispose()
-    for name in (STUDY_FILE, TRIALS_FILE):
-        remove_stale_temporaries(out_dir / name)  # left by a killed tuning job
-    tmp = out_dir / f".{STUDY_FILE}.tmp-{os.getpid()}"
+    """The whole search in this process: one worker, then the choice (tests, small runs)."""
+    out_dir = Path(out_dir)
+    record = Path(work_dir) / f"worker-{os.getpid()}.json"
+    run_worker(job, tuning, work_dir, "0", record)
     try:
-        shutil.copyfile(work_dir / STUDY_FILE, tmp)
-        os.replace(tmp, out_dir / STUDY_FILE)
+        return finish_study([record], int(tuning["trials"]), job.setting, out_dir)
     finally:
-        tmp.unlink(missing_ok=True)
-    tmp_csv = out_dir / f".{TRIALS_FILE}.tmp-{os.getpid()}"
-    tmp_csv.write_text(table)
-    os.replace(tmp_csv, out_dir / TRIALS_FILE)
-    write_json(out_dir / BEST_FILE, best)
-    return best
+        record.unlink(missing_ok=True)
+

@@ -17,7 +17,7 @@ def training_targets():
     tuning = expand(
         f"{RESULTS}/tuning/{{setting}}/{{name}}",
         setting=TUNED_SETTINGS,
-        name=["study.sqlite", "trials.csv", "best.json"],
+        name=["study.journal", "trials.csv", "best.json"],
     )
     views = expand(f"{RESULTS}/models/{{setting}}/metrics.html", setting=SETTINGS)
     views += expand(

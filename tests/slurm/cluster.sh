@@ -12,7 +12,8 @@
 # system's /etc/slurm and /etc/munge are not touched; clients find the cluster through
 # SLURM_CONF, which `start` prints. Accounting (slurmdbd + MariaDB) is on because the
 # Snakemake SLURM plugin checks job status with sacct whenever sacct exists, and the tests
-# use sacct to prove that jobs went through sbatch. Four fake GPUs (character devices with
+# use sacct to prove that jobs went through sbatch. Partitions `debug` (default), `gpu` and
+# `short` (5 minutes), one node. Four fake GPUs (character devices with
 # /dev/null's numbers) make GPU requests (--gpus, --gres=gpu:N) schedulable.
 #
 # Needs root (daemons run as root; no cgroups needed) and, on the first run, apt access to
@@ -31,6 +32,9 @@ N_GPUS=${OVERLEARNING_SLURM_GPUS:-4}
 # real profile's GPU requests (--cpus-per-gpu=8) are schedulable on a 2-core test machine;
 # a job still runs only as many threads as its rule asks for.
 N_CPUS=${OVERLEARNING_SLURM_CPUS:-16}
+# The NVIDIA driver as a node feature, the way some sites publish it (the pre-flight check
+# reads it); `short` is a partition with a 5-minute limit, for the pre-flight test.
+DRIVER_FEATURE=nvidia-driver-580
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server slurm-wlm-mysql-plugin)
 DAEMONS=(slurmd slurmctld slurmdbd mariadbd munged)   # stop order; start is the reverse
 
@@ -181,9 +185,10 @@ AccountingStorageTRES=gres/gpu
 JobCompType=jobcomp/none
 AccountingStoreFlags=job_comment
 GresTypes=gpu
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_mb Gres=gpu:$N_GPUS State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_mb Gres=gpu:$N_GPUS Feature=$DRIVER_FEATURE State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
+PartitionName=short Nodes=$NODE Default=NO MaxTime=5 State=UP
 EOF
 
     cat >"$CONF_DIR/slurmdbd.conf" <<EOF
