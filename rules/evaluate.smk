@@ -2,12 +2,19 @@
 # evaluation set once; the embeddings are cached, so metrics with index exclusion on and off
 # (and any later evaluation of the same images) never run a model again. Metrics are
 # pytorch-metric-learning's MAP and MAP@R (k = max bin count, FAISS on cosine similarity);
-# the person re-ID sets also get the re-ID protocol (CMC, mAP) and a pair ROC.
+# the person re-ID sets also get the re-ID protocol (CMC, mAP) and a pair ROC. Each metric
+# is computed for every attacker (plain search, k-reciprocal re-ranking, query expansion),
+# and each metrics file gets a per-query evidence file (top-k references per query).
 
 import json
 import shlex
 
-from overlearning.workflow.plans import EvaluationPlan, plan_inputs, provenance_files
+from overlearning.workflow.plans import (
+    EvaluationPlan,
+    evidence_files,
+    plan_inputs,
+    provenance_files,
+)
 
 EVAL = config["evaluation"]
 EVAL_PLAN = EvaluationPlan.from_config(config, PERSON_SETS)
@@ -31,6 +38,14 @@ model_files = EVAL_PLAN.model_files
 metrics_path = EVAL_PLAN.metrics_path
 evaluation_available = EVAL_PLAN.evaluation_available
 setting_metrics_jobs = EVAL_PLAN.setting_metrics_jobs
+
+
+def attacker_settings():
+    """The attackers and the parameters of those listed (evaluation.attackers): editing an
+    unlisted attacker's parameters reruns nothing."""
+    names = EVAL["attackers"]
+    params = {name: EVAL["attacker_settings"][name] for name in names if name != "plain"}
+    return json.dumps({"attackers": names, **params}, sort_keys=True)
 
 
 def eval_trunk_json(wildcards):
@@ -138,6 +153,7 @@ rule metrics:
     output:
         metrics=[job["out"] for job in setting_metrics_jobs("{setting}")],
         provenance=provenance_files(setting_metrics_jobs("{setting}")),
+        evidence=evidence_files(setting_metrics_jobs("{setting}")),
     log:
         log_path("metrics", "{setting}"),
     benchmark:
@@ -152,6 +168,9 @@ rule metrics:
         # The job's own files and labels only: nothing else in the config reruns it.
         plan=lambda wildcards: json.dumps(setting_metrics_jobs(wildcards.setting)),
         knn=config["evaluation"]["knn"],
+        attackers=attacker_settings(),
+        top_k=EVAL["evidence_top_k"],
     shell:
         script("compute_metrics.py") + " --plan {params.plan:q} --threads {threads}"
-        " --knn {params.knn} > {log} 2>&1"
+        " --knn {params.knn} --attackers {params.attackers:q} --top-k {params.top_k}"
+        " > {log} 2>&1"
