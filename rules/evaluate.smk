@@ -11,6 +11,7 @@ import shlex
 
 from overlearning.workflow.plans import (
     EvaluationPlan,
+    evidence_file,
     evidence_files,
     plan_inputs,
     provenance_files,

@@ -20,40 +20,31 @@ TABLE_STEMS = ["main", "reid"]
 PERSON_PANELS = [HEADLINE["person"]] + [ps for ps in EVAL_PERSON_SETS if ps != HEADLINE["person"]]
 ROC_PANELS = [ps for ps in EVAL_PERSON_SETS]
 GRID_EVALUATIONS = [e for e in FIGURES["grid_evaluations"] if e in EVALUATIONS]
+LEAK_EVALUATIONS = [e for e in FIGURES["leak_evaluations"] if e in EVALUATIONS]
 
 
-def grid_parts(wildcards):
-    """Query and reference parts of the grid's evaluation, each with its image folder."""
-    name, subset = EVALUATIONS[wildcards.evaluation]["query"]
-    query = (embedding_path(wildcards.setting, name), subset, EMBEDDING_SOURCES[name]["images"])
-    refs = [
-        (
-            embedding_path(wildcards.setting, ref),
-            ref_subset,
-            exclusion_json(excl) if excl and wildcards.exclusion == "excluded" else None,
-            EMBEDDING_SOURCES[ref]["images"],
-        )
-        for ref, ref_subset, excl in EVALUATIONS[wildcards.evaluation]["references"]
-    ]
-    return query, refs
-
-
-def grid_inputs(wildcards):
-    query, refs = grid_parts(wildcards)
-    return {
-        "embeddings": sorted({query[0]} | {r[0] for r in refs}),
-        "exclusions": sorted({r[2] for r in refs if r[2]}),
-        "images": sorted({query[2]} | {r[3] for r in refs}),
+def figure_images(wildcards):
+    """The evaluation's query images and each reference set's images (set name -> folder)."""
+    name, _ = EVALUATIONS[wildcards.evaluation]["query"]
+    refs = {
+        ref: EMBEDDING_SOURCES[ref]["images"]
+        for ref, _, _ in EVALUATIONS[wildcards.evaluation]["references"]
     }
+    return EMBEDDING_SOURCES[name]["images"], refs
 
 
-def grid_flags(wildcards):
-    query, refs = grid_parts(wildcards)
-    flags = [f"--query {shlex.quote(query[0])} {query[1]} {shlex.quote(query[2])}"]
-    flags += [
-        f"--reference {shlex.quote(npz)} {subset} {shlex.quote(excl or '-')} {shlex.quote(root)}"
-        for npz, subset, excl, root in refs
-    ]
+def figure_inputs(wildcards):
+    """What a figure drawn from stored results reads: the per-query evidence of its
+    metrics file and the images (never embeddings: nothing is searched again)."""
+    query_root, refs = figure_images(wildcards)
+    metrics = metrics_path(wildcards.setting, wildcards.evaluation, wildcards.exclusion)
+    return {"evidence": evidence_file(metrics), "images": sorted({query_root, *refs.values()})}
+
+
+def figure_flags(wildcards):
+    query_root, refs = figure_images(wildcards)
+    flags = [f"--query-root {shlex.quote(query_root)}"]
+    flags += [f"--reference {name} {shlex.quote(root)}" for name, root in refs.items()]
     return " ".join(flags)
 
 
@@ -67,6 +58,18 @@ def grid_files():
     ]
 
 
+def leak_files():
+    """The leak strips: the four combinations of the two safeguards (baseline and
+    safeguarded setting, exclusion off and on) for each leak evaluation."""
+    return [
+        f"{FIGURES_DIR}/leaks/{setting}/{evaluation}_{exclusion}.png"
+        for evaluation in LEAK_EVALUATIONS
+        for setting in dict.fromkeys([HEADLINE["baseline"], HEADLINE["safeguarded"]])
+        for exclusion in EVAL["exclusion"]
+        if setting in EVALUATED and evaluation_available(evaluation, exclusion)
+    ]
+
+
 def table_targets():
     tables = [f"{TABLES_DIR}/{stem}.{ext}" for stem in TABLE_STEMS for ext in ("csv", "md", "tex")]
     tables += [
@@ -76,7 +79,7 @@ def table_targets():
     ]
     tables += [f"{TABLES_DIR}/{stem}.html" for stem in TABLE_STEMS + ["details", "headline"]]
     figures = [f"{FIGURES_DIR}/{name}.png" for name in ("privacy_utility", "roc", "embedding_map")]
-    return tables + figures + grid_files()
+    return tables + figures + grid_files() + leak_files()
 
 
 # The tables: MAP@R per evaluation, the re-ID protocol per person set, every number, and
@@ -258,10 +261,11 @@ rule embedding_map:
         " --out {output:q} > {log} 2>&1"
 
 
-# Best and worst queries of one model and evaluation, with their nearest indexed neighbours.
+# Best and worst queries of one model and evaluation, with their nearest indexed neighbours,
+# drawn from the metrics job's per-query evidence (nothing is searched again).
 rule query_grid:
     input:
-        unpack(grid_inputs),
+        unpack(figure_inputs),
     output:
         report(
             f"{FIGURES_DIR}/grids/{{setting}}/{{evaluation}}_{{exclusion}}.png",
@@ -280,17 +284,54 @@ rule query_grid:
         bench_path("query_grid", "{setting}/{evaluation}_{exclusion}")
     container:
         container_for("cpu")
-    threads: threads_for("default")
+    threads: 1
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
     params:
-        parts=grid_flags,
+        parts=figure_flags,
         queries=FIGURES["grid_queries"],
         neighbours=FIGURES["grid_neighbours"],
     shell:
-        script("query_grid.py") + " {params.parts} --queries {params.queries}"
-        " --neighbours {params.neighbours}"
+        script("query_grid.py") + " --evidence {input.evidence:q} {params.parts}"
+        " --queries {params.queries} --neighbours {params.neighbours}"
         " --setting {wildcards.setting} --evaluation {wildcards.evaluation}"
         " --exclusion {wildcards.exclusion}"
+        " --out {output:q} > {log} 2>&1"
+
+
+# What the safeguards miss: per attacker, the queries that still find their person at rank 1
+# and at ranks 2-5, as ranked strips with scores, from the stored per-query evidence.
+rule leaks:
+    input:
+        unpack(figure_inputs),
+    output:
+        report(
+            f"{FIGURES_DIR}/leaks/{{setting}}/{{evaluation}}_{{exclusion}}.png",
+            caption="../report/leaks.rst",
+            category=REPORT_LEAKS,
+            subcategory="{evaluation}",
+            labels={
+                "setting": "{setting}",
+                "evaluation": "{evaluation}",
+                "exclusion": "{exclusion}",
+            },
+        ),
+    log:
+        log_path("leaks", "{setting}/{evaluation}_{exclusion}"),
+    benchmark:
+        bench_path("leaks", "{setting}/{evaluation}_{exclusion}")
+    container:
+        container_for("cpu")
+    threads: 1
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    params:
+        parts=figure_flags,
+        queries=FIGURES["leak_queries"],
+    shell:
+        script("leak_strips.py") + " --evidence {input.evidence:q} {params.parts}"
+        " --queries {params.queries} --setting {wildcards.setting}"
+        " --evaluation {wildcards.evaluation} --exclusion {wildcards.exclusion}"
         " --out {output:q} > {log} 2>&1"

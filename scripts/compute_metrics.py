@@ -34,12 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse(argv)
 
     from overlearning.evaluate.anonymised import write_anonymised_metrics
+    from overlearning.evaluate.attackers import AttackerSettings
     from overlearning.evaluate.metrics_file import write_metrics
     from overlearning.evaluate.ranking import set_threads
     from overlearning.evaluate.retrieval_inputs import part_from_cli
     from overlearning.workflow.provenance import write_provenance
-
-    from overlearning.evaluate.attackers import AttackerSettings
 
     set_threads(args.threads)
     attackers = AttackerSettings.from_settings(args.attackers)

@@ -17,12 +17,8 @@ import pandas as pd
 
 from overlearning.core.atomic import write_json
 from overlearning.evaluate.attackers import AttackerSettings, Search, build_search
-from overlearning.evaluate.evidence import (
-    evidence_frame,
-    evidence_path,
-    first_match_in,
-    write_evidence,
-)
+from overlearning.evaluate.evidence import evidence_path, write_evidence
+from overlearning.evaluate.evidence_rows import evidence_frame, first_match_in
 from overlearning.evaluate.metrics import evaluate_retrieval
 from overlearning.evaluate.reid_protocol import pair_similarity_roc, reid_protocol
 from overlearning.evaluate.retrieval_inputs import Part, RetrievalInputs, load_retrieval_inputs
