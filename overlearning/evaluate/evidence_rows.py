@@ -14,6 +14,8 @@ from overlearning.evaluate.retrieval_inputs import RetrievalInputs
 
 def first_match_in(ranking: np.ndarray, inputs: RetrievalInputs) -> np.ndarray:
     """1-based rank of the first correct reference in each ranking row (0: none)."""
+    if ranking.shape[1] == 0:  # nothing relevant anywhere: MAP@R's ranking is empty
+        return np.zeros(len(ranking), dtype=np.int64)
     q_labels, r_labels = inputs.queries.labels, inputs.references.labels
     hits = (ranking != MISSING) & (r_labels[np.maximum(ranking, 0)] == q_labels[:, None])
     return np.where(hits.any(axis=1), np.argmax(hits, axis=1) + 1, 0)
