@@ -66,8 +66,10 @@ def textbook_re_ranking(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray, k1: i
 
 
 def euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    diff = a.astype(np.float64)[:, None, :] - b.astype(np.float64)[None, :, :]
-    return np.sqrt((diff ** 2).sum(-1))
+    """Euclidean distances in float64 (|a|^2 + |b|^2 - 2 a.b: one matrix, no (n, m, dim))."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(squared, 0.0))
 
 
 def textbook_on(q: np.ndarray, g: np.ndarray, params: KReciprocal) -> np.ndarray:
