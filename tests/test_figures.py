@@ -10,21 +10,20 @@ from PIL import Image
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.evaluate.attackers import AttackerSettings
-from overlearning.evaluate.embeddings import EmbeddingSet
+from overlearning.evaluate.embedding_map import embedding_map
+from overlearning.evaluate.embeddings import EmbeddingSet, save_embedding_set
 from overlearning.evaluate.figures import (
     BLUE,
     GREEN,
     GREY,
-    RED,
     ORANGE,
+    RED,
     leak_strips,
     privacy_utility_plot,
     query_grid,
     read_attacker_evidence,
     roc_figure,
 )
-from overlearning.evaluate.embedding_map import embedding_map
-from overlearning.evaluate.embeddings import save_embedding_set
 from overlearning.evaluate.metrics_file import write_metrics
 from overlearning.evaluate.retrieval_inputs import Part
 
