@@ -100,6 +100,11 @@ class Search:
     references: np.ndarray
     reranked: ReRanked | None = None
     _dense: np.ndarray | None = None
+    # Re-ranked searches: the widest ranking computed so far and its scores (a narrower
+    # ranking is its prefix: same (distance, index) order), so that MAP@R's ranking and the
+    # evidence's top-k cost one pass over the distances, not three.
+    min_width: int = 0
+    _ranked: tuple[np.ndarray, np.ndarray] | None = None
 
     def distances(self, start: int, stop: int) -> np.ndarray:
         """(stop - start, n_refs) re-ranked distances, +inf at excluded references."""
@@ -131,7 +136,11 @@ class Search:
         if self.reranked is None:
             return knn_with_exclusion(self.queries, self.references, k, inputs.kept,
                                       inputs.self_index)
-        out = np.full((len(self.queries), k), MISSING, dtype=np.int64)
+        if self._ranked is not None and self._ranked[0].shape[1] >= k:
+            return self._ranked[0][:, :k]
+        width = max(k, self.min_width)
+        out = np.full((len(self.queries), width), MISSING, dtype=np.int64)
+        scores = np.full(out.shape, np.nan)
         step = self.reranked.block_size()
         for start in range(0, len(self.queries), step):
             stop = min(start + step, len(self.queries))
@@ -140,8 +149,13 @@ class Search:
                 dist = dist.copy()  # the self entries are blanked in this block only
             self_rows = np.flatnonzero(inputs.self_index[start:stop] >= 0)
             dist[self_rows, inputs.self_index[start:stop][self_rows]] = np.inf
-            out[start:stop] = rank_rows(dist, k)
-        return out
+            block = rank_rows(dist, width)
+            out[start:stop] = block
+            scores[start:stop] = np.where(
+                block == MISSING, np.nan,
+                np.take_along_axis(dist, np.maximum(block, 0), axis=1))
+        self._ranked = (out, scores)
+        return out[:, :k]
 
     def scores(self, ranking: np.ndarray) -> np.ndarray:
         """The score of each ranked reference: cosine similarity (to the expanded query for
@@ -151,6 +165,11 @@ class Search:
             q = self.queries.astype(np.float64)
             values = np.einsum("qd,qkd->qk", q, self.references[refs].astype(np.float64))
         else:
+            cached, cached_scores = self._ranked if self._ranked is not None else (None, None)
+            width = ranking.shape[1]
+            if cached is not None and cached.shape[1] >= width and np.array_equal(
+                    cached[:, :width], ranking):
+                return cached_scores[:, :width]
             values = np.empty(ranking.shape)
             step = self.reranked.block_size()
             for start in range(0, len(ranking), step):

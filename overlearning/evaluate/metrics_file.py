@@ -35,6 +35,7 @@ def _attack(search: Search, inputs: RetrievalInputs, reid: bool, knn: str,
             top_k: int, reference_sets: list[str], params: dict) -> tuple[dict, pd.DataFrame]:
     """One attacker's sections of the metrics record and its per-query rows."""
     plain = search.name == "plain"
+    search.min_width = top_k
     if reid:
         search.keep_dense()
     ranker = None if plain else search.ranking
