@@ -145,7 +145,8 @@ def draw_strips(blocks: Sequence[tuple[str, Sequence[StripRow]]], title: str, co
     big, small = _font(14), _font(11)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     width = max(label_w + (columns + 1) * tile, 620,
-                8 + int(measure.textlength(title, font=big)))
+                8 + int(max(measure.textlength(text, font=big)
+                            for text in [title, *(header for header, _ in blocks)])))
     key_lines: list[list[tuple[tuple[int, int, int], str, int]]] = [[]]
     x = 4
     for colour, meaning in key:
