@@ -236,3 +236,24 @@ def test_metrics_file_holds_every_attacker_and_its_evidence(tmp_path):
             mean_rank1 = (rows.drop_duplicates("query")["first_match_rank"] == 1).mean()
             section = record if attacker == "plain" else record["attackers"][attacker]
             assert mean_rank1 == pytest.approx(section["reid"]["rank1"])
+
+
+def test_metrics_script_passes_the_attackers_and_writes_the_evidence(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    rng = np.random.default_rng(8)
+    _person_sets(tmp_path, rng)
+    out = tmp_path / "metrics" / "m" / "none.json"
+    plan = [{"query": [str(tmp_path / "query.npz"), "all"],
+             "references": [[str(tmp_path / "gallery.npz"), "all", "-", "-"]],
+             "reid": True, "setting": "s", "evaluation": "m", "exclusion": "none",
+             "out": str(out)}]
+    main = runpy.run_path(str(repo / "scripts" / "compute_metrics.py"))["main"]
+    settings = {"attackers": ["plain", "alpha_qe"], "alpha_qe": {"alpha": 2, "n": 5}}
+    main(["--plan", json.dumps(plan), "--attackers", json.dumps(settings), "--top-k", "3"])
+    record = json.loads(out.read_text())
+    assert record["attackers"]["alpha_qe"]["params"] == {"alpha": 2.0, "n": 5}
+    table = pd.read_csv(out.with_name("none.queries.csv.gz"))
+    assert table["rank"].max() == 3 and set(table["attacker"]) == {"plain", "alpha_qe"}
