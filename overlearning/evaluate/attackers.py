@@ -162,8 +162,12 @@ class Search:
         alpha-QE) or re-ranked distance; NaN where ``MISSING``."""
         refs = np.maximum(ranking, 0)
         if self.reranked is None:
-            q = self.queries.astype(np.float64)
-            values = np.einsum("qd,qkd->qk", q, self.references[refs].astype(np.float64))
+            values = np.empty(ranking.shape)
+            step = max(1, (1 << 22) // max(ranking.shape[1] * self.queries.shape[1], 1))
+            for start in range(0, len(ranking), step):
+                q = self.queries[start:start + step].astype(np.float64)
+                r = self.references[refs[start:start + step]].astype(np.float64)
+                values[start:start + step] = np.einsum("qd,qkd->qk", q, r)
         else:
             cached, cached_scores = self._ranked if self._ranked is not None else (None, None)
             width = ranking.shape[1]
