@@ -34,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from overlearning.evaluate.ranking import default_device, nearest_references
+from overlearning.evaluate.ranking import _full_fp32, default_device, nearest_references
 
 # Elements of one query block's dense (block, n_g) output.
 _BLOCK_ELEMENTS = 1 << 22
@@ -100,6 +100,20 @@ def _expanded_sets(neighbours: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndar
     return np.concatenate(rows_out), np.concatenate(cols_out)
 
 
+def _farthest(items: np.ndarray, device: str) -> np.ndarray:
+    """Index of each item's farthest item (lowest cosine), by blocked float32 GEMM; its
+    distance is then recomputed exactly (only the value is used, not the order of ties)."""
+    dev = torch.device(device)
+    x = torch.as_tensor(items).to(dev)
+    out = np.empty(len(items), dtype=np.int64)
+    step = max(1, _BLOCK_ELEMENTS // max(len(items), 1))
+    with torch.inference_mode(), _full_fp32(dev):  # TF32 could pick a nearer item
+        for start in range(0, len(items), step):
+            sims = x[start:start + step] @ x.T
+            out[start:start + step] = sims.argmin(dim=1).cpu().numpy()
+    return out
+
+
 @dataclass
 class ReRanked:
     """The re-ranked query x reference distances of one evaluation, produced by blocks."""
@@ -128,7 +142,7 @@ class ReRanked:
                 self.references[self.kept].astype(np.float64)).to(dev)
         g = self._gallery
         q = torch.as_tensor(self.queries[start:stop].astype(np.float64)).to(dev)
-        with torch.inference_mode():
+        with torch.inference_mode(), _full_fp32(dev):
             original = torch.addmm((g * g).sum(1)[None, :] + (q * q).sum(1)[:, None], q, g.T,
                                    beta=1, alpha=-2).clamp_min_(0)
         out = original.cpu().numpy()
@@ -187,9 +201,7 @@ def k_reciprocal(queries: np.ndarray, references: np.ndarray, kept: np.ndarray,
     # The k1 + 1 nearest of every item, itself included (at distance 0, first), by
     # (distance, index): the published argsort's order wherever distances differ.
     neighbours = nearest_references(items, items, min(params.k1 + 1, n), dev)
-    # The farthest item of each: the nearest to its negation (|-x - y|^2 = 2 + 2 x.y).
-    farthest = nearest_references(-items, items, 1, dev)[:, 0]
-    row_max = squared_distances(items, items[farthest])
+    row_max = squared_distances(items, items[_farthest(items, dev)])
     row_max[row_max == 0] = 1.0  # a single item, or all identical: nothing to scale
 
     rows, cols = _expanded_sets(neighbours, params.k1)
