@@ -63,14 +63,21 @@ def _reciprocal(neighbours: np.ndarray, width: int) -> np.ndarray:
     """(n, width) bool: neighbour j of item i (among its first ``width``) has i among its
     own first ``width``."""
     first = neighbours[:, :width]
-    back = first[first]  # (n, width, width)
-    return (back == np.arange(len(first))[:, None, None]).any(axis=2)
+    out = np.empty(first.shape, dtype=bool)
+    step = max(1, (1 << 22) // (width * width))
+    for start in range(0, len(first), step):
+        back = first[first[start:start + step]]  # (block, width, width)
+        own = np.arange(start, start + len(back))[:, None, None]
+        out[start:start + step] = (back == own).any(axis=2)
+    return out
 
 
 def _expanded_sets(neighbours: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, columns) of every (item, member of its expanded k-reciprocal set), each pair
     once, rows ascending."""
     n = len(neighbours)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     width = min(k1 + 1, neighbours.shape[1])
     half = min(int(np.around(k1 / 2.0)) + 1, neighbours.shape[1])
     recip = _reciprocal(neighbours, width)            # R(i) as a mask over the first `width`
