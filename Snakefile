@@ -101,15 +101,17 @@ include: "rules/explain.smk"
 include: "rules/anonymise.smk"
 
 
-# Cheap CPU steps (tables, figures, the query grid, gathering shard files: seconds each)
-# run where Snakemake runs, not as SLURM jobs that would each wait in the queue.
+# Cheap CPU steps (tables, figures, the query grids and leak strips drawn from stored
+# per-query evidence, gathering shard files: seconds each) run where Snakemake runs, not as
+# SLURM jobs that would each wait in the queue. None of them searches or ranks
+# (tests/test_layout.py checks it); the embedding map projects embeddings, so it is a job.
 localrules:
     gather_detections,
     tables,
     privacy_utility,
     roc_curves,
-    embedding_map,
     query_grid,
+    leaks,
     anonymisation_tables,
     anonymisation_privacy_utility,
     tables_html,

@@ -176,6 +176,7 @@ rule metrics_anonymised:
     output:
         metrics=[job["out"] for job in setting_anon_jobs("{setting}")],
         provenance=provenance_files(setting_anon_jobs("{setting}")),
+        evidence=evidence_files(setting_anon_jobs("{setting}")),
     log:
         log_path("metrics_anonymised", "{setting}"),
     benchmark:
@@ -191,9 +192,12 @@ rule metrics_anonymised:
     params:
         plan=lambda wildcards: json.dumps(setting_anon_jobs(wildcards.setting)),
         knn=config["evaluation"]["knn"],
+        attackers=attacker_settings(),
+        top_k=EVAL["evidence_top_k"],
     shell:
         script("compute_metrics.py") + " --plan {params.plan:q} --threads {threads}"
-        " --knn {params.knn} > {log} 2>&1"
+        " --knn {params.knn} --attackers {params.attackers:q} --top-k {params.top_k}"
+        " > {log} 2>&1"
 
 
 ANON_TABLES = f"{RESULTS}/tables/anonymisation"

@@ -39,6 +39,7 @@ REPORT_ANON = "5 Anonymisation"
 REPORT_TRAINING = "6 Training curves"
 REPORT_TUNING = "7 Tuning trials"
 REPORT_EXCLUSION = "8 Index exclusion counts"
+REPORT_LEAKS = "9 Leaks: what the safeguards miss"
 
 
 wildcard_constraints:

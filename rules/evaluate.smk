@@ -2,12 +2,20 @@
 # evaluation set once; the embeddings are cached, so metrics with index exclusion on and off
 # (and any later evaluation of the same images) never run a model again. Metrics are
 # pytorch-metric-learning's MAP and MAP@R (k = max bin count, FAISS on cosine similarity);
-# the person re-ID sets also get the re-ID protocol (CMC, mAP) and a pair ROC.
+# the person re-ID sets also get the re-ID protocol (CMC, mAP) and a pair ROC. Each metric
+# is computed for every attacker (plain search, k-reciprocal re-ranking, query expansion),
+# and each metrics file gets a per-query evidence file (top-k references per query).
 
 import json
 import shlex
 
-from overlearning.workflow.plans import EvaluationPlan, plan_inputs, provenance_files
+from overlearning.workflow.plans import (
+    EvaluationPlan,
+    evidence_file,
+    evidence_files,
+    plan_inputs,
+    provenance_files,
+)
 
 
 include: "helpers/evaluate.smk"
@@ -122,6 +130,7 @@ rule metrics:
     output:
         metrics=[job["out"] for job in setting_metrics_jobs("{setting}")],
         provenance=provenance_files(setting_metrics_jobs("{setting}")),
+        evidence=evidence_files(setting_metrics_jobs("{setting}")),
     log:
         log_path("metrics", "{setting}"),
     benchmark:
@@ -138,6 +147,9 @@ rule metrics:
         # The job's own files and labels only: nothing else in the config reruns it.
         plan=lambda wildcards: json.dumps(setting_metrics_jobs(wildcards.setting)),
         knn=config["evaluation"]["knn"],
+        attackers=attacker_settings(),
+        top_k=EVAL["evidence_top_k"],
     shell:
         script("compute_metrics.py") + " --plan {params.plan:q} --threads {threads}"
-        " --knn {params.knn} > {log} 2>&1"
+        " --knn {params.knn} --attackers {params.attackers:q} --top-k {params.top_k}"
+        " > {log} 2>&1"

@@ -23,6 +23,7 @@ TABLE_STEMS = ["main", "reid"]
 PERSON_PANELS = [HEADLINE["person"]] + [ps for ps in EVAL_PERSON_SETS if ps != HEADLINE["person"]]
 ROC_PANELS = [ps for ps in EVAL_PERSON_SETS]
 GRID_EVALUATIONS = [e for e in FIGURES["grid_evaluations"] if e in EVALUATIONS]
+LEAK_EVALUATIONS = [e for e in FIGURES["leak_evaluations"] if e in EVALUATIONS]
 
 
 # The tables: MAP@R per evaluation, the re-ID protocol per person set, every number, and
@@ -214,10 +215,11 @@ rule embedding_map:
         " --out {output:q} > {log} 2>&1"
 
 
-# Best and worst queries of one model and evaluation, with their nearest indexed neighbours.
+# Best and worst queries of one model and evaluation, with their nearest indexed neighbours,
+# drawn from the metrics job's per-query evidence (nothing is searched again).
 rule query_grid:
     input:
-        unpack(grid_inputs),
+        unpack(figure_inputs),
     output:
         report(
             f"{FIGURES_DIR}/grids/{{setting}}/{{evaluation}}_{{exclusion}}.png",
@@ -238,17 +240,56 @@ rule query_grid:
         conda_for("cpu")
     container:
         container_for("cpu")
-    threads: threads_for("default")
+    threads: 1
     resources:
         mem_mb=mem_for("default"),
         runtime=runtime_for("default"),
     params:
-        parts=grid_flags,
+        parts=figure_flags,
         queries=FIGURES["grid_queries"],
         neighbours=FIGURES["grid_neighbours"],
     shell:
-        script("query_grid.py") + " {params.parts} --queries {params.queries}"
-        " --neighbours {params.neighbours}"
+        script("query_grid.py") + " --evidence {input.evidence:q} {params.parts}"
+        " --queries {params.queries} --neighbours {params.neighbours}"
         " --setting {wildcards.setting} --evaluation {wildcards.evaluation}"
         " --exclusion {wildcards.exclusion}"
+        " --out {output:q} > {log} 2>&1"
+
+
+# What the safeguards miss: per attacker, the queries that still find their person at rank 1
+# and at ranks 2-5, as ranked strips with scores, from the stored per-query evidence.
+rule leaks:
+    input:
+        unpack(figure_inputs),
+    output:
+        report(
+            f"{FIGURES_DIR}/leaks/{{setting}}/{{evaluation}}_{{exclusion}}.png",
+            caption="../report/leaks.rst",
+            category=REPORT_LEAKS,
+            subcategory="{evaluation}",
+            labels={
+                "setting": "{setting}",
+                "evaluation": "{evaluation}",
+                "exclusion": "{exclusion}",
+            },
+        ),
+    log:
+        log_path("leaks", "{setting}/{evaluation}_{exclusion}"),
+    benchmark:
+        bench_path("leaks", "{setting}/{evaluation}_{exclusion}")
+    conda:
+        conda_for("cpu")
+    container:
+        container_for("cpu")
+    threads: 1
+    resources:
+        mem_mb=mem_for("default"),
+        runtime=runtime_for("default"),
+    params:
+        parts=figure_flags,
+        queries=FIGURES["leak_queries"],
+    shell:
+        script("leak_strips.py") + " --evidence {input.evidence:q} {params.parts}"
+        " --queries {params.queries} --setting {wildcards.setting}"
+        " --evaluation {wildcards.evaluation} --exclusion {wildcards.exclusion}"
         " --out {output:q} > {log} 2>&1"

@@ -17,8 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse(argv)
 
+    from overlearning.evaluate.embedding_map import embedding_map
     from overlearning.evaluate.embeddings import load_embedding_set
-    from overlearning.evaluate.figures import embedding_map
     from overlearning.evaluate.ranking import set_threads
 
     set_threads(args.threads)

@@ -1,7 +1,9 @@
-"""Best and worst queries with their nearest indexed neighbours (the `query_grid` rule).
+"""Best and worst queries with their nearest indexed neighbours (the `query_grid` rule),
+drawn from the per-query evidence the metrics job stored (no search runs here).
 
---query is ``NPZ SUBSET IMAGE_ROOT``; each --reference is ``NPZ SUBSET EXCLUSION IMAGE_ROOT``
-(EXCLUSION - for none). Green border: same label as the query; red: another label.
+--evidence is the metrics file's ``.queries.csv.gz``; --query-root the query images;
+each --reference is ``SET ROOT`` (an embedding set named in the evidence and its images).
+Green border: same label as the query; red: another label.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from overlearning.workflow.cli import ScriptParser
 
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__)
-    parser.add_argument("--query", nargs=3, metavar=("NPZ", "SUBSET", "ROOT"), required=True)
-    parser.add_argument("--reference", nargs=4, metavar=("NPZ", "SUBSET", "EXCLUSION", "ROOT"),
-                        action="append", required=True)
+    parser.add_argument("--evidence", required=True, help="per-query evidence (.queries.csv.gz)")
+    parser.add_argument("--query-root", required=True)
+    parser.add_argument("--reference", nargs=2, metavar=("SET", "ROOT"), action="append",
+                        required=True)
+    parser.add_argument("--attacker", default="plain", help="whose ranking to draw")
     parser.add_argument("--queries", type=int, required=True, help="rows per block (best, worst)")
     parser.add_argument("--neighbours", type=int, required=True)
     parser.add_argument("--title", help="figure title (default: from the three below, in words)")
@@ -26,16 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse(argv)
 
     from overlearning.core.names import evaluation_title, safeguard_title, setting_title
-    from overlearning.evaluate.figures import query_grid
-    from overlearning.evaluate.retrieval_inputs import load_retrieval_inputs, part_from_cli
+    from overlearning.evaluate.figures import query_grid, read_attacker_evidence
 
-    query = part_from_cli(args.query[0], args.query[1])
-    references = [part_from_cli(*spec[:3]) for spec in args.reference]
-    inputs = load_retrieval_inputs(query, references)
+    evidence = read_attacker_evidence(args.evidence, args.attacker)
     title = args.title or (f"{evaluation_title(args.evaluation)} | "
                            f"{setting_title(args.setting)} | {safeguard_title(args.exclusion)}")
-    query_grid(inputs, args.query[2], [spec[3] for spec in args.reference], args.out,
-               args.queries, args.neighbours, title)
+    query_grid(evidence, args.query_root, dict(args.reference), args.out, args.queries,
+               args.neighbours, title, source=args.evidence)
     return 0
 
 

@@ -9,18 +9,23 @@ import pytest
 from PIL import Image
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.evaluate.embeddings import EmbeddingSet
+from overlearning.evaluate.attackers import AttackerSettings
+from overlearning.evaluate.embedding_map import embedding_map
+from overlearning.evaluate.embeddings import EmbeddingSet, save_embedding_set
 from overlearning.evaluate.figures import (
     BLUE,
     GREEN,
     GREY,
+    ORANGE,
     RED,
-    embedding_map,
+    leak_strips,
     privacy_utility_plot,
     query_grid,
+    read_attacker_evidence,
     roc_figure,
 )
-from overlearning.evaluate.retrieval_inputs import RetrievalInputs
+from overlearning.evaluate.metrics_file import write_metrics
+from overlearning.evaluate.retrieval_inputs import Part
 
 
 def _records():
@@ -94,6 +99,20 @@ def test_embedding_map_umap_without_package_is_a_clear_error(tmp_path):
         embedding_map([("ms", _random_set(50, 0))], tmp_path / "map.png", "umap", 1, 50)
 
 
+def _stored_evidence(tmp_path, data, top_k, attackers=("plain",), reid=False, query=None):
+    """What a metrics job stores for ``data`` searched in itself (or ``query`` in it)."""
+    save_embedding_set(tmp_path / "crops.npz", data)
+    queries = tmp_path / "crops.npz"
+    if query is not None:
+        save_embedding_set(tmp_path / "probes.npz", query)
+        queries = tmp_path / "probes.npz"
+    write_metrics(tmp_path / "m.json", Part(queries), [Part(tmp_path / "crops.npz")], reid,
+                  {"setting": "s", "evaluation": "e", "exclusion": "none"},
+                  attackers=AttackerSettings(tuple(attackers)), top_k=top_k)
+    return read_attacker_evidence(tmp_path / "m.queries.csv.gz",
+                                  None if len(attackers) > 1 else attackers[0])
+
+
 def test_query_grid_borders_mark_correct_and_wrong_neighbours(tmp_path):
     # Labels 0, 1, 2 with two crops each; embeddings put each crop next to its twin, except
     # crop 5 (label 2) which sits next to label 0.
@@ -104,9 +123,10 @@ def test_query_grid_borders_mark_correct_and_wrong_neighbours(tmp_path):
     for i, name in enumerate(files):
         Image.new("RGB", (30, 50), (40 * i, 200 - 30 * i, 90)).save(tmp_path / "img" / name)
     data = EmbeddingSet(x, labels, files, np.zeros(6, bool), np.full(6, -1))
-    inputs = RetrievalInputs(data, data, np.ones(6, bool), np.arange(6), np.zeros(6, int))
-    out = query_grid(inputs, tmp_path / "img", [tmp_path / "img"], tmp_path / "grid.png",
-                     queries=2, neighbours=3, title="test", tile=40, border=4)
+    evidence = _stored_evidence(tmp_path, data, 3)
+    out = query_grid(evidence, tmp_path / "img", {"crops": tmp_path / "img"},
+                     tmp_path / "grid.png", queries=2, neighbours=3, title="test", tile=40,
+                     border=4)
     sheet = np.asarray(Image.open(out).convert("RGB"))
     label_w, tile = 110, 40
     # Query tiles (blue borders) run down one column: the best block, a gap, the worst block.
@@ -136,9 +156,10 @@ def test_query_grid_without_any_relevant_reference_draws_one_block(tmp_path, cap
     for name in files:
         Image.new("RGB", (30, 50), (90, 90, 90)).save(tmp_path / "img" / name)
     data = EmbeddingSet(x, labels, files, np.zeros(3, bool), np.full(3, -1))
-    inputs = RetrievalInputs(data, data, np.ones(3, bool), np.arange(3), np.zeros(3, int))
-    out = query_grid(inputs, tmp_path / "img", [tmp_path / "img"], tmp_path / "grid.png",
-                     queries=2, neighbours=2, title="test", tile=40, border=4)
+    evidence = _stored_evidence(tmp_path, data, 2)
+    out = query_grid(evidence, tmp_path / "img", {"crops": tmp_path / "img"},
+                     tmp_path / "grid.png", queries=2, neighbours=2, title="test", tile=40,
+                     border=4)
     sheet = np.asarray(Image.open(out).convert("RGB"))
     blue = np.all(sheet[:, 110 + 1] == BLUE, axis=1)
     starts = np.flatnonzero(blue & ~np.roll(blue, 1))
@@ -207,3 +228,36 @@ def test_attnlrp_figure_has_a_colour_bar(tmp_path):
     assert red_rows.mean() < blue_rows.mean()
     columns = set(np.flatnonzero(red.any(axis=0))) & set(np.flatnonzero(blue.any(axis=0)))
     assert columns, "red and blue should share the colour bar's columns"
+
+
+def test_leak_strips_show_queries_that_still_find_their_person(tmp_path):
+    # Identities 0-3 with three gallery images each (cameras 0, 1, 2); probes of identity
+    # 0 and 1 sit on their own gallery images, probes of 2 and 3 far from everything.
+    rng = np.random.default_rng(4)
+    centres = np.eye(8, dtype=np.float32)[:4] * 3
+    g = np.repeat(centres, 3, axis=0) + 0.1 * rng.normal(size=(12, 8)).astype(np.float32)
+    g_labels = np.repeat(np.arange(4), 3)
+    gallery = EmbeddingSet(g, g_labels, np.array([f"g{i:02d}.png" for i in range(12)]),
+                           np.ones(12, bool), np.tile(np.arange(3), 4))
+    q = np.stack([centres[0], centres[1], -centres[2] + 3 * np.eye(8)[6],
+                  -centres[3] + 3 * np.eye(8)[7]]).astype(np.float32)
+    probes = EmbeddingSet(q, np.arange(4), np.array([f"q{i}.png" for i in range(4)]),
+                          np.ones(4, bool), np.full(4, 5))
+    (tmp_path / "img").mkdir()
+    for name in [*gallery.files, *probes.files]:
+        Image.new("RGB", (20, 40), (120, 60, 30)).save(tmp_path / "img" / name)
+    evidence = _stored_evidence(tmp_path, gallery, 5, ("plain", "alpha_qe"), reid=True,
+                                query=probes)
+    assert list(evidence["attacker"].unique()) == ["plain", "alpha_qe"]
+    out = leak_strips(evidence, tmp_path / "img", {"crops": tmp_path / "img"},
+                      tmp_path / "leaks.png", queries=3, title="leaks", tile=40)
+    sheet = np.asarray(Image.open(out).convert("RGB"))
+    # Two attackers x two blocks; each rank-1 block draws the two leaking probes (blue query
+    # borders, a score caption under each row, then green first matches); the far probes
+    # find their person last, so the rank 2-5 blocks are empty.
+    blue = np.all(sheet[:, 110 + 1] == BLUE, axis=1)
+    starts = np.flatnonzero(blue & ~np.roll(blue, 1))
+    assert len(starts) == 4 and blue.sum() == 4 * 40, "two leaking queries per attacker"
+    assert tuple(sheet[starts[0] + 1, 110 + 40 + 1]) == GREEN
+    # The key names the same-camera colour.
+    assert np.all(sheet[:starts[0]] == ORANGE, axis=2).sum() >= 100

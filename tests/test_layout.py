@@ -138,3 +138,76 @@ def test_stage_order_check_catches_a_backward_import(tmp_path, monkeypatch):
     assert g["overlearning.core.helpers"] == [("overlearning.evaluate.metrics", True)]
     with pytest.raises(AssertionError, match="core.helpers -> overlearning.evaluate.metrics"):
         test_imports_point_from_later_stages_to_earlier_ones()
+
+
+# ---------------------------------------------------------------- local rules never search
+#
+# Rules in the Snakefile's `localrules` run on the login node beside Snakemake: they must read
+# what the cluster jobs stored, never search, rank or score again (issue 20 part 5).
+REPO = PACKAGE.parent
+SEARCHING = {f"overlearning.evaluate.{name}" for name in (
+    "ranking", "metrics", "reid_protocol", "rerank", "query_expansion", "attackers",
+    "metrics_file", "anonymised", "evidence_rows", "embedding_map")}
+
+
+def local_rules() -> list[str]:
+    text = (REPO / "Snakefile").read_text()
+    block = text.split("\nlocalrules:\n", 1)[1]
+    names = []
+    for line in block.splitlines():
+        if not line.startswith("    "):
+            break
+        names.append(line.strip().rstrip(","))
+    return names
+
+
+def rule_scripts() -> dict[str, list[str]]:
+    """Rule name -> the scripts its shell command runs (``script("name.py")``)."""
+    import re
+
+    scripts: dict[str, list[str]] = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for match in re.finditer(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", smk.read_text(), re.S | re.M):
+            scripts[match[1]] = re.findall(r'script\("([\w.]+)"\)', match[2])
+    return scripts
+
+
+def _module_path(module: str) -> Path | None:
+    rel = REPO / Path(*module.split("."))
+    for candidate in (rel.with_suffix(".py"), rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_closure(source: Path) -> set[str]:
+    """Every overlearning module a file imports, directly or through the modules it imports."""
+    seen: set[str] = set()
+    todo = [module for module, _ in imports_of(source)]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = _module_path(module)
+        if path is not None:
+            todo.extend(m for m, _ in imports_of(path))
+    return seen
+
+
+def test_local_rules_only_read_stored_results():
+    scripts = rule_scripts()
+    local = local_rules()
+    assert {"query_grid", "leaks", "tables"} <= set(local)
+    for rule in local:
+        assert rule in scripts, f"local rule {rule} not found in rules/*.smk"
+        for name in scripts[rule]:
+            reached = imported_closure(REPO / "scripts" / name) & SEARCHING
+            assert not reached, f"local rule {rule} ({name}) imports {sorted(reached)}"
+
+
+def test_the_local_rule_check_sees_a_search():
+    # The check itself: the metrics script (a cluster job) reaches the ranking.
+    assert "overlearning.evaluate.ranking" in imported_closure(REPO / "scripts" / "compute_metrics.py")
+    assert "overlearning.evaluate.ranking" in imported_closure(
+        REPO / "overlearning" / "evaluate" / "embedding_map.py")

@@ -314,7 +314,7 @@ def test_metrics_script_runs_a_plan_of_evaluations(tmp_path):
          "out": str(tmp_path / "metrics" / "nonperson" / "none.json")},
     ]
     subprocess.run([sys.executable, str(repo / "scripts" / "compute_metrics.py"),
-                    "--plan", json.dumps(plan)],
+                    "--plan", json.dumps(plan), "--attackers", '{"attackers": ["plain"]}'],
                    check=True, cwd=repo, capture_output=True, timeout=300)
     for job in plan:
         expected = tmp_path / "expected.json"
@@ -412,7 +412,7 @@ def test_metrics_script_passes_the_knn_switch(tmp_path):
              "reid": False, "setting": "ms", "evaluation": "e", "exclusion": "excluded",
              "out": str(out)}]
     main = runpy.run_path(str(repo / "scripts" / "compute_metrics.py"))["main"]
-    main(["--plan", json.dumps(plan), "--knn", "authors"])
+    main(["--plan", json.dumps(plan), "--knn", "authors", "--attackers", '{"attackers": ["plain"]}'])
     record = json.loads(out.read_text())
     assert record["retrieval"]["knn"] == "authors" and "knn" not in record["retrieval_indexed"]
 

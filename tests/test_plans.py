@@ -42,13 +42,19 @@ def test_metrics_job_applies_exclusion_only_where_detection_ran() -> None:
     job = plan.metrics_job("ms", "person", "excluded")
     assert job == {
         "query": ["r/embeddings/ms/vis_test.npz", "persons"],
-        "references": [["r/embeddings/ms/vis_test.npz", "all", "r/exclusion/vis_test.json"],
-                       ["r/embeddings/ms/ovis_test.npz", "all", "-"]],
+        "references": [["r/embeddings/ms/vis_test.npz", "all", "r/exclusion/vis_test.json",
+                        "r/exclusion/vis_test.json"],
+                       ["r/embeddings/ms/ovis_test.npz", "all", "-", "-"]],
         "reid": False, "setting": "ms", "evaluation": "person", "exclusion": "excluded",
         "out": "r/metrics/ms/person/excluded.json",
     }
+    # Exclusion off: nothing removed; the list only marks items in the per-query evidence.
     assert plan.metrics_job("ms", "market1501", "none")["references"] == [
-        ["r/embeddings/ms/market1501_gallery.npz", "all", "-"]]
+        ["r/embeddings/ms/market1501_gallery.npz", "all", "-", "r/exclusion/market1501.json"]]
+    assert _plan(exclusion_sets=("vis_test",)).metrics_job("ms", "market1501", "none")[
+        "references"] == [["r/embeddings/ms/market1501_gallery.npz", "all", "-", "-"]]
+    assert plan.metrics_job("ms", "person", "none")["references"][0] == [
+        "r/embeddings/ms/vis_test.npz", "all", "-", "r/exclusion/vis_test.json"]
     assert plan.metrics_job("ms", "market1501", "none")["reid"] is True
     assert plan_inputs([job]) == {
         "embeddings": ["r/embeddings/ms/ovis_test.npz", "r/embeddings/ms/vis_test.npz"],
@@ -111,15 +117,17 @@ def test_anonymised_metrics_job_swaps_the_index_and_marks_query_copies() -> None
     assert job == {
         "query": ["r/embeddings/ms/vis_test.npz", "persons"],
         "references": [["r/embeddings/ms/anon/mosaic_24/vis_test_detected.npz", "all",
+                        "d/anon/mosaic_24/vis_test_detected/exclusion.json",
                         "d/anon/mosaic_24/vis_test_detected/exclusion.json"],
-                       ["r/embeddings/ms/ovis_test.npz", "all", "-"]],
+                       ["r/embeddings/ms/ovis_test.npz", "all", "-", "-"]],
         "query_copies": ["r/embeddings/ms/anon/mosaic_24/vis_test_detected.npz"],
         "reid": False, "setting": "ms", "evaluation": "person",
         "exclusion": "anon_detected_mosaic_24",
         "out": "r/metrics/ms/person/anon_detected_mosaic_24.json",
     }
     gallery = anon.metrics_job("ms", "market1501", "gt", "noise_0.5")
-    assert gallery["references"] == [["r/embeddings/ms/anon/noise_0.5/market1501_gt.npz", "all", "-"]]
+    assert gallery["references"] == [["r/embeddings/ms/anon/noise_0.5/market1501_gt.npz", "all", "-",
+                                      "-"]]
     assert gallery["query_copies"] == []  # queries are a different set: they stay raw
     assert anon.plan_inputs("ms")["sets"] == [
         "d/anon/mosaic_24/market1501_detected", "d/anon/mosaic_24/vis_test_detected",

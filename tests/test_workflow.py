@@ -73,11 +73,41 @@ def test_demo_produces_every_stage(demo_runs: tuple[Path, Path]) -> None:
 def test_main_table_has_pretrained_baseline_rows(demo_runs: tuple[Path, Path]) -> None:
     """Re-ID before fine-tuning: the trunks as downloaded are rows like the trained settings."""
     with (demo_runs[0] / "demo-run" / "results" / "tables" / "main.csv").open() as handle:
-        rows = {(row["setting"], row["exclusion"]): row for row in csv.DictReader(handle)}
+        rows = {(row["setting"], row["exclusion"], row["attacker"]): row
+                for row in csv.DictReader(handle)}
     for setting in ("pretrained_timm_clip", "pretrained_open_clip_b16"):
         for exclusion in ("none", "excluded"):
-            row = rows[(setting, exclusion)]
+            row = rows[(setting, exclusion, "plain")]
             assert 0.0 <= float(row["person"]) <= 1.0 and 0.0 <= float(row["market1501"]) <= 1.0
+
+
+def test_every_setting_and_exclusion_has_every_attacker(demo_runs: tuple[Path, Path]) -> None:
+    """Plain, k-reciprocal and query-expansion rows in the main and re-ID tables; both in
+    the headline; a per-query evidence file beside every metrics file."""
+    import pandas as pd
+
+    results = demo_runs[0] / "demo-run" / "results"
+    demo = yaml.safe_load((REPO / "config.demo.yaml").read_text())
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    attackers = (demo.get("evaluation", {}).get("attackers")
+                 or paper["evaluation"]["attackers"])
+    main = pd.read_csv(results / "tables" / "main.csv")
+    for (setting, exclusion), group in main.groupby(["setting", "exclusion"]):
+        assert list(group["attacker"]) == attackers, (setting, exclusion)
+    reid = pd.read_csv(results / "tables" / "reid.csv")
+    assert reid.shape[1] <= 10
+    assert set(reid["attacker"]) == set(attackers)
+    headline = json.loads((results / "tables" / "headline.json").read_text())
+    assert set(headline["attackers"]) == set(attackers)
+    metrics = sorted((results / "metrics").rglob("*.json"))
+    metrics = [m for m in metrics if not m.name.endswith(".provenance.json")]
+    assert metrics
+    for path in metrics:
+        evidence = pd.read_csv(path.with_name(path.stem + ".queries.csv.gz"))
+        assert list(dict.fromkeys(evidence["attacker"])) == attackers, path
+        record = json.loads(path.read_text())
+        if record["exclusion"] == "excluded":
+            assert not evidence["excluded"].any(), path
 
 
 def test_second_run_is_byte_identical(demo_runs: tuple[Path, Path]) -> None:
@@ -141,6 +171,8 @@ REPORT_SECTIONS = {
     "7 Tuning trials": ["results/tuning/confusion/trials.png",
                         "results/tuning/confusion/trials.html"],
     "8 Index exclusion counts": ["results/exclusion/counts.html"],
+    "9 Leaks: what the safeguards miss": ["results/figures/leaks/confusion/market1501_excluded.png",
+                                          "results/figures/leaks/ms/person_none.png"],
 }
 
 
@@ -177,10 +209,11 @@ def test_html_report_renders_every_section(demo_runs: tuple[Path, Path]) -> None
     assert {got["mime"] for got in shown.values()} <= {"image/png", "text/html"}
     # Table pages name their columns in words (the key stays underneath).
     main = shown["demo-run/results/tables/main.html"]
-    # One row per (trained setting or pretrained baseline, exclusion mode) of the demo.
+    # One row per (trained setting or pretrained baseline, exclusion mode, attacker) of the demo.
     paper = yaml.safe_load((REPO / "config.yaml").read_text())
     models = len(paper["training"]["settings"]) + len(paper["evaluation"]["pretrained"])
-    assert main["rows"] == models * len(paper["evaluation"]["exclusion"])
+    assert main["rows"] == (models * len(paper["evaluation"]["exclusion"])
+                            * len(paper["evaluation"]["attackers"]))
     assert any(h.startswith("non-person retrieval (utility)") for h in main["headers"])
     # Screenshots for people: the first page and one per section, real PNGs.
     pictures = sorted(shots.glob("*.png"))
@@ -234,6 +267,7 @@ def planned_jobs(run: Path, edit: dict) -> list[tuple[str, dict[str, str]]]:
                     "train": {"threads": 2, "mem_mb": 4000, "runtime": 45}}}, set()),
     # A figure option: only the figure that draws it.
     ({"evaluation": {"figures": {"grid_neighbours": 4}}}, {"query_grid"}),
+    ({"evaluation": {"figures": {"leak_queries": 3}}}, {"leaks"}),
     ({"evaluation": {"figures": {"embedding_points": 400}}}, {"embedding_map"}),
     # Settings of one stage: that stage's jobs and what reads their results only.
     ({"explain": {"queries": 3}}, {"explain"}),

@@ -98,10 +98,20 @@ def safeguard_title(exclusion: str) -> str:
     return f"{method} {match[3]} {unit}, {ANON_POLICIES[match[1]]}"
 
 
+ATTACKERS = {"plain": "plain nearest neighbours", "k_reciprocal": "k-reciprocal re-ranking",
+             "alpha_qe": "alpha-weighted query expansion"}
+
+
+def attacker_title(attacker: str) -> str:
+    """How the operator searches: ``k_reciprocal`` -> ``k-reciprocal re-ranking``."""
+    return ATTACKERS.get(attacker, attacker)
+
+
 def column_title(column: str) -> str:
     """A table column: ``setting``/``exclusion``, an evaluation, or ``<evaluation> <metric>``."""
     fixed = {"setting": "training setting", "exclusion": "test-time safeguard",
-             "safeguard": "test-time safeguard"}
+             "safeguard": "test-time safeguard", "attacker": "attacker (search)",
+             "evaluation": "evaluation"}
     if column in fixed:
         return fixed[column]
     evaluation, _, metric = column.partition(" ")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from overlearning.core.atomic import write_json
 from overlearning.core.errors import WorkflowInputError
-from overlearning.evaluate.metrics_file import metrics_record
+from overlearning.evaluate.attackers import AttackerSettings
+from overlearning.evaluate.metrics_file import write_record
 from overlearning.evaluate.retrieval_inputs import Part, RetrievalInputs, load_retrieval_inputs
 
 
@@ -51,7 +51,8 @@ def mark_query_copies(inputs: RetrievalInputs, copy_parts: Sequence[int]) -> Ret
 
 def write_anonymised_metrics(out: Path | str, query: Part, references: Sequence[Part],
                              query_copies: Sequence[Path | str], reid: bool,
-                             meta: Mapping[str, str], knn: str = "exact") -> dict:
+                             meta: Mapping[str, str], knn: str = "exact",
+                             attackers: AttackerSettings | None = None, top_k: int = 0) -> dict:
     """The evaluation's metrics record (overlearning.evaluate.metrics_file) for raw queries against
     reference parts of which ``query_copies`` are anonymised copies of the query set."""
     copies = {os.path.realpath(p) for p in query_copies}
@@ -62,6 +63,4 @@ def write_anonymised_metrics(out: Path | str, query: Part, references: Sequence[
     inputs = mark_query_copies(load_retrieval_inputs(query, references), parts)
     if reid and np.any(inputs.self_index >= 0):
         raise ValueError("the re-ID protocol needs queries that are not in the gallery")
-    record = metrics_record(inputs, query, references, reid, meta, knn)
-    write_json(out, record)
-    return record
+    return write_record(out, inputs, query, references, reid, meta, knn, attackers, top_k)

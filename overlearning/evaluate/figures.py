@@ -1,7 +1,10 @@
-"""The study's figures: query grids, the privacy-utility plot, an embedding map, ROC curves.
+"""The study's figures: query grids, leak strips, the privacy-utility plot, ROC curves,
+tuning trials.
 
-All figures are drawn from cached embeddings and metrics files (no model runs here) and
-written atomically as PNG.
+All are drawn from what the metrics jobs stored (metrics files, per-query evidence): no
+model runs and no search happens here, so the rules drawing them can run on a login node.
+Written atomically as PNG. (The embedding map, which projects embeddings, is
+overlearning.evaluate.embedding_map.)
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +22,22 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display (cluster nodes have none)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from overlearning.core.errors import WorkflowInputError  # noqa: E402
 from overlearning.core.image_io import read_rgb  # noqa: E402
-from overlearning.core.names import evaluation_title, safeguard_title, setting_title  # noqa: E402
-from overlearning.evaluate.embeddings import EmbeddingSet  # noqa: E402
-from overlearning.evaluate.metrics import evaluate_retrieval  # noqa: E402
-from overlearning.evaluate.ranking import MISSING, knn_with_exclusion, l2_normalise  # noqa: E402
-from overlearning.evaluate.retrieval_inputs import RetrievalInputs  # noqa: E402
+from overlearning.core.names import (  # noqa: E402
+    attacker_title,
+    evaluation_title,
+    safeguard_title,
+    setting_title,
+)
+from overlearning.core.paths import contained  # noqa: E402
+from overlearning.evaluate.evidence import COLUMNS as EVIDENCE_COLUMNS  # noqa: E402
+from overlearning.evaluate.evidence import read_evidence  # noqa: E402
 
 GREEN, RED, BLUE, GREY = (0, 170, 0), (220, 0, 0), (30, 90, 220), (90, 90, 90)
 METRIC = "mean_average_precision_at_r"
@@ -75,12 +84,18 @@ def _metric(record: Mapping[str, Any] | None) -> float | None:
     return None if value is None else float(value)
 
 
-# ----------------------------------------------------------------------------- query grids
+# ------------------------------------------------------------- query grids and leak strips
+#
+# Both are drawn from the per-query evidence the metrics jobs stored
+# (overlearning.evaluate.evidence): nothing here searches, ranks or scores.
 
-# What each border colour means, drawn as the grid's key.
+# What each border colour means, drawn as the key above the rows.
 BORDER_KEY = ((BLUE, "query"), (GREEN, "correct match (same object / identity)"),
               (RED, "wrong match (another object / identity)"),
               (GREY, "no further indexed item"))
+ORANGE = (240, 140, 0)
+LEAK_KEY = (*BORDER_KEY[:3], (ORANGE, "same identity, same camera (the re-ID protocol ignores it)"),
+            BORDER_KEY[3])
 
 
 def _ordinal(n: int) -> str:
@@ -88,10 +103,17 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def _tile(path: Path, size: int, border: int, colour: tuple[int, int, int]) -> Image.Image:
+def open_image(root: Path | str, name: str, source: str) -> Image.Image:
+    """The one place figures read a stored image: ``name`` inside the image set at ``root``.
+
+    (Packed image sets replace folders here and only here.)"""
+    return Image.fromarray(read_rgb(contained(root, name, source, "image name")))
+
+
+def _tile(picture: Image.Image, size: int, border: int, colour: tuple[int, int, int]) -> Image.Image:
     tile = Image.new("RGB", (size, size), colour)
     inner = size - 2 * border
-    picture = Image.fromarray(read_rgb(path))
+    picture = picture.copy()
     picture.thumbnail((inner, inner))
     canvas = Image.new("RGB", (inner, inner), (0, 0, 0))
     canvas.paste(picture, ((inner - picture.width) // 2, (inner - picture.height) // 2))
@@ -104,51 +126,30 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def query_grid(inputs: RetrievalInputs, query_root: Path | str,
-               reference_roots: Sequence[Path | str], out: Path | str, queries: int,
-               neighbours: int, title: str, tile: int = 88, border: int = 4) -> Path:
-    """Best and worst queries (by AP@R, study reading) with their first neighbours.
+@dataclass(frozen=True)
+class StripRow:
+    """One drawn query: a label, its image, and its references (image or None for an
+    empty slot, border colour, caption under the tile)."""
+    label: str
+    query: Image.Image
+    references: list[tuple[Image.Image | None, tuple[int, int, int], str]]
 
-    Each row: the query (blue border), then its nearest indexed references: green border
-    for the same label (a correct match), red for a different one. A key of the colours
-    and a header naming each column sit above the rows. Where no query has a relevant
-    reference (AP@R undefined for all: a tiny or fully excluded index), the first queries
-    are drawn in one block that says so, rather than failing the figure.
-    """
-    if len(reference_roots) != int(inputs.part_of.max(initial=-1)) + 1:
-        raise ValueError("one image root per reference part is needed")
-    result = evaluate_retrieval(inputs)
-    ap = result.study.average_precision_at_r
-    scored = np.flatnonzero(~np.isnan(ap))
-    if len(scored) == 0:
-        print(f"{title}: no query has a relevant reference; drawing the first {queries} "
-              "queries without AP@R", file=sys.stderr)
-        first = np.arange(len(ap))[:queries]
-        blocks = ((f"first {len(first)} queries: none has a relevant reference", first),)
-    else:
-        # Ties keep query order (stable sort), so the same data always pick the same rows.
-        best = scored[np.argsort(-ap[scored], kind="stable")][:queries]
-        worst = scored[np.argsort(ap[scored], kind="stable")][:queries]
-        blocks = ((f"best {len(best)} queries by AP@R", best),
-                  (f"worst {len(worst)} queries by AP@R", worst))
-    refs, q = inputs.references, inputs.queries
-    # The shown rows' own nearest neighbours: the metric's ranking stops at the largest R,
-    # which can be fewer than the columns (or none at all).
-    shown = np.unique(np.concatenate([rows for _, rows in blocks]))
-    nearest = knn_with_exclusion(l2_normalise(q.embeddings[shown]), l2_normalise(refs.embeddings),
-                                 neighbours, inputs.kept, inputs.self_index[shown])
-    ranking = dict(zip(shown.tolist(), nearest, strict=True))
-    roots = [Path(r) for r in reference_roots]
 
+def draw_strips(blocks: Sequence[tuple[str, Sequence[StripRow]]], title: str, columns: int,
+                key: Sequence[tuple[tuple[int, int, int], str]], out: Path | str,
+                row_label: str, tile: int = 88, border: int = 4, captions: bool = False) -> Path:
+    """A sheet of blocks of query rows: the query tile (blue), then ``columns`` reference
+    tiles; a key of the border colours and a header naming each column above the rows."""
     label_w, header_h, title_h, key_h, columns_h = 110, 26, 28, 22, 22
+    caption_h = 14 if captions else 0
     big, small = _font(14), _font(11)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    width = max(label_w + (neighbours + 1) * tile, 620,
-                8 + int(measure.textlength(title, font=big)))
-    # The key: one swatch per border colour, wrapped onto as many lines as the width needs.
+    width = max(label_w + (columns + 1) * tile, 620,
+                8 + int(max(measure.textlength(text, font=big)
+                            for text in [title, *(header for header, _ in blocks)])))
     key_lines: list[list[tuple[tuple[int, int, int], str, int]]] = [[]]
     x = 4
-    for colour, meaning in BORDER_KEY:
+    for colour, meaning in key:
         step = 26 + int(measure.textlength(meaning, font=small))
         if key_lines[-1] and x + step > width:
             key_lines.append([])
@@ -156,7 +157,9 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
         key_lines[-1].append((colour, meaning, x))
         x += step
     rows_total = sum(len(rows) for _, rows in blocks)
-    height = title_h + key_h * len(key_lines) + columns_h + len(blocks) * header_h + rows_total * tile
+    row_h = tile + caption_h
+    height = (title_h + key_h * len(key_lines) + columns_h + len(blocks) * header_h
+              + rows_total * row_h)
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     draw.text((4, 6), title, fill=(0, 0, 0), font=big)
@@ -166,33 +169,152 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
             draw.rectangle([x, y + 4, x + 14, y + 18], fill=colour)
             draw.text((x + 18, y + 5), meaning, fill=(0, 0, 0), font=small)
         y += key_h
-    draw.text((4, y + 5), "AP@R of the query", fill=(0, 0, 0), font=small)
-    names = ["query"] + [f"{_ordinal(j + 1)} nearest" for j in range(neighbours)]
+    draw.text((4, y + 5), row_label, fill=(0, 0, 0), font=small)
+    names = ["query"] + [f"{_ordinal(j + 1)} nearest" for j in range(columns)]
     for j, name in enumerate(names):
         left = label_w + j * tile
         draw.text((left + (tile - draw.textlength(name, font=small)) / 2, y + 5), name,
                   fill=(0, 0, 0), font=small)
     y += columns_h
-    with tqdm(total=rows_total, desc="query grid rows", unit="query", file=sys.stderr) as bar:
-        for header, rows in blocks:
-            draw.text((4, y + 7), header, fill=(0, 0, 0), font=big)
-            y += header_h
-            for qi in rows:
-                score = "AP@R n/a" if np.isnan(ap[qi]) else f"AP@R {ap[qi]:.2f}"
-                draw.text((4, y + tile // 2 - 7), score, fill=(0, 0, 0), font=small)
-                sheet.paste(_tile(Path(query_root) / q.files[qi], tile, border, BLUE),
-                            (label_w, y))
-                for j, ri in enumerate(ranking[qi]):
-                    x = label_w + (j + 1) * tile
-                    if ri == MISSING:
-                        sheet.paste(Image.new("RGB", (tile, tile), GREY), (x, y))
-                        continue
-                    colour = GREEN if refs.labels[ri] == q.labels[qi] else RED
-                    path = roots[inputs.part_of[ri]] / refs.files[ri]
-                    sheet.paste(_tile(path, tile, border, colour), (x, y))
-                y += tile
-                bar.update()
+    for header, rows in blocks:
+        draw.text((4, y + 7), header, fill=(0, 0, 0), font=big)
+        y += header_h
+        for row in rows:
+            for i, line in enumerate(row.label.split("\n")):
+                draw.text((4, y + tile // 2 - 7 + 13 * i), line, fill=(0, 0, 0), font=small)
+            sheet.paste(_tile(row.query, tile, border, BLUE), (label_w, y))
+            for j in range(columns):
+                x = label_w + (j + 1) * tile
+                picture, colour, caption = (row.references[j] if j < len(row.references)
+                                            else (None, GREY, ""))
+                if picture is None:
+                    sheet.paste(Image.new("RGB", (tile, tile), GREY), (x, y))
+                else:
+                    sheet.paste(_tile(picture, tile, border, colour), (x, y))
+                if captions and caption:
+                    draw.text((x + (tile - draw.textlength(caption, font=small)) / 2,
+                               y + tile + 1), caption, fill=(0, 0, 0), font=small)
+            y += row_h
     return _save_image(sheet, out)
+
+
+def _query_rows(evidence: pd.DataFrame) -> pd.DataFrame:
+    """One row per query of an attacker's evidence (its per-query columns)."""
+    return (evidence.drop_duplicates("query").sort_values("query", kind="stable")
+            .set_index("query"))
+
+
+def _reference_tiles(evidence: pd.DataFrame, query: int, columns: int,
+                     reference_roots: Mapping[str, Path | str], source: str,
+                     same_camera: bool = False, scores: bool = False) -> list:
+    rows = evidence[evidence["query"] == query].sort_values("rank", kind="stable")
+    tiles = []
+    for ref in rows.head(columns).itertuples(index=False):
+        if ref.reference_set not in reference_roots:
+            raise WorkflowInputError(source, f"no image folder for reference set {ref.reference_set!r}")
+        colour = GREEN if ref.correct else RED
+        if same_camera and ref.same_camera:
+            colour = ORANGE
+        caption = f"{ref.score:.3f}" if scores else ""
+        tiles.append((open_image(reference_roots[ref.reference_set], ref.reference_file, source),
+                      colour, caption))
+    return tiles
+
+
+def read_attacker_evidence(path: Path | str, attacker: str | None = None) -> pd.DataFrame:
+    """The stored per-query evidence of one metrics file (one attacker's rows, or all)."""
+    if not Path(path).is_file():
+        raise WorkflowInputError(path, "per-query evidence not found (was its metrics job run?)")
+    table = read_evidence(path)
+    missing = [c for c in EVIDENCE_COLUMNS if c not in table.columns]
+    if missing:
+        raise WorkflowInputError(path, f"per-query evidence lacks column {missing[0]!r}")
+    if attacker is not None:
+        table = table[table["attacker"] == attacker]
+    return table
+
+
+def query_grid(evidence: pd.DataFrame, query_root: Path | str,
+               reference_roots: Mapping[str, Path | str], out: Path | str, queries: int,
+               neighbours: int, title: str, tile: int = 88, border: int = 4,
+               source: str = "evidence") -> Path:
+    """Best and worst queries (by AP@R, study reading) with their first neighbours, from one
+    attacker's stored evidence.
+
+    Each row: the query (blue border), then its nearest indexed references: green border
+    for the same label (a correct match), red for a different one. A key of the colours
+    and a header naming each column sit above the rows. Where no query has a relevant
+    reference (AP@R undefined for all: a tiny or fully excluded index), the first queries
+    are drawn in one block that says so, rather than failing the figure.
+    """
+    per_query = _query_rows(evidence)
+    stored = int(evidence["rank"].max()) if len(evidence) else 0
+    if neighbours > stored and len(evidence) and stored < per_query.shape[0]:
+        print(f"{title}: {stored} references per query stored, {neighbours} asked",
+              file=sys.stderr)
+    ap = per_query["ap_at_r"].to_numpy(dtype=float)
+    index = per_query.index.to_numpy()
+    scored = np.flatnonzero(~np.isnan(ap))
+    if len(scored) == 0:
+        print(f"{title}: no query has a relevant reference; drawing the first {queries} "
+              "queries without AP@R", file=sys.stderr)
+        blocks_idx = ((f"first {min(queries, len(index))} queries: none has a relevant "
+                       "reference", np.arange(len(index))[:queries]),)
+    else:
+        # Ties keep query order (stable sort), so the same data always pick the same rows.
+        best = scored[np.argsort(-ap[scored], kind="stable")][:queries]
+        worst = scored[np.argsort(ap[scored], kind="stable")][:queries]
+        blocks_idx = ((f"best {len(best)} queries by AP@R", best),
+                      (f"worst {len(worst)} queries by AP@R", worst))
+    blocks = []
+    for header, positions in tqdm(blocks_idx, desc="query grid blocks", file=sys.stderr):
+        rows = []
+        for pos in positions:
+            qi = int(index[pos])
+            info = per_query.loc[qi]
+            label = "AP@R n/a" if np.isnan(ap[pos]) else f"AP@R {ap[pos]:.2f}"
+            rows.append(StripRow(label, open_image(query_root, info["query_file"], source),
+                                 _reference_tiles(evidence, qi, neighbours, reference_roots,
+                                                  source)))
+        blocks.append((header, rows))
+    return draw_strips(blocks, title, neighbours, BORDER_KEY, out, "AP@R of the query",
+                       tile=tile, border=border)
+
+
+LEAK_RANKS = ((1, 1, "retrieve their person first"), (2, 5, "retrieve their person at rank 2-5"))
+
+
+def leak_strips(evidence: pd.DataFrame, query_root: Path | str,
+                reference_roots: Mapping[str, Path | str], out: Path | str, queries: int,
+                title: str, columns: int = 5, tile: int = 80, border: int = 4,
+                source: str = "evidence") -> Path:
+    """What the safeguards miss: per attacker, the queries that still find their person at
+    rank 1, and at ranks 2-5 (the first correct match's rank as the metrics scored it:
+    the re-ID protocol's for re-ID evaluations), each drawn as its ranked strip with the
+    scores under the tiles. Queries with the highest AP first (ties: query order); each
+    block's header counts all such queries."""
+    blocks = []
+    for attacker in dict.fromkeys(evidence["attacker"]):
+        rows = evidence[evidence["attacker"] == attacker]
+        per_query = _query_rows(rows)
+        total = len(per_query)
+        ap = per_query["reid_ap"].where(per_query["reid_ap"].notna(), per_query["ap_at_r"])
+        kind = str(rows["score_kind"].iloc[0]).replace("_", " ") if len(rows) else ""
+        for low, high, words in LEAK_RANKS:
+            first = per_query["first_match_rank"]
+            chosen = per_query[(first >= low) & (first <= high)]
+            order = np.lexsort((chosen.index.to_numpy(), -ap.loc[chosen.index].fillna(0).to_numpy()))
+            picked = chosen.index.to_numpy()[order][:queries]
+            strip = [StripRow(f"AP {ap.loc[qi]:.2f}\nfirst match {int(first.loc[qi])}",
+                              open_image(query_root, per_query.loc[qi, "query_file"], source),
+                              _reference_tiles(rows, int(qi), columns, reference_roots, source,
+                                               same_camera=True, scores=True))
+                     for qi in picked]
+            header = (f"{attacker_title(attacker)}: {len(chosen)} of {total} queries {words}"
+                      f" (scores: {kind})")
+            blocks.append((header, strip))
+    return draw_strips(blocks, title, columns, LEAK_KEY, out, "query AP, first match",
+                       tile=tile, border=border, captions=True)
 
 
 # ------------------------------------------------------------------- privacy-utility plot
@@ -293,76 +415,6 @@ def roc_figure(records: Sequence[Mapping[str, Any]], out: Path | str,
         ax.set_title(evaluation, fontsize=9)
         ax.legend(fontsize=6, loc="lower right")
         ax.grid(alpha=0.3)
-    return save_figure(fig, out)
-
-
-# ------------------------------------------------------------------------- embedding map
-
-def _project(x: np.ndarray, method: str, seed: int) -> np.ndarray:
-    if method == "tsne":
-        from sklearn.manifold import TSNE
-        perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
-        # verbose=2: a line every 50 iterations in the rule's log (minutes at paper scale).
-        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                    metric="cosine", verbose=2).fit_transform(x)
-    if method == "umap":
-        try:
-            import umap
-        except ImportError:
-            raise WorkflowInputError("evaluation.figures.embedding_map",
-                                     "umap needs the umap-learn package, which is not "
-                                     "installed; use tsne") from None
-        return umap.UMAP(n_components=2, metric="cosine", random_state=seed,
-                         verbose=True).fit_transform(x)
-    raise WorkflowInputError("evaluation.figures.embedding_map", f"unknown method {method!r}")
-
-
-MIN_MAP_POINTS = 5  # t-SNE's perplexity needs a handful of points
-
-
-def embedding_map(sets: Sequence[tuple[str, EmbeddingSet]], out: Path | str, method: str,
-                  seed: int, max_points: int) -> Path:
-    """2-D map of each model's test embeddings, persons highlighted: a model that separates
-    persons into tight identity clusters is one that can re-identify them."""
-    if not sets:
-        raise ValueError("no embedding sets to map")
-    cols = min(3, len(sets))
-    rows = math.ceil(len(sets) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows + 0.6), squeeze=False,
-                             layout="constrained")
-    for ax in axes.ravel()[len(sets):]:
-        ax.axis("off")
-    label = {"tsne": "t-SNE", "umap": "UMAP"}.get(method, method)
-    # One model at a time; t-SNE on thousands of points takes minutes each at paper scale.
-    for ax, (name, data) in tqdm(list(zip(axes.ravel(), sets, strict=False)),
-                                 desc=f"{label} maps", unit="model", file=sys.stderr):
-        rng = np.random.default_rng(seed)
-        pick = np.sort(rng.choice(len(data), min(max_points, len(data)), replace=False))
-        if len(pick) < MIN_MAP_POINTS:
-            # Said in the panel and the log, not a failed rule: a tiny test set has no map.
-            print(f"{name}: only {len(pick)} embeddings, too few for a {label} map",
-                  file=sys.stderr, flush=True)
-            ax.set_title(f"{setting_title(name)}\n[{name}]", fontsize=9)
-            ax.text(0.5, 0.5, f"only {len(pick)} test crops:\ntoo few for a {label} map",
-                    ha="center", va="center", transform=ax.transAxes, fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            continue
-        print(f"{name}: {label} of {len(pick)} embeddings", file=sys.stderr, flush=True)
-        xy = _project(l2_normalise(data.embeddings[pick]), method, seed)
-        persons = data.persons[pick]
-        ax.scatter(xy[~persons, 0], xy[~persons, 1], s=4, c="#9a9a9a",
-                   label=f"other objects ({int((~persons).sum())})")
-        ax.scatter(xy[persons, 0], xy[persons, 1], s=6, c="#d62728",
-                   label=f"person crops ({int(persons.sum())})")
-        ax.set_title(f"{setting_title(name)}\n[{name}], {len(pick)} test crops", fontsize=9)
-        ax.set_xlabel(f"{label} dimension 1 (no units)", fontsize=8)
-        ax.set_ylabel(f"{label} dimension 2", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.legend(fontsize=7, loc="best", markerscale=2)
-    fig.suptitle(f"YouTube-VIS test embeddings per training setting ({label} of cosine "
-                 "distances): tight red clusters mean persons can be told apart", fontsize=9)
     return save_figure(fig, out)
 
 

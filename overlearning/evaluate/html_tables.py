@@ -18,7 +18,13 @@ from typing import Any
 
 from overlearning.core.atomic import read_json, write_text
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.names import column_title, safeguard_title, setting_title
+from overlearning.core.names import (
+    attacker_title,
+    column_title,
+    evaluation_title,
+    safeguard_title,
+    setting_title,
+)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; font-size: 13px; margin: 16px; color: #111; }
@@ -37,6 +43,8 @@ LABELS: dict[str, Callable[[str], str]] = {
     "setting": setting_title,
     "exclusion": safeguard_title,
     "safeguard": safeguard_title,
+    "attacker": attacker_title,
+    "evaluation": evaluation_title,
 }
 
 

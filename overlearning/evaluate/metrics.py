@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,9 +118,19 @@ class RetrievalEvaluation:
 KNN_MODES = ("exact", "authors")
 
 
-def evaluate_retrieval(inputs: RetrievalInputs, knn: str = "exact") -> RetrievalEvaluation:
+Ranker = Callable[[int], np.ndarray]
+
+
+def evaluate_retrieval(inputs: RetrievalInputs, knn: str = "exact",
+                       ranker: Ranker | None = None) -> RetrievalEvaluation:
     """Rank every query once against the kept references and score both readings of R
-    (``knn``: see the module docstring)."""
+    (``knn``: see the module docstring).
+
+    ``ranker(k)``, when given, returns the (n_queries, k) ranking of another search (an
+    attacker of overlearning.evaluate.attackers), with the same conventions as
+    :func:`knn_with_exclusion`: kept references only, no self match, ``MISSING`` padded.
+    The authors' k-NN reading applies to the plain search only.
+    """
     if knn not in KNN_MODES:
         raise ValueError(f"knn must be one of {KNN_MODES}, not {knn!r}")
     q_labels, r_labels = inputs.queries.labels, inputs.references.labels
@@ -130,13 +141,16 @@ def evaluate_retrieval(inputs: RetrievalInputs, knn: str = "exact") -> Retrieval
     r_kept = relevant_counts(q_labels, r_labels, inputs.kept,
                              has_self & inputs.kept[safe_self])
     k = int(max(r_all.max(initial=0), r_kept.max(initial=0)))
-    ranking = knn_with_exclusion(l2_normalise(inputs.queries.embeddings),
-                                 l2_normalise(inputs.references.embeddings), k,
-                                 inputs.kept, inputs.self_index)
+    if ranker is not None:
+        ranking = ranker(k)
+    else:
+        ranking = knn_with_exclusion(l2_normalise(inputs.queries.embeddings),
+                                     l2_normalise(inputs.references.embeddings), k,
+                                     inputs.kept, inputs.self_index)
     retrieved = ranking != MISSING
     hits = retrieved & (r_labels[np.maximum(ranking, 0)] == q_labels[:, None])
     study = _score(hits, r_all)
-    if knn == "authors" and not inputs.kept.all():
+    if knn == "authors" and ranker is None and not inputs.kept.all():
         theirs = authors_knn(l2_normalise(inputs.queries.embeddings),
                              l2_normalise(inputs.references.embeddings),
                              int(r_all.max(initial=0)), inputs.kept, inputs.self_index)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +46,10 @@ class ReidResult:
     mean_ap: float
     scored_queries: int
     mean_inp: float = float("nan")
+    # Per query: AP (NaN where nothing is relevant) and the 1-based rank of the first
+    # correct match among the listed items (0 where none is listed).
+    average_precision: np.ndarray | None = None
+    first_match: np.ndarray | None = None
 
     def summary(self) -> dict:
         out = {f"rank{r}": _rounded(v) for r, v in self.cmc.items()}
@@ -66,11 +70,20 @@ def _valid_pairs(q_labels, q_cams, g_labels, g_cams) -> np.ndarray:
     return ~(same_id & same_cam)
 
 
+Similarity = Callable[[int, int], np.ndarray]
+
+
 def reid_protocol(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
                   gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
                   kept: np.ndarray | None = None, ranks: Sequence[int] = RANKS,
-                  chunk: int = 256) -> tuple[ReidResult, ReidResult]:
-    """(study reading, indexed-only reading) of CMC, mAP and mINP; chunked over queries."""
+                  chunk: int = 256, similarity: Similarity | None = None
+                  ) -> tuple[ReidResult, ReidResult]:
+    """(study reading, indexed-only reading) of CMC, mAP and mINP; chunked over queries.
+
+    ``similarity(start, stop)``, when given, returns the (stop - start, n_gallery) scores of
+    another search (higher = nearer; values at excluded columns are never read) in place
+    of the cosine similarities of ``queries`` and ``gallery``.
+    """
     kept = np.ones(len(g_labels), dtype=bool) if kept is None else np.asarray(kept, bool)
     q = l2_normalise(queries)
     g = l2_normalise(gallery)
@@ -81,7 +94,7 @@ def reid_protocol(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
     n_rel_all_list, n_rel_kept_list = [], []
     for start in tqdm(range(0, len(q), chunk), desc="re-id", file=sys.stderr, disable=len(q) <= chunk):
         stop = min(start + chunk, len(q))
-        sims = q[start:stop] @ g.T
+        sims = q[start:stop] @ g.T if similarity is None else similarity(start, stop)
         # Stable sort on -similarity: ties keep gallery order, so results are reproducible.
         order = np.argsort(-sims, axis=1, kind="stable")
         valid = _valid_pairs(q_labels[start:stop], q_cams[start:stop], g_labels, g_cams)
@@ -114,11 +127,14 @@ def reid_protocol(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
         first_arr, ap_arr, inp_arr, rel = (np.concatenate(x) if x else np.array([])
                                            for x in (first, ap, inp, n_rel))
         scored = rel > 0
+        listed = np.where(first_arr == np.iinfo(np.int64).max, 0, first_arr)
+        per_query = np.where(scored, ap_arr, np.nan)
         if not scored.any():
-            return ReidResult({r: float("nan") for r in ranks}, float("nan"), 0)
+            return ReidResult({r: float("nan") for r in ranks}, float("nan"), 0,
+                              average_precision=per_query, first_match=listed)
         cmc = {r: float(np.mean(first_arr[scored] <= r)) for r in ranks}
         return ReidResult(cmc, float(np.mean(ap_arr[scored])), int(scored.sum()),
-                          float(np.mean(inp_arr[scored])))
+                          float(np.mean(inp_arr[scored])), per_query, listed)
 
     return (summarise(first_hits, ap_study, inp_study, n_rel_all_list),
             summarise(first_hits, ap_indexed, inp_indexed, n_rel_kept_list))
@@ -126,11 +142,12 @@ def reid_protocol(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
 
 def _pair_chunks(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
                  gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
-                 kept: np.ndarray | None, chunk: int):
+                 kept: np.ndarray | None, chunk: int, similarity: Similarity | None = None):
     """(similarities, same identity) of the valid, indexed pairs, one query chunk at a time.
 
     Similarities are float64 dot products of the L2-normalised embeddings: float32 would
-    round values that differ below 6e-8 near 1 into ties.
+    round values that differ below 6e-8 near 1 into ties. ``similarity``: another search's
+    float64 scores over every gallery item, as in :func:`reid_protocol`.
     """
     kept = np.ones(len(g_labels), dtype=bool) if kept is None else np.asarray(kept, bool)
     q = l2_normalise(queries).astype(np.float64)
@@ -138,7 +155,7 @@ def _pair_chunks(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
     gl, gc = g_labels[kept], g_cams[kept]
     for start in range(0, len(q), chunk):
         stop = min(start + chunk, len(q))
-        sims = q[start:stop] @ g.T
+        sims = q[start:stop] @ g.T if similarity is None else similarity(start, stop)[:, kept]
         valid = _valid_pairs(q_labels[start:stop], q_cams[start:stop], gl, gc)
         yield sims[valid], (q_labels[start:stop, None] == gl[None, :])[valid]
 
@@ -330,7 +347,8 @@ def exact_roc(chunks, positive_scores: np.ndarray | None = None) -> ExactRoc:
 def pair_similarity_roc(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.ndarray,
                         gallery: np.ndarray, g_labels: np.ndarray, g_cams: np.ndarray,
                         kept: np.ndarray | None = None, fpr_targets: Sequence[float] = FPR_TARGETS,
-                        points: int = CURVE_POINTS, chunk: int = 1024) -> dict:
+                        points: int = CURVE_POINTS, chunk: int = 1024,
+                        similarity: Similarity | None = None) -> dict:
     """Exact ROC of same/different-identity pairs (valid, indexed pairs only) by cosine
     similarity (threshold t: pairs with similarity >= t are called the same person).
 
@@ -340,10 +358,13 @@ def pair_similarity_roc(queries: np.ndarray, q_labels: np.ndarray, q_cams: np.nd
     thinned for the figure (``thin_curve``; ``curve_points`` is the full count).
     """
     def chunks():
-        return _pair_chunks(queries, q_labels, q_cams, gallery, g_labels, g_cams, kept, chunk)
+        return _pair_chunks(queries, q_labels, q_cams, gallery, g_labels, g_cams, kept, chunk,
+                            similarity)
 
-    roc = exact_roc(chunks, positive_pair_scores(queries, q_labels, q_cams, gallery, g_labels,
-                                                 g_cams, kept))
+    # Another search's positive scores come from the chunks (one more pass).
+    positives = None if similarity is not None else positive_pair_scores(
+        queries, q_labels, q_cams, gallery, g_labels, g_cams, kept)
+    roc = exact_roc(chunks, positives)
     out: dict = {"positive_pairs": roc.n_pos, "negative_pairs": roc.n_neg}
     keys = [f"tpr_at_fpr_{target:.0e}" for target in fpr_targets]
     if roc.n_pos == 0 or roc.n_neg == 0:

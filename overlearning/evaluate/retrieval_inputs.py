@@ -29,6 +29,9 @@ class Part:
     path: Path
     subset: Subset = "all"
     exclusion: Path | None = None
+    # An exclusion list that only marks items (the per-query evidence says which retrieved
+    # references index exclusion would remove), without removing them.
+    marked: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,21 @@ class RetrievalInputs:
     kept: np.ndarray        # bool per reference: in the search index
     self_index: np.ndarray  # int per query: its own reference position, -1 if none
     part_of: np.ndarray     # int per reference: which reference part it came from
+    listed: np.ndarray | None = None  # bool per reference: on an exclusion or marking list
 
 
 def load_exclusion(path: Path | str, known_files: Sequence[str]) -> set[str]:
     """File names to leave out of the index; every listed name must belong to the set."""
     lists = read_exclusion_lists(path, known_files)
     return {name for category in EXCLUDED_CATEGORIES for name in lists[category]}
+
+
+def _listed(part: Part, full: EmbeddingSet, data: EmbeddingSet) -> np.ndarray:
+    """Items of the part named by its exclusion or marking list."""
+    names: set[str] = set()
+    for path in {part.exclusion, part.marked} - {None}:
+        names |= load_exclusion(path, full.files.tolist())
+    return np.isin(data.files, sorted(names))
 
 
 def _load_part(part: Part, cache: dict[str, EmbeddingSet]) -> tuple[EmbeddingSet, np.ndarray]:
@@ -67,6 +79,8 @@ def load_retrieval_inputs(query: Part, references: Sequence[Part]) -> RetrievalI
     cache: dict[str, EmbeddingSet] = {}
     queries, _ = _load_part(Part(query.path, query.subset), cache)
     loaded = [_load_part(part, cache) for part in references]
+    listed = np.concatenate([_listed(part, cache[os.path.realpath(part.path)], data)
+                             for part, (data, _) in zip(references, loaded, strict=True)])
     refs = concatenate([data for data, _ in loaded])
     kept = np.concatenate([k for _, k in loaded])
     sizes = [len(data) for data, _ in loaded]
@@ -88,11 +102,13 @@ def load_retrieval_inputs(query: Part, references: Sequence[Part]) -> RetrievalI
         pos = np.minimum(pos, max(len(names) - 1, 0))
         found = (len(names) > 0) & (names[order][pos] == queries.files) & (self_index < 0)
         self_index[found] = offsets[i] + order[pos[found]]
-    return RetrievalInputs(queries, refs, kept, self_index, part_of)
+    return RetrievalInputs(queries, refs, kept, self_index, part_of, listed)
 
 
-def part_from_cli(path: str, subset: str, exclusion: str = "-") -> Part:
-    """``PATH SUBSET [EXCLUSION]`` from a command line; ``-`` means no exclusion list."""
+def part_from_cli(path: str, subset: str, exclusion: str = "-", marked: str = "-") -> Part:
+    """``PATH SUBSET [EXCLUSION [MARKED]]`` from a command line; ``-`` means no list."""
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r} ({', '.join(SUBSETS)})")
-    return Part(Path(path), subset, None if exclusion in ("-", "") else Path(exclusion))  # type: ignore[arg-type]
+    def optional(value: str) -> Path | None:
+        return None if value in ("-", "") else Path(value)
+    return Part(Path(path), subset, optional(exclusion), optional(marked))  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
 """The study's tables, assembled from whatever metrics files they are given.
 
-Rows are (training setting, exclusion) pairs and columns evaluations, both in the order in
-which the metrics files are listed; nothing is hard-coded, so extra settings (anonymised
+Rows of the main table are (training setting, exclusion, attacker) and columns evaluations,
+in the order in which the metrics files are listed (attackers: plain first, then the
+metrics file's ``attackers`` section); the re-ID and details tables are long (one row per
+evaluation too, one column per metric); nothing is hard-coded, so extra settings (anonymised
 galleries, new probes) become extra rows or columns. Each table is written as CSV (full
 precision), Markdown and LaTeX (percentages, two decimals); the two headline numbers of the
 study go to ``headline.json``.
@@ -21,8 +23,12 @@ from tqdm import tqdm
 from overlearning.core.atomic import read_json, write_json, write_text
 from overlearning.core.errors import WorkflowInputError
 
-ROW_KEYS = ("setting", "exclusion")
+ROW_KEYS = ("setting", "exclusion", "attacker")
+# The re-ID and details tables are long: one row per (setting, exclusion, attacker,
+# evaluation), one column per metric, so that no table is wider than a screen.
+LONG_KEYS = (*ROW_KEYS, "evaluation")
 MISSING_CELL = "–"
+PLAIN = "plain"
 
 
 @dataclass(frozen=True)
@@ -68,11 +74,25 @@ def load_records(paths: Sequence[Path | str], progress: bool = False) -> list[di
         if not Path(path).is_file():
             raise WorkflowInputError(path, "metrics file not found (was its evaluation run?)")
         record = read_json(path)
-        missing = [key for key in (*ROW_KEYS, "evaluation", "retrieval") if key not in record]
+        missing = [key for key in ("setting", "exclusion", "evaluation", "retrieval")
+                   if key not in record]
         if missing:
             raise WorkflowInputError(path, f"metrics file lacks {', '.join(missing)}")
         records.append(record)
     return records
+
+
+def by_attacker(records: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """One record per (metrics file, attacker): the plain search's sections (the file's top
+    level) with ``attacker`` = plain, then each attacker's own sections, same labels."""
+    out = []
+    for record in records:
+        base = {k: v for k, v in record.items() if k != "attackers"}
+        out.append({**base, "attacker": PLAIN})
+        for name, sections in (record.get("attackers") or {}).items():
+            labels = {k: record[k] for k in ("setting", "exclusion", "evaluation")}
+            out.append({**labels, **sections, "attacker": name})
+    return out
 
 
 def _ordered_unique(values) -> list:
@@ -91,6 +111,7 @@ def _value(record: Mapping[str, Any], column: Column) -> float | None:
 class Table:
     header: list[str]
     rows: list[list[Any]]  # row key cells, then floats or None
+    keys: int = len(ROW_KEYS)  # leading label columns
 
 
 def assemble(records: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> Table:
@@ -121,6 +142,25 @@ def assemble(records: Sequence[Mapping[str, Any]], columns: Sequence[Column]) ->
     return Table(header, rows)
 
 
+def assemble_long(records: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> Table:
+    """One row per (setting, exclusion, attacker, evaluation) that has any of ``columns``'
+    sections, one column per metric (in ``columns`` order), rows in input order."""
+    rows: dict[tuple, list] = {}
+    for record in records:
+        if not any(c.section in record for c in columns):
+            continue
+        key = tuple(record[k] for k in LONG_KEYS)
+        if key in rows:
+            raise WorkflowInputError("/".join(map(str, key)),
+                                     "two metrics files for the same setting, exclusion and evaluation")
+        rows[key] = [*key] + [_value(record, c) if c.section in record else None for c in columns]
+    used = [j for j, c in enumerate(columns) if any(r[len(LONG_KEYS) + j] is not None
+                                                    for r in rows.values())]
+    header = [*LONG_KEYS] + [columns[j].title for j in used]
+    body = [[*r[:len(LONG_KEYS)]] + [r[len(LONG_KEYS) + j] for j in used] for r in rows.values()]
+    return Table(header, body, keys=len(LONG_KEYS))
+
+
 def _percent(value: Any) -> str:
     if value is None:
         return MISSING_CELL
@@ -137,7 +177,7 @@ def to_csv(table: Table) -> str:
 
 
 def to_markdown(table: Table, caption: str) -> str:
-    n_keys = len(ROW_KEYS)
+    n_keys = table.keys
     lines = [f"{caption}", "", "| " + " | ".join(table.header) + " |",
              "|" + "|".join([" --- "] * n_keys + [" ---: "] * (len(table.header) - n_keys)) + "|"]
     for row in table.rows:
@@ -154,7 +194,7 @@ def _latex_escape(text: str) -> str:
 
 
 def to_latex(table: Table, caption: str, label: str) -> str:
-    n_keys = len(ROW_KEYS)
+    n_keys = table.keys
     spec = "l" * n_keys + "r" * (len(table.header) - n_keys)
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
              rf"\caption{{{_latex_escape(caption)}}}", rf"\label{{{label}}}",
@@ -179,35 +219,28 @@ def write_table(table: Table, stem: Path | str, caption: str) -> list[Path]:
 
 
 def _find(records: Sequence[Mapping[str, Any]], setting: str, exclusion: str,
-          evaluation: str) -> Mapping[str, Any]:
+          evaluation: str, attacker: str = PLAIN) -> Mapping[str, Any]:
     for record in records:
-        if (record["setting"], record["exclusion"], record["evaluation"]) == (setting, exclusion, evaluation):
+        if (record["setting"], record["exclusion"], record["evaluation"],
+                record.get("attacker", PLAIN)) == (setting, exclusion, evaluation, attacker):
             return record
     raise WorkflowInputError(f"{setting}/{evaluation}/{exclusion}",
                              "the headline needs this metrics file, which was not given")
 
 
-def headline(records: Sequence[Mapping[str, Any]], baseline: str, safeguarded: str,
-             nonperson: str, person: str) -> dict:
-    """The study's two numbers: person re-ID accuracy with both safeguards (the safeguarded
-    training setting with index exclusion), and the share of the baseline's non-person
-    retrieval (no safeguard: baseline setting, no exclusion) that those safeguards keep.
-
-    MAP@R in the study's reading (excluded relevant items are misses) throughout.
-    """
+def _two_numbers(records: Sequence[Mapping[str, Any]], attacker: str, baseline: str,
+                 safeguarded: str, nonperson: str, person: str) -> dict:
     metric = "mean_average_precision_at_r"
-    base = _find(records, baseline, "none", nonperson)["retrieval"][metric]
-    kept = _find(records, safeguarded, "excluded", nonperson)["retrieval"][metric]
-    person_value = _find(records, safeguarded, "excluded", person)["retrieval"][metric]
+    base = _find(records, baseline, "none", nonperson, attacker)["retrieval"][metric]
+    kept = _find(records, safeguarded, "excluded", nonperson, attacker)["retrieval"][metric]
+    person_value = _find(records, safeguarded, "excluded", person, attacker)["retrieval"][metric]
     by_evaluation = {
         r["evaluation"]: r["retrieval"][metric] for r in records
-        if (r["setting"], r["exclusion"]) == (safeguarded, "excluded") and r["evaluation"] != nonperson
+        if (r["setting"], r["exclusion"], r.get("attacker", PLAIN)) == (
+            safeguarded, "excluded", attacker) and r["evaluation"] != nonperson
     }
     ratio = None if base in (None, 0) or kept is None else round(kept / base, 10)
     return {
-        "metric": metric,
-        "baseline": {"setting": baseline, "exclusion": "none"},
-        "safeguarded": {"setting": safeguarded, "exclusion": "excluded"},
         "person_reid_accuracy_with_both_safeguards": {
             "evaluation": person, "value": person_value, "by_evaluation": by_evaluation},
         "nonperson_retrieval_kept": {
@@ -216,16 +249,63 @@ def headline(records: Sequence[Mapping[str, Any]], baseline: str, safeguarded: s
     }
 
 
+def headline(records: Sequence[Mapping[str, Any]], baseline: str, safeguarded: str,
+             nonperson: str, person: str) -> dict:
+    """The study's two numbers: person re-ID accuracy with both safeguards (the safeguarded
+    training setting with index exclusion), and the share of the baseline's non-person
+    retrieval (no safeguard: baseline setting, no exclusion) that those safeguards keep.
+
+    MAP@R in the study's reading (excluded relevant items are misses) throughout. The top
+    level is the plain search (the study's); ``attackers`` holds the same two numbers for
+    every attacker, and ``strongest_attacker`` names the one with the highest person MAP@R
+    with both safeguards (the plain search if none beats it).
+    """
+    records = [r if "attacker" in r else {**r, "attacker": PLAIN} for r in records]
+    plain = _two_numbers(records, PLAIN, baseline, safeguarded, nonperson, person)
+    names = _ordered_unique(r["attacker"] for r in records)
+    per_attacker = {name: _two_numbers(records, name, baseline, safeguarded, nonperson, person)
+                    for name in names}
+    strongest = PLAIN
+    for name in names:
+        value = per_attacker[name]["person_reid_accuracy_with_both_safeguards"]["value"]
+        best = per_attacker[strongest]["person_reid_accuracy_with_both_safeguards"]["value"]
+        if value is not None and (best is None or value > best):
+            strongest = name
+    return {
+        "metric": "mean_average_precision_at_r",
+        "baseline": {"setting": baseline, "exclusion": "none"},
+        "safeguarded": {"setting": safeguarded, "exclusion": "excluded"},
+        **plain,
+        "strongest_attacker": strongest,
+        "attackers": per_attacker,
+    }
+
+
 def headline_markdown(summary: Mapping[str, Any]) -> str:
     person = summary["person_reid_accuracy_with_both_safeguards"]
     kept = summary["nonperson_retrieval_kept"]
     safe = summary["safeguarded"]["setting"]
     base = summary["baseline"]["setting"]
+    strongest = summary.get("strongest_attacker", PLAIN)
+    other = summary.get("attackers", {}).get(strongest)
+    if other is None or strongest == PLAIN:
+        return (
+            f"- Person re-ID accuracy with both safeguards ({safe} + index exclusion, "
+            f"{person['evaluation']} MAP@R): {_percent(person['value'])}%\n"
+            f"- Non-person retrieval kept relative to {base} without safeguards "
+            f"({kept['evaluation']} MAP@R): {_percent(kept['ratio'])}%\n"
+            f"- No attacker beats the plain search on this number.\n"
+        )
+    o_person = other["person_reid_accuracy_with_both_safeguards"]
+    o_kept = other["nonperson_retrieval_kept"]
     return (
-        f"- Person re-ID accuracy with both safeguards ({safe} + index exclusion, "
-        f"{person['evaluation']} MAP@R): {_percent(person['value'])}%\n"
-        f"- Non-person retrieval kept relative to {base} without safeguards "
-        f"({kept['evaluation']} MAP@R): {_percent(kept['ratio'])}%\n"
+        f"| {person['evaluation']} / {kept['evaluation']} MAP@R | plain search | "
+        f"strongest attacker ({strongest}) |\n"
+        "| --- | ---: | ---: |\n"
+        f"| Person re-ID accuracy with both safeguards ({safe} + index exclusion) | "
+        f"{_percent(person['value'])}% | {_percent(o_person['value'])}% |\n"
+        f"| Non-person retrieval kept relative to {base} without safeguards | "
+        f"{_percent(kept['ratio'])}% | {_percent(o_kept['ratio'])}% |\n"
     )
 
 
@@ -235,15 +315,17 @@ def write_tables(metrics_files: Sequence[Path | str], out_dir: Path | str, basel
     """main (MAP@R per evaluation), reid (Rank-1, mAP, mINP, TPR@FPR per re-ID evaluation), details
     (every number, CSV only) and the headline."""
     out_dir = Path(out_dir)
-    records = load_records(metrics_files)
+    records = by_attacker(load_records(metrics_files))
     written = write_table(assemble(records, MAIN_COLUMNS), out_dir / "main",
-                          f"MAP@R (%) per evaluation; rows: training setting and {row_label}")
-    reid = assemble(records, REID_COLUMNS)
+                          f"MAP@R (%) per evaluation; rows: training setting, {row_label} and "
+                          "attacker (plain search, k-reciprocal re-ranking, query expansion)")
+    reid = assemble_long(records, REID_COLUMNS)
     written += write_table(reid, out_dir / "reid",
-                           "Person re-ID protocol (%): Rank-1, mAP and mINP (same-camera "
-                           "matches dropped), TPR at FPR of the exact same/different pair ROC")
+                           "Person re-ID protocol (%) per evaluation and attacker: Rank-1, mAP "
+                           "and mINP (same-camera matches dropped), TPR at FPR of the exact "
+                           "same/different pair ROC")
     details = out_dir / "details.csv"
-    write_text(details, to_csv(assemble(records, DETAIL_COLUMNS)))
+    write_text(details, to_csv(assemble_long(records, DETAIL_COLUMNS)))
     summary = headline(records, baseline, safeguarded, nonperson, person)
     write_json(out_dir / "headline.json", summary)
     write_text(out_dir / "headline.md", headline_markdown(summary))

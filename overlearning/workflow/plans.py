@@ -179,14 +179,22 @@ class EvaluationPlan:
             for name, subset, excl in self.evaluations[evaluation]["references"]
         ]
 
+    def marking_lists(self, evaluation: str) -> list[str]:
+        """Per reference part, the exclusion list that marks its items in the per-query
+        evidence (also with exclusion off), or NO_EXCLUSION."""
+        return [self.exclusion_json(excl) if excl and excl in self.exclusion_sets else NO_EXCLUSION
+                for _, _, excl in self.evaluations[evaluation]["references"]]
+
     def metrics_job(self, setting: str, evaluation: str, exclusion: str) -> dict[str, Any]:
         """One entry of compute_metrics.py's plan."""
         spec = self.evaluations[evaluation]
         name, subset = spec["query"]
+        parts = self.reference_parts(setting, evaluation, exclusion)
         return {
             "query": [self.embedding_path(setting, name), subset],
-            "references": [[npz, sub, excl or NO_EXCLUSION]
-                           for npz, sub, excl in self.reference_parts(setting, evaluation, exclusion)],
+            "references": [[npz, sub, excl or NO_EXCLUSION, marked]
+                           for (npz, sub, excl), marked
+                           in zip(parts, self.marking_lists(evaluation), strict=True)],
             "reid": spec["reid"],
             "setting": setting, "evaluation": evaluation, "exclusion": exclusion,
             "out": self.metrics_path(setting, evaluation, exclusion),
@@ -214,13 +222,26 @@ def plan_inputs(jobs: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
     """Every embedding and exclusion file a metrics plan reads."""
     jobs = list(jobs)
     npz = {job["query"][0] for job in jobs} | {ref[0] for job in jobs for ref in job["references"]}
-    excl = {ref[2] for job in jobs for ref in job["references"] if ref[2] != NO_EXCLUSION}
+    excl = {path for job in jobs for ref in job["references"] for path in ref[2:]
+            if path != NO_EXCLUSION}
     return {"embeddings": sorted(npz), "exclusions": sorted(excl)}
 
 
 def provenance_files(jobs: Iterable[Mapping[str, Any]]) -> list[str]:
     """The provenance record beside each metrics file of a plan."""
     return [job["out"].replace(".json", ".provenance.json") for job in jobs]
+
+
+EVIDENCE_SUFFIX = ".queries.csv.gz"  # overlearning.evaluate.evidence.SUFFIX
+
+
+def evidence_file(metrics_file: str) -> str:
+    """The per-query evidence beside a metrics file."""
+    return metrics_file.removesuffix(".json") + EVIDENCE_SUFFIX
+
+
+def evidence_files(jobs: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [evidence_file(job["out"]) for job in jobs]
 
 
 # Which images an anonymisation policy desensitises (anonymise.py --selection):
@@ -325,13 +346,14 @@ class AnonymisationPlan:
         references, copies = [], []
         for name, subset, _ in spec["references"]:
             if name not in by_raw:  # OVIS distractors: never anonymised, never excluded
-                references.append([ev.embedding_path(setting, name), subset, NO_EXCLUSION])
+                references.append([ev.embedding_path(setting, name), subset, NO_EXCLUSION,
+                                   NO_EXCLUSION])
                 continue
             anon_set = by_raw[name]
             npz = self.embedding_path(setting, variant, anon_set)
             excl = (f"{self.set_dir(variant, anon_set)}/exclusion.json" if policy == "detected"
                     else NO_EXCLUSION)
-            references.append([npz, subset, excl])
+            references.append([npz, subset, excl, excl])
             if name == query_set:
                 copies.append(npz)
         row = self.row(policy, variant)

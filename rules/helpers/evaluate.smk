@@ -2,6 +2,14 @@
 # (Snakemake's --lint wants functions in their own snakefile, apart from rules.)
 
 
+def attacker_settings():
+    """The attackers and the parameters of those listed (evaluation.attackers): editing an
+    unlisted attacker's parameters reruns nothing."""
+    names = EVAL["attackers"]
+    params = {name: EVAL["attacker_settings"][name] for name in names if name != "plain"}
+    return json.dumps({"attackers": names, **params}, sort_keys=True)
+
+
 def eval_trunk_json(wildcards):
     """The architecture of the setting's trunk (config models.<trunk>): all of it builds the model."""
     trunk = config["training"]["settings"][wildcards.setting]["trunk"]

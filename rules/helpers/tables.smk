@@ -2,38 +2,28 @@
 # (Snakemake's --lint wants functions in their own snakefile, apart from rules.)
 
 
-def grid_parts(wildcards):
-    """Query and reference parts of the grid's evaluation, each with its image folder."""
-    name, subset = EVALUATIONS[wildcards.evaluation]["query"]
-    query = (embedding_path(wildcards.setting, name), subset, EMBEDDING_SOURCES[name]["images"])
-    refs = [
-        (
-            embedding_path(wildcards.setting, ref),
-            ref_subset,
-            exclusion_json(excl) if excl and wildcards.exclusion == "excluded" else None,
-            EMBEDDING_SOURCES[ref]["images"],
-        )
-        for ref, ref_subset, excl in EVALUATIONS[wildcards.evaluation]["references"]
-    ]
-    return query, refs
-
-
-def grid_inputs(wildcards):
-    query, refs = grid_parts(wildcards)
-    return {
-        "embeddings": sorted({query[0]} | {r[0] for r in refs}),
-        "exclusions": sorted({r[2] for r in refs if r[2]}),
-        "images": sorted({query[2]} | {r[3] for r in refs}),
+def figure_images(wildcards):
+    """The evaluation's query images and each reference set's images (set name -> folder)."""
+    name, _ = EVALUATIONS[wildcards.evaluation]["query"]
+    refs = {
+        ref: EMBEDDING_SOURCES[ref]["images"]
+        for ref, _, _ in EVALUATIONS[wildcards.evaluation]["references"]
     }
+    return EMBEDDING_SOURCES[name]["images"], refs
 
 
-def grid_flags(wildcards):
-    query, refs = grid_parts(wildcards)
-    flags = [f"--query {shlex.quote(query[0])} {query[1]} {shlex.quote(query[2])}"]
-    flags += [
-        f"--reference {shlex.quote(npz)} {subset} {shlex.quote(excl or '-')} {shlex.quote(root)}"
-        for npz, subset, excl, root in refs
-    ]
+def figure_inputs(wildcards):
+    """What a figure drawn from stored results reads: the per-query evidence of its
+    metrics file and the images (never embeddings: nothing is searched again)."""
+    query_root, refs = figure_images(wildcards)
+    metrics = metrics_path(wildcards.setting, wildcards.evaluation, wildcards.exclusion)
+    return {"evidence": evidence_file(metrics), "images": sorted({query_root, *refs.values()})}
+
+
+def figure_flags(wildcards):
+    query_root, refs = figure_images(wildcards)
+    flags = [f"--query-root {shlex.quote(query_root)}"]
+    flags += [f"--reference {name} {shlex.quote(root)}" for name, root in refs.items()]
     return " ".join(flags)
 
 
@@ -47,6 +37,18 @@ def grid_files():
     ]
 
 
+def leak_files():
+    """The leak strips: the four combinations of the two safeguards (baseline and
+    safeguarded setting, exclusion off and on) for each leak evaluation."""
+    return [
+        f"{FIGURES_DIR}/leaks/{setting}/{evaluation}_{exclusion}.png"
+        for evaluation in LEAK_EVALUATIONS
+        for setting in dict.fromkeys([HEADLINE["baseline"], HEADLINE["safeguarded"]])
+        for exclusion in EVAL["exclusion"]
+        if setting in EVALUATED and evaluation_available(evaluation, exclusion)
+    ]
+
+
 def table_targets():
     tables = [f"{TABLES_DIR}/{stem}.{ext}" for stem in TABLE_STEMS for ext in ("csv", "md", "tex")]
     tables += [
@@ -56,4 +58,4 @@ def table_targets():
     ]
     tables += [f"{TABLES_DIR}/{stem}.html" for stem in TABLE_STEMS + ["details", "headline"]]
     figures = [f"{FIGURES_DIR}/{name}.png" for name in ("privacy_utility", "roc", "embedding_map")]
-    return tables + figures + grid_files()
+    return tables + figures + grid_files() + leak_files()
