@@ -18,6 +18,7 @@ from overlearning.workflow.preflight import (
     PlannedJob,
     Report,
     check_downloads,
+    check_images,
     check_jobs,
     check_weights,
     weights_manifests,
@@ -121,3 +122,26 @@ def test_download_checksums_from_the_config(tmp_path: Path, monkeypatch: pytest.
     report = Report()
     check_downloads(datasets, {"a"}, set(), report, ChecksumCache(tmp_path / "cache.json"))
     assert not report.problems
+
+
+def test_image_must_match_its_recorded_digest(tmp_path: Path) -> None:
+    image = tmp_path / "overlearning-gpu.sif"
+    image.write_bytes(b"abc")
+    cache = ChecksumCache(tmp_path / "cache.json")
+    report = Report()
+    check_images([str(image), "docker://example/image:1"], report, cache)
+    assert report.problems == [f"image {image}: no recorded digest {image}.sha256 "
+                               "(containers/build.sh writes it)"]
+    assert "remote: Snakemake pulls it" in report.table()
+    Path(f"{image}.sha256").write_text(f"{ABC_SHA256}  {image.name}\n")  # sha256sum's format
+    report = Report()
+    check_images([str(image)], report, cache)
+    assert not report.problems and "digest matches" in report.table()
+    image.write_bytes(b"abd")  # another image under the recorded name
+    report = Report()
+    check_images([str(image), str(tmp_path / "missing.sif")], report, cache)
+    changed, missing = sorted(report.problems, key=lambda p: "missing.sif" in p)
+    assert changed.startswith(f"image {image}: digest sha256:") and \
+        "differs from the recorded sha256:ba7816bf8f01" in changed
+    assert missing == f"image {tmp_path / 'missing.sif'}: not found (make container, " \
+        "docs/hpc.md step 2)"
