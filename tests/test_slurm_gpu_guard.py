@@ -63,6 +63,7 @@ def test_gpu_rule_without_cuda_fails_within_a_minute(slurm_env: dict[str, str], 
 
     (row,) = _sacct(slurm_env, "-j", submitted[0], "-o", "State,ElapsedRaw,Comment")
     state, elapsed, comment = row
+    print(f"SLURM job {submitted[0]} ({comment}): {state} after {elapsed} s")
     assert comment.startswith(f"rule_{RULE}_"), row
     assert state == "FAILED" and int(elapsed) < 60, row
 

@@ -379,6 +379,10 @@ def test_demo_rankings_are_not_float_noise(demo_runs: tuple[Path, Path]) -> None
     assert not narrow, narrow
     agree = sum(e.agrees for e in evaluations)
     assert agree >= 0.9 * len(evaluations), health.report()
+    # Near ties that could reorder a hit and a miss: in at most a tenth of the evaluations
+    # (the collapsed models of before had them in 53 of 126).
+    tied = sum(e.deciding_queries > 0 for e in evaluations)
+    assert tied <= 0.1 * len(evaluations), health.report()
     unexplained = [(e.setting, e.name) for e in evaluations
                    if not e.agrees and e.deciding_queries == 0]
     assert not unexplained, unexplained
