@@ -94,7 +94,7 @@ def test_tables_rows_columns_and_formats(tmp_path):
     assert summary["nonperson_retrieval_kept"]["ratio"] == pytest.approx(0.656 / 0.8)
     assert summary["person_reid_accuracy_with_both_safeguards"]["by_evaluation"] == {
         "person": 0.012, "market1501": 0.01}
-    assert summary["strongest_attacker"] == "plain"
+    assert summary["strongest_attacker"] is None
 
 
 def test_attackers_become_rows_and_the_headline_names_the_strongest(tmp_path):
