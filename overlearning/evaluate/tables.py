@@ -84,14 +84,16 @@ def load_records(paths: Sequence[Path | str], progress: bool = False) -> list[di
 
 def by_attacker(records: Sequence[Mapping[str, Any]]) -> list[dict]:
     """One record per (metrics file, attacker): the plain search's sections (the file's top
-    level) with ``attacker`` = plain, then each attacker's own sections, same labels."""
+    level) with ``attacker`` = plain, then each attacker's own sections, same labels, in the
+    file's ``attacker_order`` (the config's order)."""
     out = []
     for record in records:
-        base = {k: v for k, v in record.items() if k != "attackers"}
+        base = {k: v for k, v in record.items() if k not in ("attackers", "attacker_order")}
         out.append({**base, "attacker": PLAIN})
-        for name, sections in (record.get("attackers") or {}).items():
+        attackers = record.get("attackers") or {}
+        for name in record.get("attacker_order") or sorted(attackers):
             labels = {k: record[k] for k in ("setting", "exclusion", "evaluation")}
-            out.append({**labels, **sections, "attacker": name})
+            out.append({**labels, **attackers[name], "attacker": name})
     return out
 
 
