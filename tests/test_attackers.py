@@ -214,8 +214,10 @@ def test_metrics_file_holds_every_attacker_and_its_evidence(tmp_path):
         plain_only = write_metrics(tmp_path / "plain.json", query, refs, True, {
             "setting": "s", "evaluation": "e", "exclusion": out.stem})
         # The plain numbers do not change when attackers run beside them.
-        assert {k: v for k, v in record.items() if k != "attackers"} == plain_only
+        assert {k: v for k, v in record.items()
+                if k not in ("attackers", "attacker_order")} == plain_only
         assert set(record["attackers"]) == {"k_reciprocal", "alpha_qe"}
+        assert record["attacker_order"] == ["k_reciprocal", "alpha_qe"]
         assert record["attackers"]["k_reciprocal"]["params"] == {"k1": 20, "k2": 6, "lambda": 0.3}
         for section in ("retrieval", "retrieval_indexed", "reid", "reid_indexed", "roc"):
             assert section in record["attackers"]["alpha_qe"], section

@@ -48,7 +48,12 @@ def _record(setting, exclusion, evaluation, value, attacker=False):
             "k": 3, "scored_queries": 10}}
         if "reid" in record:
             section["reid"] = {**record["reid"], "rank1": value + 0.15}
-        record["attackers"] = {"k_reciprocal": section}
+        # A weaker one halves it; listed second although its name sorts first.
+        weaker = {"retrieval": {"mean_average_precision": value / 4,
+                                "mean_average_precision_at_r": value / 2, "k": 3,
+                                "scored_queries": 10}}
+        record["attackers"] = {"alpha_qe": weaker, "k_reciprocal": section}
+        record["attacker_order"] = ["k_reciprocal", "alpha_qe"]
     return record
 
 
@@ -94,7 +99,7 @@ def test_tables_rows_columns_and_formats(tmp_path):
     assert summary["nonperson_retrieval_kept"]["ratio"] == pytest.approx(0.656 / 0.8)
     assert summary["person_reid_accuracy_with_both_safeguards"]["by_evaluation"] == {
         "person": 0.012, "market1501": 0.01}
-    assert summary["strongest_attacker"] == "plain"
+    assert summary["strongest_attacker"] is None
 
 
 def test_attackers_become_rows_and_the_headline_names_the_strongest(tmp_path):
@@ -102,8 +107,9 @@ def test_attackers_become_rows_and_the_headline_names_the_strongest(tmp_path):
     out = tmp_path / "tables"
     write_tables(paths, out, "ms", "confusion", "nonperson", "person")
     rows = list(csv.reader(io.StringIO((out / "main.csv").read_text())))
-    assert rows[1:3] == [["ms", "none", "plain", "0.8", "0.5", "0.3"],
-                         ["ms", "none", "k_reciprocal", "1.6", "1.0", "0.6"]]
+    assert rows[1:4] == [["ms", "none", "plain", "0.8", "0.5", "0.3"],
+                         ["ms", "none", "k_reciprocal", "1.6", "1.0", "0.6"],
+                         ["ms", "none", "alpha_qe", "0.4", "0.25", "0.15"]]
     reid = list(csv.reader(io.StringIO((out / "reid.csv").read_text())))
     assert reid[2][:5] == ["ms", "none", "k_reciprocal", "market1501", repr(0.3 + 0.15)]
     assert max(len(r) for r in reid) <= 10

@@ -268,6 +268,11 @@ def planned_jobs(run: Path, edit: dict) -> list[tuple[str, dict[str, str]]]:
     # A figure option: only the figure that draws it.
     ({"evaluation": {"figures": {"grid_neighbours": 4}}}, {"query_grid"}),
     ({"evaluation": {"figures": {"leak_queries": 3}}}, {"leaks"}),
+    # An attacker's parameter: the metrics and what reads them, never a model.
+    ({"evaluation": {"attacker_settings": {"alpha_qe": {"alpha": 2, "n": 50}}}},
+     {"metrics", "metrics_anonymised", "tables", "tables_html", "privacy_utility", "roc_curves",
+      "query_grid", "leaks", "anonymisation_tables", "anonymisation_tables_html",
+      "anonymisation_privacy_utility"}),
     ({"evaluation": {"figures": {"embedding_points": 400}}}, {"embedding_map"}),
     # Settings of one stage: that stage's jobs and what reads their results only.
     ({"explain": {"queries": 3}}, {"explain"}),

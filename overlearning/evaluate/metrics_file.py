@@ -92,6 +92,8 @@ def metrics_record(inputs: RetrievalInputs, query: Part, references: Sequence[Pa
             record.update(part)
         else:
             record.setdefault("attackers", {})[name] = part
+            # The JSON's keys are sorted: the config's order of the attackers is kept here.
+            record.setdefault("attacker_order", []).append(name)
         if evidence is not None:
             evidence.append(frame)
     return record

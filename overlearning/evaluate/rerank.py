@@ -52,11 +52,18 @@ class KReciprocal:
         return cls(int(settings["k1"]), int(settings["k2"]), float(settings["lambda"]))
 
 
-def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared L2 distance of matching rows of ``a`` and ``b`` in float64, directly
-    (sum of squared differences: no cancellation near 0)."""
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    return np.einsum("ij,ij->i", diff, diff)
+def squared_distances(items: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Squared L2 distance of items[rows[t]] and items[cols[t]] in float64, directly (sum of
+    squared differences: no cancellation near 0), a block of pairs at a time (gathering
+    every pair's two vectors at once would take pairs x dim x 16 bytes: 5 GB at
+    Market-1501 size)."""
+    out = np.empty(len(rows))
+    step = max(1, (1 << 22) // max(items.shape[1], 1))
+    for start in range(0, len(rows), step):
+        diff = (items[rows[start:start + step]].astype(np.float64)
+                - items[cols[start:start + step]])
+        out[start:start + step] = np.einsum("ij,ij->i", diff, diff)
+    return out
 
 
 def _reciprocal(neighbours: np.ndarray, width: int) -> np.ndarray:
@@ -159,6 +166,7 @@ class ReRanked:
     def rows(self, start: int, stop: int) -> np.ndarray:
         """(stop - start, n_r) float64 re-ranked distances of queries start..stop to every
         reference; +inf at excluded references (they are not in the index)."""
+        stop = min(stop, self.n_queries)
         kept_positions = np.flatnonzero(self.kept)
         n_g = len(kept_positions)
         original = self._original(start, stop)
@@ -208,11 +216,11 @@ def k_reciprocal(queries: np.ndarray, references: np.ndarray, kept: np.ndarray,
     # The k1 + 1 nearest of every item, itself included (at distance 0, first), by
     # (distance, index): the published argsort's order wherever distances differ.
     neighbours = nearest_references(items, items, min(params.k1 + 1, n), dev)
-    row_max = squared_distances(items, items[_farthest(items, dev)])
+    row_max = squared_distances(items, np.arange(n), _farthest(items, dev))
     row_max[row_max == 0] = 1.0  # a single item, or all identical: nothing to scale
 
     rows, cols = _expanded_sets(neighbours, params.k1)
-    weights = np.exp(-squared_distances(items[rows], items[cols]) / row_max[rows])
+    weights = np.exp(-squared_distances(items, rows, cols) / row_max[rows])
     totals = np.bincount(rows, weights=weights, minlength=n)
     vectors = sp.csr_matrix((weights / totals[rows], (rows, cols)), shape=(n, n))
     if params.k2 != 1:

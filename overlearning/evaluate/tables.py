@@ -84,14 +84,16 @@ def load_records(paths: Sequence[Path | str], progress: bool = False) -> list[di
 
 def by_attacker(records: Sequence[Mapping[str, Any]]) -> list[dict]:
     """One record per (metrics file, attacker): the plain search's sections (the file's top
-    level) with ``attacker`` = plain, then each attacker's own sections, same labels."""
+    level) with ``attacker`` = plain, then each attacker's own sections, same labels, in the
+    file's ``attacker_order`` (the config's order)."""
     out = []
     for record in records:
-        base = {k: v for k, v in record.items() if k != "attackers"}
+        base = {k: v for k, v in record.items() if k not in ("attackers", "attacker_order")}
         out.append({**base, "attacker": PLAIN})
-        for name, sections in (record.get("attackers") or {}).items():
+        attackers = record.get("attackers") or {}
+        for name in record.get("attacker_order") or sorted(attackers):
             labels = {k: record[k] for k in ("setting", "exclusion", "evaluation")}
-            out.append({**labels, **sections, "attacker": name})
+            out.append({**labels, **attackers[name], "attacker": name})
     return out
 
 
@@ -257,19 +259,21 @@ def headline(records: Sequence[Mapping[str, Any]], baseline: str, safeguarded: s
 
     MAP@R in the study's reading (excluded relevant items are misses) throughout. The top
     level is the plain search (the study's); ``attackers`` holds the same two numbers for
-    every attacker, and ``strongest_attacker`` names the one with the highest person MAP@R
-    with both safeguards (the plain search if none beats it).
+    every attacker, and ``strongest_attacker`` names the attacker other than the plain
+    search with the highest person MAP@R with both safeguards (the first listed on a tie;
+    None without attackers).
     """
     records = [r if "attacker" in r else {**r, "attacker": PLAIN} for r in records]
     plain = _two_numbers(records, PLAIN, baseline, safeguarded, nonperson, person)
     names = _ordered_unique(r["attacker"] for r in records)
     per_attacker = {name: _two_numbers(records, name, baseline, safeguarded, nonperson, person)
                     for name in names}
-    strongest = PLAIN
-    for name in names:
+    strongest = None
+    for name in names[1:] if names and names[0] == PLAIN else names:
         value = per_attacker[name]["person_reid_accuracy_with_both_safeguards"]["value"]
-        best = per_attacker[strongest]["person_reid_accuracy_with_both_safeguards"]["value"]
-        if value is not None and (best is None or value > best):
+        best = (None if strongest is None else
+                per_attacker[strongest]["person_reid_accuracy_with_both_safeguards"]["value"])
+        if strongest is None or (value is not None and (best is None or value > best)):
             strongest = name
     return {
         "metric": "mean_average_precision_at_r",
@@ -286,15 +290,14 @@ def headline_markdown(summary: Mapping[str, Any]) -> str:
     kept = summary["nonperson_retrieval_kept"]
     safe = summary["safeguarded"]["setting"]
     base = summary["baseline"]["setting"]
-    strongest = summary.get("strongest_attacker", PLAIN)
-    other = summary.get("attackers", {}).get(strongest)
-    if other is None or strongest == PLAIN:
+    strongest = summary.get("strongest_attacker")
+    other = summary.get("attackers", {}).get(strongest) if strongest else None
+    if other is None:
         return (
             f"- Person re-ID accuracy with both safeguards ({safe} + index exclusion, "
             f"{person['evaluation']} MAP@R): {_percent(person['value'])}%\n"
             f"- Non-person retrieval kept relative to {base} without safeguards "
             f"({kept['evaluation']} MAP@R): {_percent(kept['ratio'])}%\n"
-            f"- No attacker beats the plain search on this number.\n"
         )
     o_person = other["person_reid_accuracy_with_both_safeguards"]
     o_kept = other["nonperson_retrieval_kept"]
