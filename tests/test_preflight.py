@@ -95,7 +95,7 @@ def test_weights_check_reads_every_per_model_manifest(tmp_path: Path) -> None:
 
 def test_missing_weights_are_fine_only_when_this_run_makes_them(tmp_path: Path) -> None:
     report = Report()
-    check_weights(tmp_path / "none", {"weights"}, report)
+    check_weights(tmp_path / "none", {"model_weights"}, report)
     assert not report.problems
     check_weights(tmp_path / "none", {"train"}, report)
     assert len(report.problems) == 1 and "no manifest.json" in report.problems[0]

@@ -100,7 +100,8 @@ def _worker_command(job, work: Path, worker: str, record: Path) -> list[str]:
             "--cache", str(job.cache), "--train-dir", str(job.train_dir),
             "--valid-dir", str(job.valid_dir), "--person-category", str(job.person_category),
             "--seed", str(job.seed), "--threads", "1", "--work-dir", str(work),
-            "--worker", worker, "--record", str(record)]
+            "--worker", worker, "--record", str(record), "--device", "cpu",
+            "--rule", "tune_worker"]
 
 
 def _kill_worker_after_first_checkpoint(job, work: Path, tmp_path: Path) -> Path:

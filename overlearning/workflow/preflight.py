@@ -33,7 +33,7 @@ from typing import Any
 from overlearning.core.atomic import read_json, write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import file_digests
-from overlearning.models.cache import MANIFEST, require_weights
+from overlearning.models.cache import MANIFEST, check_listed_file, read_manifest
 from overlearning.workflow.container_check import recorded_digest
 from overlearning.workflow.slurm_cluster import Partition, account_valid, read_cluster
 
@@ -277,26 +277,26 @@ def check_images(images: Iterable[str], report: Report, cache: ChecksumCache) ->
 
 
 def weights_manifests(cache: Path) -> list[Path]:
-    """The folders with a weights manifest: the cache itself and/or one folder per model
-    (``<cache>/<model>/manifest.json``)."""
-    folders = [cache] if (cache / MANIFEST).is_file() else []
-    folders += sorted(p.parent for p in cache.glob(f"*/{MANIFEST}"))
-    return folders
+    """The model folders of the weights cache that hold a manifest
+    (``<cache>/<model>/manifest.json``, one per model)."""
+    return sorted(p.parent for p in cache.glob(f"*/{MANIFEST}"))
 
 
 def check_weights(cache: Path, planned_rules: set[str], report: Report) -> None:
     folders = weights_manifests(cache)
     if not folders:
-        if "weights" in planned_rules:
-            report.ok("weights", str(cache), "not there yet: the weights job of this run "
-                      "makes it")
+        if "model_weights" in planned_rules:
+            report.ok("weights", str(cache), "not there yet: the weights jobs of this run "
+                      "make it")
         else:
-            report.bad("weights", str(cache), f"no {MANIFEST}: run the weights rule first")
+            report.bad("weights", str(cache), f"no {MANIFEST} in any model folder: run the "
+                       "weights rules first")
         return
     for folder in folders:
         try:
-            manifest = require_weights(folder, (), verify=False)
-            require_weights(folder, sorted(manifest))
+            manifest = read_manifest(folder)
+            for rel in sorted(manifest):
+                check_listed_file(folder, rel, manifest, verify=True)
         except WorkflowInputError as error:
             report.bad("weights", str(folder / MANIFEST), f"{error.where}: {error.problem}")
         else:
