@@ -160,7 +160,7 @@ rule embed_anonymised:
         precision=EVAL["precision"],
         device=COMPUTE_DEVICE,
     shell:
-        script("embed.py") + " --device {params.device} --rule {rule}"
+        script("embed.py") + " --device {params.device} --rule embed_anonymised"
         " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} {params.sets} --batch-size {params.batch_size}"
         " --workers {params.workers} --precision {params.precision}"

@@ -99,7 +99,7 @@ rule detect_shard:
         shards=N_SHARDS,
         device=COMPUTE_DEVICE,
     shell:
-        script("detect_shard.py") + " --device {params.device} --rule {rule}"
+        script("detect_shard.py") + " --device {params.device} --rule detect_shard"
         " --images-from {input.images:q}"
         " --image-root {params.image_root:q} --models {params.models:q}"
         " --detection {params.detection:q} --cache {params.cache:q} --shard {wildcards.shard}"
@@ -162,7 +162,7 @@ rule segment:
         cache=weights_cache,
         device=COMPUTE_DEVICE,
     shell:
-        script("segment.py") + " --device {params.device} --rule {rule}"
+        script("segment.py") + " --device {params.device} --rule segment"
         " --detections {input.detections:q}"
         " --image-root {params.image_root:q} --models {params.models:q}"
         " --segmentation {params.segmentation:q} --cache {params.cache:q}"
@@ -202,7 +202,7 @@ rule clothes_probe:
         quality=config["preparation"]["jpeg_quality"],
         device=COMPUTE_DEVICE,
     shell:
-        script("clothes_probe.py") + " --device {params.device} --rule {rule}"
+        script("clothes_probe.py") + " --device {params.device} --rule clothes_probe"
         " --queries {input.queries:q} --out {output.probe:q}"
         " --record {output.record:q} --models {params.models:q} --clothes {params.clothes:q}"
         " --detection {params.detection:q} --segmentation {params.segmentation:q}"

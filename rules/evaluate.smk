@@ -76,7 +76,7 @@ rule embed:
         precision=EVAL["precision"],
         device=COMPUTE_DEVICE,
     shell:
-        script("embed.py") + " --device {params.device} --rule {rule}"
+        script("embed.py") + " --device {params.device} --rule embed"
         " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} {params.sets} --batch-size {params.batch_size}"
         " --workers {params.workers} --precision {params.precision}"
@@ -116,7 +116,7 @@ rule embed_pretrained:
         precision=EVAL["precision"],
         device=COMPUTE_DEVICE,
     shell:
-        script("embed.py") + " --device {params.device} --rule {rule}"
+        script("embed.py") + " --device {params.device} --rule embed_pretrained"
         " --pretrained {params.key} --cache {params.cache:q}"
         " --trunk {params.trunk:q} {params.sets} --batch-size {params.batch_size}"
         " --workers {params.workers} --precision {params.precision}"

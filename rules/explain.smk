@@ -50,7 +50,7 @@ rule explain:
         gammas=" ".join(f"--gamma {conv} {linear}" for conv, linear in EXPLAIN["gammas"]),
         device=COMPUTE_DEVICE,
     shell:
-        script("explain.py") + " --device {params.device} --rule {rule}"
+        script("explain.py") + " --device {params.device} --rule explain"
         " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
         " --embedding-dim {params.dim} --queries {input.queries:q} --gallery {input.gallery:q}"
         " --query-root {input.query_images:q} --gallery-root {input.gallery_images:q}"

@@ -83,7 +83,7 @@ rule train:
         checkpoints=f"{RESULTS}/checkpoints/{{setting}}",
         device=COMPUTE_DEVICE,
     shell:
-        script("train.py") + " --device {params.device} --rule {rule}"
+        script("train.py") + " --device {params.device} --rule train"
         " --setting {wildcards.setting} --params {params.setting:q}"
         " --training {params.training:q} --trunk {params.trunk:q} --cache {params.cache:q}"
         " --train-dir {params.train_dir:q} --valid-dir {params.valid_dir:q}"
@@ -132,7 +132,7 @@ rule tune_worker:
         work_dir=f"{RESULTS}/checkpoints/{{setting}}/tuning",
         device=COMPUTE_DEVICE,
     shell:
-        script("tune_worker.py") + " --device {params.device} --rule {rule}"
+        script("tune_worker.py") + " --device {params.device} --rule tune_worker"
         " --setting {wildcards.setting} --params {params.setting:q}"
         " --training {params.training:q} --tuning {params.tuning:q} --trunk {params.trunk:q}"
         " --cache {params.cache:q} --train-dir {params.train_dir:q}"
@@ -168,7 +168,7 @@ rule tune:
         runtime=runtime_for("default"),
     params:
         trials=config["tuning"]["trials"],
-        out=f"{RESULTS}/tuning/{{setting}}",
+        out=lambda wildcards, output: os.path.dirname(output.best),
     shell:
         script("tune.py") + " --setting {wildcards.setting} --trials {params.trials}"
         " --records {input.records:q} --out {params.out:q} > {log} 2>&1"
