@@ -51,7 +51,7 @@ from overlearning.core.atomic import (
 )
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import image_from_bytes, rgb_from_bytes
-from overlearning.core.paths import check_relative
+from overlearning.core.paths import _inside, check_relative, contained
 
 PACK_SUFFIX = ".zip"
 # ZIP's earliest representable time: no clock, timezone or umask reaches a pack's bytes.
@@ -216,6 +216,69 @@ class PackReader:
             return self._archive.read(name)
         except (zipfile.BadZipFile, OSError, zlib.error, EOFError) as exc:
             raise WorkflowInputError(self.path, f"member {name!r}: unreadable ({exc})") from None
+
+
+class FolderImages:
+    """Images under a folder, read by '/'-separated name like pack members.
+
+    The reader of ``directory:`` datasets and extracted downloads. Every name is checked
+    like :func:`overlearning.core.paths.contained` (relative, no ``..``, no link leaving
+    the folder), at the cost of one ``lstat`` per file: the real path of each sub-folder
+    is resolved once per job and kept (folders of a download do not move during a job),
+    and only a file that is itself a link is resolved in full.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.path = Path(root)
+        self._root = str(self.path)
+        self._real_root = os.path.realpath(self.path)
+        self._real_dirs: dict[str, str] = {"": self._real_root}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"FolderImages({self._root!r})"
+
+    def resolve(self, name: object, source: object = None, entry: str = "name") -> Path:
+        """``root / name``, refused (naming ``source`` and ``entry``) unless contained."""
+        source = self.path if source is None else source
+        clean = check_relative(name, source, entry)
+        parent = clean.rpartition("/")[0]
+        real_parent = self._real_dirs.get(parent)
+        if real_parent is None:
+            real_parent = os.path.realpath(os.path.join(self._root, parent))
+            if not _inside(self._real_root, real_parent):
+                return contained(self.path, name, source, entry)  # raises, naming the link
+            self._real_dirs[parent] = real_parent
+        candidate = os.path.join(self._root, clean)
+        if os.path.islink(candidate):
+            return contained(self.path, name, source, entry)
+        return Path(candidate)
+
+    def where(self, name: str) -> str:
+        return os.path.join(self._root, name)
+
+    def read_bytes(self, name: str) -> bytes:
+        path = self.resolve(name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise WorkflowInputError(path, "image file not found") from None
+        except OSError as exc:
+            raise WorkflowInputError(path, f"unreadable ({exc})") from None
+
+    def open_image(self, name: str) -> Image.Image:
+        return image_from_bytes(self.read_bytes(name), self.where(name))
+
+    def read_rgb(self, name: str) -> np.ndarray:
+        return rgb_from_bytes(self.read_bytes(name), self.where(name))
+
+    def close(self) -> None:
+        """Nothing held open (each read opens and closes its file)."""
 
 
 def open_pack(path: Path | str, base: Path | str | PackReader | None = None) -> PackReader:
