@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,11 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from overlearning.core import image_io
+from overlearning.core import image_io, packs
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import read_rgb, write_image
 from overlearning.core.packs import (
     FIXED_TIME,
+    FolderImages,
     export_pack,
     open_pack,
     pack_of_files,
@@ -225,6 +227,10 @@ def test_more_than_65535_members_use_zip64(tmp_path: Path) -> None:
     assert reader.read_bytes("069999.jpg") == (69999).to_bytes(4, "little")
     with zipfile.ZipFile(tmp_path / "big.zip") as archive:
         assert len(archive.infolist()) == count
+    if shutil.which("unzip"):
+        listing = subprocess.run(["unzip", "-l", str(tmp_path / "big.zip")], capture_output=True,
+                                 text=True, check=True).stdout
+        assert f"{count} files" in listing.splitlines()[-1]
 
 
 def test_corrupt_image_member_names_pack_and_member(tmp_path: Path) -> None:
@@ -260,3 +266,57 @@ def test_export_script_writes_an_overlay_as_plain_files(tmp_path: Path, repo: Pa
                    env=dict(os.environ, PYTHONPATH=str(repo)))
     assert (tmp_path / "out/v/a.jpg").read_bytes() == b"a"
     assert (tmp_path / "out/v/b.jpg").read_bytes() == b"B"
+
+
+@pytest.mark.parametrize("limit", [None, 100])
+def test_unzip_and_zipfile_read_packs_with_zip64_offsets(tmp_path: Path, limit: int | None,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 4 GiB pack is too big for a test: lowering the limit makes every member past byte
+    # 100 take the ZIP64 offset record, which is the path a real 4 GiB pack takes.
+    if limit is not None:
+        monkeypatch.setattr(packs, "ZIP64_LIMIT", limit)
+    files = _image_folder(tmp_path / "folder", count=8)
+    pack_of_files(tmp_path / "set.zip", files)
+    with zipfile.ZipFile(tmp_path / "set.zip") as archive:
+        assert archive.testzip() is None
+        offsets = [i.header_offset for i in archive.infolist()]
+        assert all(archive.read(n) == p.read_bytes() for n, p in files.items())
+    assert offsets == sorted(offsets) and offsets[-1] > 100
+    reader = open_pack(tmp_path / "set.zip")
+    assert all(reader.read_bytes(n) == p.read_bytes() for n, p in files.items())
+    if shutil.which("unzip"):
+        test = subprocess.run(["unzip", "-t", str(tmp_path / "set.zip")], capture_output=True,
+                              text=True)
+        assert test.returncode == 0 and "No errors detected" in test.stdout, test.stdout
+        subprocess.run(["unzip", "-q", str(tmp_path / "set.zip"), "-d", str(tmp_path / "u")],
+                       check=True)
+        assert all((tmp_path / "u" / n).read_bytes() == p.read_bytes() for n, p in files.items())
+        assert oct((tmp_path / "u" / "v0/00000_7.jpg").stat().st_mode & 0o777) == "0o644"
+
+
+def test_folder_images_refuse_links_leaving_the_folder(tmp_path: Path) -> None:
+    root = tmp_path / "frames"
+    (root / "v").mkdir(parents=True)
+    (root / "v/a.jpg").write_bytes(b"inside")
+    (tmp_path / "secret.jpg").write_bytes(b"outside")
+    (root / "v/inner.jpg").symlink_to(root / "v/a.jpg")
+    (root / "v/outer.jpg").symlink_to(tmp_path / "secret.jpg")
+    (root / "w").symlink_to(tmp_path)
+    images = FolderImages(root)
+    assert images.read_bytes("v/a.jpg") == b"inside"
+    assert images.read_bytes("v/inner.jpg") == b"inside"  # a link that stays inside is fine
+    for name in ("v/outer.jpg", "w/secret.jpg"):
+        with pytest.raises(WorkflowInputError, match="outside"):
+            images.read_bytes(name)
+        with pytest.raises(WorkflowInputError, match="outside"):
+            images.resolve(name, "instances.json", "$.images[0].file_name")
+    for name in ("../secret.jpg", "/etc/passwd"):
+        with pytest.raises(WorkflowInputError, match="refused"):
+            images.read_bytes(name)
+    with pytest.raises(WorkflowInputError, match="image file not found"):
+        images.read_bytes("v/none.jpg")
+    # A file replaced by a link after the first read is refused at the next one.
+    (root / "v/a.jpg").unlink()
+    (root / "v/a.jpg").symlink_to(tmp_path / "secret.jpg")
+    with pytest.raises(WorkflowInputError, match="outside"):
+        images.read_bytes("v/a.jpg")

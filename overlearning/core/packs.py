@@ -30,6 +30,7 @@ there and from the base otherwise: an anonymised variant stores only the images 
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zipfile
@@ -57,7 +58,7 @@ PACK_SUFFIX = ".zip"
 # ZIP's earliest representable time: no clock, timezone or umask reaches a pack's bytes.
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _FILE_MODE = 0o100644 << 16  # a regular file, rw-r--r--
-_UNIX = 3
+_UNIX = 3  # "version made by" host: Unix, so unzip applies the mode above
 _LOCAL_HEADER = struct.Struct("<4s5H3I2H")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 
@@ -243,8 +244,13 @@ class FolderImages:
     def __repr__(self) -> str:
         return f"FolderImages({self._root!r})"
 
-    def resolve(self, name: object, source: object = None, entry: str = "name") -> Path:
-        """``root / name``, refused (naming ``source`` and ``entry``) unless contained."""
+    def resolve(self, name: object, source: object = None, entry: str = "name",
+                check_link: bool = True) -> Path:
+        """``root / name``, refused (naming ``source`` and ``entry``) unless contained.
+
+        ``check_link=False`` leaves out the last component's link check, for a caller that
+        opens the file without following a link (:meth:`read_bytes`).
+        """
         source = self.path if source is None else source
         clean = check_relative(name, source, entry)
         parent = clean.rpartition("/")[0]
@@ -255,7 +261,7 @@ class FolderImages:
                 return contained(self.path, name, source, entry)  # raises, naming the link
             self._real_dirs[parent] = real_parent
         candidate = os.path.join(self._root, clean)
-        if os.path.islink(candidate):
+        if check_link and os.path.islink(candidate):
             return contained(self.path, name, source, entry)
         return Path(candidate)
 
@@ -263,13 +269,20 @@ class FolderImages:
         return os.path.join(self._root, name)
 
     def read_bytes(self, name: str) -> bytes:
-        path = self.resolve(name)
+        path = self.resolve(name, check_link=False)
         try:
-            return path.read_bytes()
+            # One system call checks and opens: a link as the last component is refused
+            # here (ELOOP) and then resolved in full by contained().
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise WorkflowInputError(path, "image file not found") from None
         except OSError as exc:
-            raise WorkflowInputError(path, f"unreadable ({exc})") from None
+            if exc.errno != errno.ELOOP:
+                raise WorkflowInputError(path, f"unreadable ({exc})") from None
+            path = contained(self.path, name, self.path, "name")
+            fd = os.open(path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
 
     def open_image(self, name: str) -> Image.Image:
         return image_from_bytes(self.read_bytes(name), self.where(name))
@@ -294,12 +307,35 @@ def pack_path(folder: Path | str) -> Path:
     return folder.with_name(folder.name + PACK_SUFFIX)
 
 
-class PackWriter:
-    """Adds members to a pack being written by :func:`write_pack`."""
+# Field limits of the classic ZIP records; beyond them the ZIP64 records carry the value.
+ZIP64_LIMIT = 0xFFFFFFFF
+ZIP64_COUNT_LIMIT = 0xFFFF
+_MAX_MEMBER = 0xFFFFFFFF  # members stay below 4 GiB: their sizes fit the classic fields
+_DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01
+_DOS_TIME = 0
+_UTF8_NAME = 0x0800
+_CENTRAL_HEADER = struct.Struct("<4s6H3I5H2I")
+_ZIP64_END = struct.Struct("<4sQ2H2I4Q")
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")
+_END = struct.Struct("<4s4H2IH")
 
-    def __init__(self, archive: zipfile.ZipFile, path: Path) -> None:
-        self._archive = archive
+
+class PackWriter:
+    """Adds stored members to a pack being written by :func:`write_pack`.
+
+    The records are written here rather than by :mod:`zipfile`, whose writer seeks back
+    to patch every local header (three system calls per member, a second per thousand
+    crops); the layout is plain PKZIP APPNOTE: local header + bytes per member, then the
+    central directory, with ZIP64 records where an offset or the member count outgrows
+    the classic fields. tests/test_packs.py reads the result with :mod:`zipfile` and
+    ``unzip``.
+    """
+
+    def __init__(self, handle: Any, path: Path) -> None:
+        self._handle = handle
         self.path = path
+        self._offset = 0
+        self._central: list[bytes] = []
         self._names: set[str] = set()
 
     def add(self, name: str, data: bytes) -> None:
@@ -310,12 +346,44 @@ class PackWriter:
                                                 f"relative name like {clean!r}")
         if name in self._names:
             raise WorkflowInputError(self.path, f"member {name!r} added twice")
+        if len(data) >= _MAX_MEMBER:
+            raise ValueError(f"{self.path}: member {name!r} of {len(data)} bytes is larger "
+                             "than a stored pack member may be (4 GiB)")
         self._names.add(name)
-        info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
-        info.compress_type = zipfile.ZIP_STORED
-        info.external_attr = _FILE_MODE
-        info.create_system = _UNIX
-        self._archive.writestr(info, data)
+        encoded = name.encode("utf-8")
+        flags = 0 if encoded.isascii() else _UTF8_NAME
+        crc = zlib.crc32(data)
+        self._handle.write(_LOCAL_HEADER.pack(
+            _LOCAL_SIGNATURE, 20, flags, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE, crc,
+            len(data), len(data), len(encoded), 0) + encoded)
+        self._handle.write(data)
+        offset = self._offset
+        extra = b""
+        if offset >= ZIP64_LIMIT:
+            extra = struct.pack("<HHQ", 0x0001, 8, offset)
+            offset = _MAX_MEMBER  # "see the ZIP64 record"
+        version = 45 if extra else 20
+        self._central.append(_CENTRAL_HEADER.pack(
+            b"PK\x01\x02", (_UNIX << 8) | version, version, flags, zipfile.ZIP_STORED,
+            _DOS_TIME, _DOS_DATE, crc, len(data), len(data), len(encoded), len(extra), 0, 0, 0,
+            _FILE_MODE, offset) + encoded + extra)
+        self._offset += _LOCAL_HEADER.size + len(encoded) + len(data)
+
+    def finish(self) -> None:
+        """Write the central directory and the end records."""
+        start = self._offset
+        directory = b"".join(self._central)
+        self._handle.write(directory)
+        count, size = len(self._central), len(directory)
+        if count >= ZIP64_COUNT_LIMIT or start >= ZIP64_LIMIT or size >= ZIP64_LIMIT:
+            end64 = start + size
+            self._handle.write(_ZIP64_END.pack(b"PK\x06\x06", _ZIP64_END.size - 12,
+                                               (_UNIX << 8) | 45, 45, 0, 0, count, count,
+                                               size, start))
+            self._handle.write(_ZIP64_LOCATOR.pack(b"PK\x06\x07", 0, end64, 1))
+            # Every classic field that the ZIP64 record carries says so with all ones.
+            count, start, size = 0xFFFF, _MAX_MEMBER, _MAX_MEMBER
+        self._handle.write(_END.pack(b"PK\x05\x06", 0, 0, count, count, size, start, 0))
 
     def __len__(self) -> int:
         return len(self._names)
@@ -334,8 +402,10 @@ def write_pack(path: Path | str) -> Iterator[PackWriter]:
     tmp = temporary_name(path)
     with terminate_as_exit():
         try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-                yield PackWriter(archive, path)
+            with open(tmp, "wb", buffering=1 << 20) as handle:
+                writer = PackWriter(handle, path)
+                yield writer
+                writer.finish()
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -204,10 +204,8 @@ def make_crops(instances_path: Path | str, images_root: Path | str | FolderImage
     suffix = "." + ext
 
     def cut(job: _Job) -> list[tuple[bytes, dict[str, Any], bool]]:
-        # Checked in _plan; resolved again right before reading (one lstat: links may change).
+        # Checked in _plan; the reader checks it again as it opens it (links may change).
         name = job.image["file_name"]
-        if isinstance(frames, FolderImages):
-            frames.resolve(name, instances_path, f"image {job.image['id']} file_name")
         pixels = frames.read_rgb(name)
         height, width = pixels.shape[:2]
         if (height, width) != (job.image["height"], job.image["width"]):
