@@ -51,7 +51,13 @@ from overlearning.core.atomic import (
     terminate_as_exit,
 )
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.image_io import image_from_bytes, rgb_from_bytes
+from overlearning.core.image_io import (
+    IMAGE_SUFFIXES,
+    image_from_bytes,
+    rgb_from_bytes,
+    size_from_bytes,
+)
+from overlearning.core.image_io import image_names as folder_image_names
 from overlearning.core.paths import _inside, check_relative, contained
 
 PACK_SUFFIX = ".zip"
@@ -292,6 +298,46 @@ class FolderImages:
 
     def close(self) -> None:
         """Nothing held open (each read opens and closes its file)."""
+
+
+ImageSource = FolderImages | PackReader
+
+
+def open_images(location: Path | str | ImageSource) -> ImageSource:
+    """The reader of a set of images: a pack (``*.zip``) or a folder of files."""
+    if isinstance(location, FolderImages | PackReader):
+        return location
+    location = Path(location)
+    if location.suffix.lower() == PACK_SUFFIX and not location.is_dir():
+        return open_pack(location)
+    if not location.is_dir():
+        raise WorkflowInputError(location, "image folder or pack not found")
+    return FolderImages(location)
+
+
+def image_names(images: ImageSource) -> list[str]:
+    """The image names of a source, sorted: a pack's image members, a folder's image files
+    (directly inside it, as :func:`overlearning.core.image_io.image_names` lists them)."""
+    if isinstance(images, PackReader):
+        return [n for n in images.names() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+    return folder_image_names(images.path)
+
+
+def check_image(images: ImageSource, name: object, source: object, entry: str) -> str:
+    """``name`` as an image of ``images``, refused naming ``source`` and ``entry`` unless it
+    is a member of the pack or a file contained in the folder (checked before any read)."""
+    if isinstance(images, FolderImages):
+        images.resolve(name, source, entry)
+        return str(name)
+    clean = check_relative(name, source, entry)
+    if clean not in images:
+        raise WorkflowInputError(source, f"{entry}: {name!r} is not a member of {images.path}")
+    return clean
+
+
+def image_header_size(images: ImageSource, name: str) -> tuple[int, int]:
+    """(width, height) of one image from its header, without decoding its pixels."""
+    return size_from_bytes(images.read_bytes(name), images.where(name))
 
 
 def open_pack(path: Path | str, base: Path | str | PackReader | None = None) -> PackReader:

@@ -41,9 +41,9 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.image_io import image_files, image_names, image_size, read_mask
+from overlearning.core.image_io import image_files, read_mask
 from overlearning.core.masks import decode_segmentation
-from overlearning.core.paths import contained
+from overlearning.core.packs import check_image, image_header_size, image_names, open_images
 from overlearning.detect.detection_files import (
     check_boxes_inside,
     check_masks_match,
@@ -395,7 +395,8 @@ def person_exclusion(image_root: Path | str, names: Sequence[str],
     """
     from tqdm import tqdm
 
-    image_root = Path(image_root)
+    gallery = open_images(image_root)
+    image_root = gallery.path
     if not names:
         raise WorkflowInputError(image_root, "no gallery images: an empty gallery would give "
                                              "an empty exclusion list")
@@ -412,7 +413,8 @@ def person_exclusion(image_root: Path | str, names: Sequence[str],
     counts["no_detection"] = counts["no_overlapping_detection"] = 0
     assigned = []
     for name in tqdm(sorted(names), desc="exclusion", unit="img"):
-        width, height = image_size(contained(image_root, name, image_root, f"image {name!r}"))
+        check_image(gallery, name, image_root, f"image {name!r}")
+        width, height = image_header_size(gallery, name)
         check_boxes_inside(masks.get(name, []), width, height, paths["masks"], name)
         if mask_files is None:
             gt = np.ones((height, width), dtype=np.uint8)
@@ -471,7 +473,7 @@ def run_person_exclusion(image_root: Path | str, detections: Path | str, masks: 
                          gt_mask_dir: Path | str | None = None) -> dict[str, Any]:
     """The ``exclusion`` rule for a person gallery (detection-only mode)."""
     result, summary = person_exclusion(
-        image_root, image_names(image_root), load_detections(detections),
+        image_root, image_names(open_images(image_root)), load_detections(detections),
         load_masks(masks), settings, gt_mask_dir=gt_mask_dir,
         paths={"detections": detections, "masks": masks})
     write_exclusion(result, summary, out, summary_out)
