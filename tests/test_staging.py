@@ -70,7 +70,11 @@ def test_training_reads_its_packs_from_tmpdir(tmp_path: Path) -> None:
     assert {Path(p).name for p in local} == {"0-foregroundImages_cropped.zip",
                                             "1-foregroundImages_cropped.zip"}
     assert 1 <= len(shared) <= 4 * len(packs), shared
-    assert not [p for p in opened if p.endswith((".jpg", ".png"))]  # no crop as its own file
+    # Under the data folder the job opened the packs and the crop indexes, nothing else:
+    # no crop as its own file.
+    data = str(tmp_path / "data")
+    assert {Path(p).name for p in opened if p.startswith(data)} == {
+        "foregroundImages_cropped.zip", "fg_instances_cropped.json"}
     assert list(node.iterdir()) == []  # cleaned up
     assert any(line.startswith("staging: removed") for line in log.splitlines())
 
