@@ -174,10 +174,10 @@ rule segment:
 # or SAM on GroundingDINO's best garment box; images without a garment skipped or kept whole.
 rule clothes_probe:
     input:
-        queries=f"{DATA}/{{person_dir}}/foreground_query",
+        queries=f"{DATA}/{{person_dir}}/foreground_query.zip",
         weights=CLOTHES_WEIGHTS,
     output:
-        probe=directory(f"{DATA}/{{person_dir}}/probes/clothes"),
+        probe=f"{DATA}/{{person_dir}}/probes/clothes.zip",
         record=f"{RESULTS}/detections/clothes/{{person_dir}}.json",
     log:
         log_path("clothes_probe", "{person_dir}"),

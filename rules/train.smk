@@ -42,6 +42,8 @@ rule train:
         weights=trunk_weights,
         train=f"{DATA}/vis/train/fg_instances_cropped.json",
         valid=f"{DATA}/vis/valid/fg_instances_cropped.json",
+        train_crops=f"{DATA}/vis/train/foregroundImages_cropped.zip",
+        valid_crops=f"{DATA}/vis/valid/foregroundImages_cropped.zip",
         tuned=tuned_params,
     output:
         trunk=f"{RESULTS}/models/{{setting}}/trunk.safetensors",
@@ -102,6 +104,8 @@ rule tune_worker:
         weights=trunk_weights,
         train=f"{DATA}/vis/train/fg_instances_cropped.json",
         valid=f"{DATA}/vis/valid/fg_instances_cropped.json",
+        train_crops=f"{DATA}/vis/train/foregroundImages_cropped.zip",
+        valid_crops=f"{DATA}/vis/valid/foregroundImages_cropped.zip",
     output:
         record=f"{RESULTS}/tuning/{{setting}}/workers/{{worker}}.json",
     log:

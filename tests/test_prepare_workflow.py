@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from overlearning.data.crop_sets import load_crop_set, load_person_folder
+from overlearning.core.packs import open_pack
+from overlearning.data.crop_sets import load_crop_set, load_person_set
 from tests.conftest import REPO, run_snakemake
 from tests.test_prepare_fixtures import build_cuhk03, build_market, build_ovis, build_vis
 
@@ -26,13 +27,14 @@ PROBES = ("torso", "upper_half", "lower_half", "left_half", "right_half")
 
 
 def _targets() -> list[str]:
-    crop_files = ("instances.json", "foregroundImages_cropped", "fg_instances_cropped.json",
+    crop_files = ("instances.json", "foregroundImages_cropped.zip", "fg_instances_cropped.json",
                   "fg_instances.json")
     targets = [f"{DATA}/vis/{s}/{n}" for s in ("train", "valid", "test") for n in crop_files]
     targets += [f"{DATA}/ovis/test/{n}" for n in crop_files]
     for root in PERSON_ROOTS:
-        targets += [f"{DATA}/{root}/foreground_query", f"{DATA}/{root}/foregroundImages_cropped"]
-        targets += [f"{DATA}/{root}/probes/{p}" for p in PROBES]
+        targets += [f"{DATA}/{root}/foreground_query.zip",
+                    f"{DATA}/{root}/foregroundImages_cropped.zip"]
+        targets += [f"{DATA}/{root}/probes/{p}.zip" for p in PROBES]
     return targets
 
 
@@ -96,15 +98,18 @@ def test_outputs_satisfy_the_readers(runs: tuple[Path, Path]) -> None:
     ovis = load_crop_set(data / "ovis/test", person_category=1)
     assert min(i.label for i in ovis) == objects + 1
     for root in PERSON_ROOTS:
-        query = load_person_folder(data / root / "foreground_query")
+        query = load_person_set(data / root / "foreground_query.zip")
         for probe in PROBES:
-            assert [i.name for i in load_person_folder(data / root / "probes" / probe)] == \
+            assert [i.name for i in load_person_set(data / root / "probes" / f"{probe}.zip")] == \
                 [i.name for i in query]
-    gallery = [i.label for i in load_person_folder(data / "market1501/foregroundImages_cropped")]
+    gallery = [i.label for i in load_person_set(data / "market1501/foregroundImages_cropped.zip")]
     assert -1 not in gallery and 0 in gallery
 
 
 def test_second_run_is_byte_identical(runs: tuple[Path, Path]) -> None:
     first, second = (_digests(r / DATA) for r in runs)
-    assert len(first) > 60
+    # One pack per image set: 25 packs beside 14 JSON files, well over 60 images inside.
+    packs = [name for name in first if name.endswith(".zip")]
+    assert len(packs) == 25 and len(first) == 39
+    assert sum(len(open_pack(runs[0] / DATA / name).names()) for name in packs) > 60
     assert first == second

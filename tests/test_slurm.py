@@ -323,7 +323,7 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
     assert {"demo_downloads", "tables"} <= not_submitted <= local, not_submitted
     assert "model_weights" not in finished.values()
     ran_in_slurm = {finished[job] for job in submitted if job in finished}
-    assert {"extract", "vis_frames", "vis_split", "vis_crops", "train", "tune_worker",
+    assert {"verify_downloads", "vis_frames", "vis_split", "vis_crops", "train", "tune_worker",
             "embed"} <= ran_in_slurm
     assert not ran_in_slurm & local_rule_names(), ran_in_slurm & local_rule_names()
 

@@ -51,6 +51,14 @@ def read_json(path: Path | str) -> Any:
         raise WorkflowInputError(path, f"not readable as JSON ({exc})") from None
 
 
+def parse_json(data: bytes, where: object) -> Any:
+    """:func:`read_json` for bytes already read (a member of a download read in place)."""
+    try:
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except ValueError as exc:
+        raise WorkflowInputError(where, f"not readable as JSON ({exc})") from None
+
+
 def dumps(obj: Any) -> str:
     # Sorted keys and fixed separators: the same content always gives the same bytes.
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))

@@ -9,6 +9,7 @@ overlearning.evaluate.embedding_map.)
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -28,14 +29,13 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from overlearning.core.errors import WorkflowInputError  # noqa: E402
-from overlearning.core.image_io import read_rgb  # noqa: E402
 from overlearning.core.names import (  # noqa: E402
     attacker_title,
     evaluation_title,
     safeguard_title,
     setting_title,
 )
-from overlearning.core.paths import contained  # noqa: E402
+from overlearning.core.packs import ImageSource, check_image, open_images  # noqa: E402
 from overlearning.evaluate.evidence import COLUMNS as EVIDENCE_COLUMNS  # noqa: E402
 from overlearning.evaluate.evidence import read_evidence  # noqa: E402
 
@@ -103,11 +103,17 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def open_image(root: Path | str, name: str, source: str) -> Image.Image:
-    """The one place figures read a stored image: ``name`` inside the image set at ``root``.
+@functools.lru_cache(maxsize=32)
+def _image_set(root: str) -> ImageSource:
+    # A figure reads many images of few sets: each pack's member table is read once.
+    return open_images(root)
 
-    (Packed image sets replace folders here and only here.)"""
-    return Image.fromarray(read_rgb(contained(root, name, source, "image name")))
+
+def open_image(root: Path | str, name: str, source: str) -> Image.Image:
+    """The one place figures read a stored image: ``name`` inside the image set (a pack, a
+    folder, or downloads read in place) at ``root``."""
+    images = _image_set(str(root))
+    return Image.fromarray(images.read_rgb(check_image(images, name, source, "image name")))
 
 
 def _tile(picture: Image.Image, size: int, border: int, colour: tuple[int, int, int]) -> Image.Image:

@@ -17,8 +17,8 @@ def anonymisation_metrics_files():
 
 
 def anonymised_sets():
-    """Every anonymised image set (deployment sets only where the detector ran on them)."""
-    return ANON_PLAN.set_dirs()
+    """Every anonymised set's files (deployment sets only where the detector ran on them)."""
+    return ANON_PLAN.all_set_files()
 
 
 def anonymisation_targets():
@@ -37,3 +37,8 @@ def anonymisation_targets():
         + tables
         + [f"{FIGURES_DIR}/privacy_utility_anonymisation.png"]
     )
+
+
+def anon_outputs(anon_set):
+    """changed.zip, anonymised.json and exclusion.json of one anonymised set."""
+    return ANON_PLAN.set_files("{anon_method}_{anon_strength}", anon_set)

@@ -28,6 +28,6 @@ def dataset_targets():
     targets += [f"{VIS}/{split}/{name}" for split in VIS_SPLITS for name in CROP_FILES]
     targets += [f"{OVIS_TEST}/instances.json"] + [f"{OVIS_TEST}/{name}" for name in CROP_FILES]
     for root in PERSON_SETS.values():
-        targets += [f"{root}/{folder}" for folder in PERSON_FOLDERS]
-        targets += [f"{root}/probes/{probe}" for probe in PROBES]
+        targets += [f"{root}/{folder}.zip" for folder in PERSON_FOLDERS]
+        targets += [f"{root}/probes/{probe}.zip" for probe in PROBES]
     return targets
