@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from overlearning.core.atomic import writing
 from overlearning.core.errors import WorkflowInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -115,9 +116,10 @@ def write_image(path: Path | str, pixels: np.ndarray, quality: int = DEFAULT_JPE
     path = Path(path)
     image = Image.fromarray(np.ascontiguousarray(pixels))
     suffix = path.suffix.lower()
-    if suffix in (".jpg", ".jpeg"):
-        image.save(path, format="JPEG", quality=quality, optimize=False, progressive=False)
-    elif suffix == ".png":
-        image.save(path, format="PNG", optimize=False)
-    else:
+    if suffix not in (".jpg", ".jpeg", ".png"):
         raise ValueError(f"unsupported image suffix {suffix!r} for {path}")
+    with writing(path):
+        if suffix == ".png":
+            image.save(path, format="PNG", optimize=False)
+        else:
+            image.save(path, format="JPEG", quality=quality, optimize=False, progressive=False)

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from overlearning.models.cache import go_offline
 
@@ -55,12 +56,23 @@ class ScriptParser(argparse.ArgumentParser):
     def parse(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
         """Parse, configure logging and, with a weights cache, switch hub access off."""
         args = self.parse_args(argv)
+        sys.excepthook = one_line_errors
         logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
         if self._image_format:
             set_max_image_pixels(args.max_image_pixels)
         if self._weights_cache:
             go_offline(args.cache)
         return args
+
+
+def one_line_errors(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    """Uncaught exceptions: the workflow's own errors (bad input, an output that cannot be
+    written) end the script in their one line, naming the file; anything else is a bug and
+    keeps its traceback."""
+    if isinstance(error, WorkflowInputError):
+        print(f"{kind.__name__}: {error}", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, error, trace)
 
 
 def json_value(text: str) -> Any:
