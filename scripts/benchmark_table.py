@@ -23,25 +23,31 @@ START = "<!-- rehearsal-memory:start -->"
 END = "<!-- rehearsal-memory:end -->"
 
 
-def read_benchmarks(root: Path) -> dict[str, list[dict[str, float]]]:
-    """{rule: [one dict per job: s, max_rss]} from ``root/<rule>/**/*.tsv``."""
+def read_benchmark_rows(root: Path) -> dict[Path, list[dict[str, float]]]:
+    """{benchmark file: [one dict per row: s, max_rss]} for every ``root/**/*.tsv``."""
     if not root.is_dir():
         raise WorkflowInputError(root, "benchmark folder not found (run the workflow first)")
-    rules: dict[str, list[dict[str, float]]] = {}
+    files: dict[Path, list[dict[str, float]]] = {}
     for path in sorted(root.rglob("*.tsv")):
-        rule = path.relative_to(root).parts[0]
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
         if not rows:
             raise WorkflowInputError(path, "benchmark file has no row")
-        for row in rows:
-            try:
-                job = {"s": float(row["s"]), "max_rss": _number(row["max_rss"])}
-            except (KeyError, ValueError) as exc:
-                raise WorkflowInputError(path, f"not a Snakemake benchmark file ({exc})") from None
-            rules.setdefault(rule, []).append(job)
-    if not rules:
+        try:
+            files[path] = [{"s": float(row["s"]), "max_rss": _number(row["max_rss"])}
+                           for row in rows]
+        except (KeyError, ValueError) as exc:
+            raise WorkflowInputError(path, f"not a Snakemake benchmark file ({exc})") from None
+    if not files:
         raise WorkflowInputError(root, "no benchmark files below this folder")
+    return files
+
+
+def read_benchmarks(root: Path) -> dict[str, list[dict[str, float]]]:
+    """{rule: [one dict per job: s, max_rss]} from ``root/<rule>/**/*.tsv``."""
+    rules: dict[str, list[dict[str, float]]] = {}
+    for path, rows in read_benchmark_rows(root).items():
+        rules.setdefault(path.relative_to(root).parts[0], []).extend(rows)
     return rules
 
 
