@@ -49,7 +49,8 @@ rehearse: $(STAMP) $(REHEARSE_BUNDLE)/.complete
 	$(BIN)/snakemake --configfile config.rehearse.yaml --cores $(CORES) --rerun-incomplete \
 		--printshellcmds --show-failed-logs
 	$(BIN)/python scripts/benchmark_table.py --benchmarks rehearse-run/logs/benchmarks \
-		--doc docs/hpc.md
+		--doc docs/hpc.md $(if $(wildcard bench-results/scale-growth.json),--scale-growth \
+		bench-results/scale-growth.json)
 	$(BIN)/python -m pytest -q tests/test_hpc_doc.py -k memory_request
 
 $(REHEARSE_BUNDLE)/.complete: config.yaml config.rehearse.yaml overlearning/models/standins.py \
@@ -73,14 +74,17 @@ SCALE_SNAKEMAKE := $(BIN)/snakemake --snakefile $(abspath Snakefile) --directory
 	--configfile $(abspath config.demo.yaml) $(abspath config.scale.yaml)
 scale: $(STAMP) $(SCALE_RUN)/downloads/.complete
 	test "$(SCALE_KEEP)" = 1 || rm -rf $(addprefix $(SCALE_RUN)/,data results resources logs opens .snakemake)
+	date +%s > $(SCALE_RUN)/start
 	PATH=$(abspath bench/scale_shim):$$PATH SCALE_ROOT=$(SCALE_ROOT) \
 		SCALE_PYTHON=$(abspath $(BIN)/python) SCALE_COUNTER=$(abspath bench/open_counter.py) \
 		SCALE_OPENS=$(SCALE_ROOT)/opens \
 		$(SCALE_SNAKEMAKE) --cores $(CORES) --rerun-incomplete --printshellcmds --show-failed-logs
+	date +%s > $(SCALE_RUN)/end
 	$(SCALE_SNAKEMAKE) --summary > $(SCALE_RUN)/summary.tsv
 	$(BIN)/python bench/scale.py collect --run $(SCALE_RUN) --fraction $(FRACTION) --out bench-results
-	$(BIN)/python bench/scale.py doc --results bench-results --doc docs/hpc.md
-	$(BIN)/python -m pytest -q tests/test_hpc_doc.py -k memory_request
+	$(BIN)/python bench/scale.py doc --results bench-results --doc docs/hpc.md \
+		--before bench-results/before-packs
+	$(BIN)/python -m pytest -q tests/test_hpc_doc.py -k "memory_request or runtime or measured"
 
 $(SCALE_RUN)/downloads/.complete: overlearning/demo/scale.py overlearning/demo/vis.py \
 		overlearning/demo/persons.py overlearning/demo/draw.py scripts/make_scale_downloads.py

@@ -16,8 +16,9 @@ the tables of docs/hpc.md ("Scale rehearsal").
 
 It writes ``<out>/scale-<fraction>.json`` (bench/results.py). ``doc`` reads every
 ``scale-*.json`` there, fits each rule's growth with the data volume (the slope of
-log(value) against log(fraction), least squares: 1 = linear, 0 = constant) for time,
-memory, files written and files opened, writes ``<out>/scale-growth.json``, and replaces
+log(value) against log(fraction), least squares: 1 = linear, 0 = constant) for CPU
+time (wall time on a shared machine measures the neighbours), memory, files written and
+files read, writes ``<out>/scale-growth.json``, and replaces
 the marked tables of docs/hpc.md. The Makefile runs neither as a benchmark (``make bench``
 runs bench/bench_*.py only).
 
@@ -53,7 +54,7 @@ TREES = ("data", "results", "resources", "logs")
 OPEN_KEYS = ("opens", "run_reads", "run_writes", "run_folders", "run_files_read")
 MARKERS = {name: (f"<!-- scale-{name}:start -->", f"<!-- scale-{name}:end -->")
            for name in ("rules", "growth", "files")}
-GROWTH_MEASURES = {"time": "all_jobs_s", "memory": "peak_max_rss_mb",
+GROWTH_MEASURES = {"time": "cpu_s", "memory": "peak_max_rss_mb",
                    "files": "files_written", "opens": "run_reads"}
 
 
@@ -100,17 +101,22 @@ def collect(run: Path, fraction: Fraction) -> dict[str, Any]:
     for path, rows in read_benchmark_rows(benchmarks).items():
         rel = path.relative_to(benchmarks).with_suffix("")
         job = {"rule": rel.parts[0], "job": str(rel), "s": max(r["s"] for r in rows),
+               "cpu_s": max(r["cpu_time"] for r in rows),
                "max_rss_mb": max(r["max_rss"] for r in rows)}
         job.update(read_opens(run / "opens" / "logs" / rel.with_suffix(".json")))
         jobs.append(job)
     rules: dict[str, dict[str, Any]] = {}
     for job in jobs:
         rule = rules.setdefault(job["rule"], {
-            "jobs": 0, "all_jobs_s": 0.0, "longest_job_s": 0.0, "peak_max_rss_mb": 0.0,
+            "jobs": 0, "all_jobs_s": 0.0, "longest_job_s": 0.0, "cpu_s": 0.0,
+            "longest_job_cpu_s": 0.0,
+            "peak_max_rss_mb": 0.0,
             "files_written": 0, "bytes_written": 0, "log_files": 0,
             **{key: 0 for key in OPEN_KEYS}})
         rule["jobs"] += 1
         rule["all_jobs_s"] += job["s"]
+        rule["cpu_s"] += job["cpu_s"]
+        rule["longest_job_cpu_s"] = max(rule["longest_job_cpu_s"], job["cpu_s"])
         rule["longest_job_s"] = max(rule["longest_job_s"], job["s"])
         rule["peak_max_rss_mb"] = max(rule["peak_max_rss_mb"], job["max_rss_mb"])
         for key in OPEN_KEYS:
@@ -134,6 +140,7 @@ def collect(run: Path, fraction: Fraction) -> dict[str, Any]:
         "fraction_value": float(fraction),
         "run_wall_s": timing["end"] - timing["start"] if len(timing) == 2 else None,
         "job_s": round(sum(j["s"] for j in jobs), 1),
+        "cpu_s": round(sum(j["cpu_s"] for j in jobs), 1),
         "jobs": sorted(jobs, key=lambda j: j["job"]),
         "rules": dict(sorted(rules.items())),
         "trees": trees,
@@ -204,6 +211,10 @@ def growth(results: list[dict[str, Any]]) -> dict[str, Any]:
             entry["peak_mb_at_published"] = round(peak * (1 / f) ** exponent)
             entry["peak_at_published_measured"] = f == 1.0
             entry["suggested_mem_mb"] = suggested_mem_mb(entry["peak_mb_at_published"])
+            # Without a measured slope, assume CPU time grows linearly with the data.
+            grows = 1.0 if entry["time_exponent"] is None else max(0.0, entry["time_exponent"])
+            entry["longest_job_cpu_s_at_published"] = round(
+                largest["rules"][rule]["longest_job_cpu_s"] * (1 / f) ** grows)
         rules[rule] = entry
     return {"fractions": [r["fraction"] for r in results], "rules": rules,
             "files_total": {r["fraction"]: r["files_total"] for r in results},
@@ -222,18 +233,20 @@ def _exp(value: float | None) -> str:
 def rules_table(result: dict[str, Any], grown: dict[str, Any]) -> str:
     lines = [f"Fraction {result['fraction']} of the published counts "
              f"({result['files_total']} files, {_mb(result['bytes_total'])} MB below data/, "
-             f"results/, resources/ and logs/; {result['job_s']:.0f} s of job time"
+             f"results/, resources/ and logs/; {result['job_s']:.0f} s of job time, "
+             f"{result['cpu_s']:.0f} CPU s"
              + (f", {result['run_wall_s']} s wall" if result["run_wall_s"] else "") + "):",
              "",
-             "| rule | jobs | all jobs (s) | longest job (s) | peak max_rss (MB) | files written "
-             "| MB written | log files | run files opened (read / written) | all opens "
-             "| suggested mem_mb |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| rule | jobs | CPU (s) | all jobs (s) | longest job (s) | peak max_rss (MB) "
+             "| files written | MB written | log files | run files opened (read / written) "
+             "| all opens | suggested mem_mb |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     rules = result["rules"]
-    for rule in sorted(rules, key=lambda r: (-rules[r]["all_jobs_s"], r)):
+    for rule in sorted(rules, key=lambda r: (-rules[r]["cpu_s"], r)):
         r = rules[rule]
         lines.append(
-            f"| {rule} | {r['jobs']} | {r['all_jobs_s']:.0f} | {r['longest_job_s']:.0f} | "
+            f"| {rule} | {r['jobs']} | {r['cpu_s']:.0f} | {r['all_jobs_s']:.0f} | "
+            f"{r['longest_job_s']:.0f} | "
             f"{r['peak_max_rss_mb']:.0f} | {r['files_written']} | {_mb(r['bytes_written'])} | "
             f"{r['log_files']} | {r['run_reads']} / {r['run_writes']} | {r['opens']} | "
             f"{grown['rules'][rule].get('suggested_mem_mb', '-')} |")
@@ -242,8 +255,9 @@ def rules_table(result: dict[str, Any], grown: dict[str, Any]) -> str:
 
 def growth_table(grown: dict[str, Any]) -> str:
     lines = ["| rule | fractions | time exponent | memory exponent | files exponent "
-             "| opens exponent | peak at the published counts (MB) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| opens exponent | peak at the published counts (MB) "
+             "| longest job at the published counts (CPU s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for rule, g in sorted(grown["rules"].items()):
         fractions = ", ".join(str(Fraction(f).limit_denominator(1024)) for f in g["fractions"])
         peak = g.get("peak_mb_at_published")
@@ -251,19 +265,22 @@ def growth_table(grown: dict[str, Any]) -> str:
         lines.append(f"| {rule} | {fractions} | {_exp(g['time_exponent'])} | "
                      f"{_exp(g['memory_exponent'])} | {_exp(g['files_exponent'])} | "
                      f"{_exp(g['opens_exponent'])} | "
-                     f"{'-' if peak is None else f'{peak}{where}'} |")
+                     f"{'-' if peak is None else f'{peak}{where}'} | "
+                     f"{g.get('longest_job_cpu_s_at_published', '-')} |")
     return "\n".join(lines) + "\n"
 
 
-def files_table(results: list[dict[str, Any]]) -> str:
+def files_table(results: list[dict[str, Any]], before: list[dict[str, Any]] = ()) -> str:
     lines = ["| fraction | " + " | ".join(f"{t}/ files" for t in TREES) + " | all files | "
-             "all MB | jobs | job time (s) | wall (s) |",
-             "|---|" + "---:|" * (len(TREES) + 5)]
-    for res in results:
+             "all MB | jobs | job time (s) | CPU (s) | wall (s) |",
+             "|---|" + "---:|" * (len(TREES) + 6)]
+    rows = [(f"{r['fraction']} (before packs, {r['commit']})", r) for r in before]
+    rows += [(f"{r['fraction']} ({r['commit']})", r) for r in results]
+    for label, res in rows:
         cells = [str(res["trees"].get(t, {}).get("files", 0)) for t in TREES]
-        lines.append(f"| {res['fraction']} | " + " | ".join(cells) +
+        lines.append(f"| {label} | " + " | ".join(cells) +
                      f" | {res['files_total']} | {_mb(res['bytes_total'])} | {len(res['jobs'])} "
-                     f"| {res['job_s']:.0f} | {res['run_wall_s'] or '-'} |")
+                     f"| {res['job_s']:.0f} | {res['cpu_s']:.0f} | {res['run_wall_s'] or '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -290,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     docs = sub.add_parser("doc", help="growth over all fractions and the tables of the doc")
     docs.add_argument("--results", required=True, type=Path)
     docs.add_argument("--doc", required=True, type=Path)
+    docs.add_argument("--before", type=Path, default=None,
+                      help="folder of scale-<fraction>.json measured before the packed layout")
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
@@ -302,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         write_result(args.results, "scale-growth", grown)
         replace_blocks(args.doc, {"rules": rules_table(results[-1], grown),
                                   "growth": growth_table(grown),
-                                  "files": files_table(results)})
+                                  "files": files_table(results, load_results(args.before)
+                                                       if args.before else [])})
     except WorkflowInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

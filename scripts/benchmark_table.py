@@ -6,12 +6,18 @@ all and writes one row per rule: jobs, peak max_rss, longest and total wall time
 memory request it suggests (peak x 1.5 + 1 GB, rounded up to whole GB). With ``--doc`` the
 table replaces the block between the markers below in that file (docs/hpc.md, filled from
 `make rehearse`); without it, the table goes to stdout.
+
+With ``--scale-growth`` (bench-results/scale-growth.json of `make scale`), a rule whose
+peak at the published data counts is at least its peak here is bounded by the data, not
+by the model: its row, measured on tiny data, is left out and named under the table (the
+scale rehearsal's table in the same document has it).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -24,7 +30,8 @@ END = "<!-- rehearsal-memory:end -->"
 
 
 def read_benchmark_rows(root: Path) -> dict[Path, list[dict[str, float]]]:
-    """{benchmark file: [one dict per row: s, max_rss]} for every ``root/**/*.tsv``."""
+    """{benchmark file: [one dict per row: s, max_rss, cpu_time]} for every ``root/**/*.tsv``
+    (``cpu_time``: CPU seconds of the job's processes, 0 where not measured)."""
     if not root.is_dir():
         raise WorkflowInputError(root, "benchmark folder not found (run the workflow first)")
     files: dict[Path, list[dict[str, float]]] = {}
@@ -34,8 +41,8 @@ def read_benchmark_rows(root: Path) -> dict[Path, list[dict[str, float]]]:
         if not rows:
             raise WorkflowInputError(path, "benchmark file has no row")
         try:
-            files[path] = [{"s": float(row["s"]), "max_rss": _number(row["max_rss"])}
-                           for row in rows]
+            files[path] = [{"s": float(row["s"]), "max_rss": _number(row["max_rss"]),
+                            "cpu_time": _number(row.get("cpu_time") or "")} for row in rows]
         except (KeyError, ValueError) as exc:
             raise WorkflowInputError(path, f"not a Snakemake benchmark file ({exc})") from None
     if not files:
@@ -61,14 +68,30 @@ def suggested_mem_mb(peak_mb: float) -> int:
     return int(math.ceil((peak_mb * 1.5 + 1000) / 1000.0) * 1000)
 
 
-def table(rules: dict[str, list[dict[str, float]]]) -> str:
+def data_bound(rules: dict[str, list[dict[str, float]]], growth: Path) -> set[str]:
+    """Rules whose peak at the published counts (scale rehearsal) reaches their peak here."""
+    try:
+        scale = json.loads(growth.read_text())["rules"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise WorkflowInputError(growth, f"not a scale-growth.json of make scale ({exc})") from None
+    return {rule for rule, jobs in rules.items()
+            if scale.get(rule, {}).get("peak_mb_at_published", -1.0)
+            >= max(j["max_rss"] for j in jobs)}
+
+
+def table(rules: dict[str, list[dict[str, float]]], left_out: set[str] = frozenset()) -> str:
     lines = ["| rule | jobs | peak max_rss (MB) | longest job (s) | all jobs (s) | suggested mem_mb |",
              "|---|---:|---:|---:|---:|---:|"]
     for rule in sorted(rules, key=lambda r: (-max(j["max_rss"] for j in rules[r]), r)):
+        if rule in left_out:
+            continue
         jobs = rules[rule]
         peak = max(j["max_rss"] for j in jobs)
         lines.append(f"| {rule} | {len(jobs)} | {peak:.0f} | {max(j['s'] for j in jobs):.0f} | "
                      f"{sum(j['s'] for j in jobs):.0f} | {suggested_mem_mb(peak)} |")
+    if left_out:
+        lines += ["", "Bounded by the data (see the scale rehearsal's table): "
+                  + ", ".join(sorted(left_out)) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -87,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the run's logs/benchmarks folder")
     parser.add_argument("--doc", type=Path, default=None,
                         help="Markdown file whose marked block gets the table")
+    parser.add_argument("--scale-growth", type=Path, default=None,
+                        help="scale-growth.json of make scale: leave out data-bound rules")
     args = parser.parse_args(argv)
-    body = table(read_benchmarks(args.benchmarks))
+    rules = read_benchmarks(args.benchmarks)
+    left_out = data_bound(rules, args.scale_growth) if args.scale_growth else set()
+    body = table(rules, left_out)
     if args.doc is None:
         sys.stdout.write(body)
     else:
