@@ -78,7 +78,8 @@ scale: $(STAMP) $(SCALE_RUN)/downloads/.complete
 	PATH=$(abspath bench/scale_shim):$$PATH SCALE_ROOT=$(SCALE_ROOT) \
 		SCALE_PYTHON=$(abspath $(BIN)/python) SCALE_COUNTER=$(abspath bench/open_counter.py) \
 		SCALE_OPENS=$(SCALE_ROOT)/opens \
-		$(SCALE_SNAKEMAKE) --cores $(CORES) --rerun-incomplete --printshellcmds --show-failed-logs
+		$(SCALE_SNAKEMAKE) --cores $(CORES) --scheduler greedy --rerun-incomplete --printshellcmds \
+		--show-failed-logs
 	date +%s > $(SCALE_RUN)/end
 	$(SCALE_SNAKEMAKE) --summary > $(SCALE_RUN)/summary.tsv
 	$(BIN)/python bench/scale.py collect --run $(SCALE_RUN) --fraction $(FRACTION) --out bench-results
