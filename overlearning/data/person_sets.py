@@ -1,7 +1,8 @@
 """CUHK03-NP and Market-1501 query / gallery images masked with the MGCAM person masks.
 
-``query/`` becomes ``foreground_query/`` and ``bounding_box_test/`` becomes
-``foregroundImages_cropped/``: every pixel outside the person mask is set to black, the
+``query/`` becomes ``foreground_query.zip`` and ``bounding_box_test/`` becomes
+``foregroundImages_cropped.zip`` (packs, overlearning/core/packs.py; unzipped they are the
+study's folders of the same names): every pixel outside the person mask is set to black, the
 image keeps its size and its file stem (identity before the first ``_``, camera after
 ``_c``), and is saved with the configured extension. MGCAM ships each folder's masks in a
 sibling ``<folder>_seg/`` with the same stems.
@@ -20,16 +21,16 @@ from typing import Literal
 
 import numpy as np
 
-from overlearning.core.atomic import atomic_directory
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import (
     DEFAULT_JPEG_QUALITY,
+    encode_image,
     image_files,
     read_mask,
     read_rgb,
-    write_image,
 )
 from overlearning.core.names import MASK_FOLDER_SUFFIX, PERSON_FOLDERS
+from overlearning.core.packs import PackWriter, pack_path, write_pack
 from overlearning.core.parallel import ordered_parallel_map
 from overlearning.core.paths import contained
 
@@ -105,10 +106,10 @@ def _mask_index(mask_dir: Path) -> dict[str, Path]:
     return index
 
 
-def mask_folder(image_dir: Path | str, mask_dir: Path | str, out_dir: Path, *, ext: str,
+def mask_folder(image_dir: Path | str, mask_dir: Path | str, out: PackWriter, *, ext: str,
                 quality: int = DEFAULT_JPEG_QUALITY, threads: int = 1, junk: Policy = "drop",
                 distractors: Policy = "keep", naming: Naming = "any") -> dict[str, int]:
-    """Mask every selected image of ``image_dir`` into ``out_dir`` (which must exist)."""
+    """Mask every selected image of ``image_dir`` into the pack ``out`` is writing."""
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
     files = image_files(image_dir)
     if not files:
@@ -132,7 +133,7 @@ def mask_folder(image_dir: Path | str, mask_dir: Path | str, out_dir: Path, *, e
             raise WorkflowInputError(path, f"same output name as {names[name]}")
         names[name] = path
 
-    def apply(path: Path) -> None:
+    def apply(path: Path) -> bytes:
         pixels = read_rgb(path)
         mask_path = masks[path.stem]
         mask = read_mask(mask_path)
@@ -140,10 +141,12 @@ def mask_folder(image_dir: Path | str, mask_dir: Path | str, out_dir: Path, *, e
             raise WorkflowInputError(
                 mask_path, f"mask is {mask.shape[0]}x{mask.shape[1]} but the image {path.name} "
                            f"is {pixels.shape[0]}x{pixels.shape[1]}")
-        write_image(out_dir / f"{path.stem}.{ext}", mask_person(pixels, mask), quality)
+        return encode_image(mask_person(pixels, mask), f".{ext}", quality)
 
-    for _ in ordered_parallel_map(apply, kept, threads, len(kept), f"mask {image_dir.name}"):
-        pass
+    # Members in the folder's name order, whatever the thread count.
+    results = ordered_parallel_map(apply, kept, threads, len(kept), f"mask {image_dir.name}")
+    for path, data in zip(kept, results, strict=True):
+        out.add(f"{path.stem}.{ext}", data)
     stats = {"images": len(files), "written": len(kept), **counts,
              "dropped": len(files) - len(kept)}
     log.info("%s: %d images written; %d persons, %d junk (-1, %s), %d distractors "
@@ -156,16 +159,16 @@ def prepare_person_set(images_root: Path | str, masks_root: Path | str, out_root
                        *, ext: str = "jpg", quality: int = DEFAULT_JPEG_QUALITY, threads: int = 1,
                        junk: Policy = "drop", distractors: Policy = "keep",
                        naming: Naming = "any") -> dict[str, dict[str, int]]:
-    """Write ``out_root/foreground_query/`` and ``out_root/foregroundImages_cropped/``.
+    """Write ``out_root/foreground_query.zip`` and ``out_root/foregroundImages_cropped.zip``.
 
     ``images_root`` holds ``query/`` and ``bounding_box_test/``; ``masks_root`` holds
     ``query_seg/`` and ``bounding_box_test_seg/``.
     """
     images_root, masks_root, out_root = Path(images_root), Path(masks_root), Path(out_root)
     stats = {}
-    # Both folders are built beside their final place and moved in only when both succeed.
-    with atomic_directory(out_root / "foreground_query") as query_tmp, \
-            atomic_directory(out_root / "foregroundImages_cropped") as gallery_tmp:
+    # Both packs are built beside their final place and moved in only when both succeed.
+    with write_pack(pack_path(out_root / "foreground_query")) as query_tmp, \
+            write_pack(pack_path(out_root / "foregroundImages_cropped")) as gallery_tmp:
         for out_name, tmp in (("foreground_query", query_tmp),
                               ("foregroundImages_cropped", gallery_tmp)):
             source = PERSON_FOLDERS[out_name]
