@@ -322,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         replace_blocks(args.doc, {"rules": rules_table(results[-1], grown),
                                   "growth": growth_table(grown),
                                   "files": files_table(results, load_results(args.before)
-                                                       if args.before else [])})
+                                                       if args.before and args.before.is_dir()
+                                                       else [])})
     except WorkflowInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
