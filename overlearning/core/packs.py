@@ -46,12 +46,20 @@ from PIL import Image
 
 from overlearning.core.atomic import (
     atomic_directory,
+    read_json,
     remove_stale_temporaries,
     temporary_name,
     terminate_as_exit,
+    writing,
 )
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.image_io import image_from_bytes, rgb_from_bytes
+from overlearning.core.image_io import (
+    IMAGE_SUFFIXES,
+    image_from_bytes,
+    rgb_from_bytes,
+    size_from_bytes,
+)
+from overlearning.core.image_io import image_names as folder_image_names
 from overlearning.core.paths import _inside, check_relative, contained
 
 PACK_SUFFIX = ".zip"
@@ -93,6 +101,10 @@ def _member_table(path: Path) -> dict[str, Member]:
                                            f"{info.filename!r}")
         if info.flag_bits & 0x1:
             raise WorkflowInputError(path, f"{entry}: encrypted member refused")
+        kind = (info.external_attr >> 16) & 0o170000
+        if info.create_system == _UNIX and kind not in (0, 0o100000):
+            # A link (or device) read in place would stand for a file elsewhere.
+            raise WorkflowInputError(path, f"{entry}: link or special file refused")
         if name in table:
             raise WorkflowInputError(path, f"{entry}: the name appears twice")
         table[name] = Member(info.file_size, info.CRC, info.header_offset,
@@ -294,6 +306,197 @@ class FolderImages:
         """Nothing held open (each read opens and closes its file)."""
 
 
+RAW_TREE_FORMAT = "overlearning-raw-tree/1"
+
+
+class ArchiveTree:
+    """A dataset's downloads read in place, as their extraction would lay them out.
+
+    Every zip's members under their names, every plain file (OVIS's annotations JSON) at
+    the top under its file name; a later download's file replaces an earlier one's, as
+    extraction does. Built from the manifest the ``extract`` rule writes once it has
+    verified the downloads (or from one zip). Member names pass the pack checks (relative,
+    no ``..``, no duplicates, no links or encrypted members); a download whose size differs
+    from the verified one is refused.
+    """
+
+    def __init__(self, manifest: Path | str | None = None,
+                 archives: list[dict[str, Any]] | None = None) -> None:
+        self.path = Path(manifest) if manifest is not None else None
+        self._archives = archives
+        self._table: dict[str, tuple[PackReader | None, Path]] | None = None
+
+    @classmethod
+    def of_zip(cls, path: Path | str) -> ArchiveTree:
+        return cls(None, [{"path": str(path), "kind": "zip", "bytes": None}])
+
+    def archives(self) -> list[dict[str, Any]]:
+        if self._archives is None:
+            assert self.path is not None
+            data = read_json(self.path)
+            if not isinstance(data, dict) or data.get("format") != RAW_TREE_FORMAT:
+                raise WorkflowInputError(self.path, f"expected a verified-downloads manifest "
+                                                    f"({RAW_TREE_FORMAT}), found another file")
+            self._archives = data["archives"]
+        return self._archives
+
+    def table(self) -> dict[str, tuple[PackReader | None, Path]]:
+        """name -> (reader of its zip, or None for a plain file; the download)."""
+        if self._table is None:
+            table: dict[str, tuple[PackReader | None, Path]] = {}
+            for entry in self.archives():
+                path = Path(entry["path"])
+                if entry.get("bytes") is not None and (
+                        not path.is_file() or path.stat().st_size != entry["bytes"]):
+                    raise WorkflowInputError(path, f"not the verified download named in "
+                                                   f"{self.path} (missing or another size); "
+                                                   "rerun the extract rule")
+                if entry["kind"] == "zip":
+                    reader = open_pack(path)
+                    table.update((name, (reader, path)) for name in reader.table())
+                else:
+                    table[path.name] = (None, path)
+            self._table = table
+        return self._table
+
+    def read(self, name: str) -> bytes:
+        found = self.table().get(name)
+        if found is None:
+            raise WorkflowInputError(self.path or "<archives>", f"{name!r}: no such file in "
+                                                                "the downloads")
+        reader, path = found
+        return path.read_bytes() if reader is None else reader.read_bytes(name)
+
+    def where(self, name: str) -> str:
+        found = self.table().get(name)
+        return f"{found[1]}:{name}" if found and found[0] is not None else str(
+            found[1] if found else name)
+
+    def view(self, prefix: str, location: Path | str) -> TreeImages:
+        return TreeImages(self, check_relative(prefix, location, "path inside the downloads")
+                          if prefix else "", Path(location))
+
+
+class TreeImages:
+    """The files under one folder of an :class:`ArchiveTree`, read by relative name."""
+
+    def __init__(self, tree: ArchiveTree, prefix: str, location: Path) -> None:
+        self.tree = tree
+        self.prefix = prefix + "/" if prefix else ""
+        self.path = location
+        self._names: list[str] | None = None
+
+    def names(self) -> list[str]:
+        if self._names is None:
+            cut = len(self.prefix)
+            self._names = sorted(n[cut:] for n in self.tree.table() if n.startswith(self.prefix))
+        return list(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.prefix + name in self.tree.table()
+
+    def is_empty(self) -> bool:
+        return not self.names()
+
+    def where(self, name: str) -> str:
+        return self.tree.where(self.prefix + name)
+
+    def read_bytes(self, name: str) -> bytes:
+        clean = check_relative(name, self.path, "name")
+        if clean not in self:
+            raise WorkflowInputError(f"{self.path}/{name}", "image file not found")
+        return self.tree.read(self.prefix + clean)
+
+    def open_image(self, name: str) -> Image.Image:
+        return image_from_bytes(self.read_bytes(name), self.where(name))
+
+    def read_rgb(self, name: str) -> np.ndarray:
+        return rgb_from_bytes(self.read_bytes(name), self.where(name))
+
+    def close(self) -> None:
+        """The tree's zip readers close with the process."""
+
+
+ImageSource = FolderImages | PackReader | TreeImages
+
+
+def _through_file(location: Path) -> tuple[Path, str] | None:
+    """(the existing file a path runs through, the rest of the path inside it), if any."""
+    for parent in location.parents:
+        if parent.is_file():
+            return parent, location.relative_to(parent).as_posix()
+        if parent.is_dir():
+            return None
+    return None
+
+
+def open_images(location: Path | str | ImageSource) -> ImageSource:
+    """The reader of a set of images: a pack (``*.zip``), a folder of files, or a folder
+    inside downloads read in place (a path through the ``extract`` rule's manifest
+    ``{D}/raw/<dataset>.json``, or through a zip)."""
+    if isinstance(location, FolderImages | PackReader | TreeImages):
+        return location
+    location = Path(location)
+    if location.is_dir():
+        return FolderImages(location)
+    if location.suffix.lower() == PACK_SUFFIX and location.is_file():
+        return open_pack(location)
+    through = _through_file(location)
+    if through is None:
+        raise WorkflowInputError(location, "pack file not found" if location.suffix.lower()
+                                 == PACK_SUFFIX else "image folder not found")
+    outer, inner = through
+    tree = ArchiveTree.of_zip(outer) if outer.suffix.lower() == PACK_SUFFIX else ArchiveTree(outer)
+    view = tree.view(inner, location)
+    if view.is_empty():
+        raise WorkflowInputError(location, f"image folder not found in the downloads ({outer})")
+    return view
+
+
+def read_file_at(location: Path | str) -> tuple[bytes, str]:
+    """(bytes, name for errors) of a file, or of a file inside downloads read in place."""
+    location = Path(location)
+    if location.is_file():
+        return location.read_bytes(), str(location)
+    through = _through_file(location)
+    if through is None:
+        raise WorkflowInputError(location, "file not found")
+    outer, inner = through
+    tree = ArchiveTree.of_zip(outer) if outer.suffix.lower() == PACK_SUFFIX else ArchiveTree(outer)
+    name = check_relative(inner, location, "path inside the downloads")
+    if name not in tree.table():
+        raise WorkflowInputError(location, f"file not found in the downloads ({outer})")
+    return tree.read(name), tree.where(name)
+
+
+def image_names(images: ImageSource) -> list[str]:
+    """The image names of a source, sorted: a pack's image members, a folder's image files
+    (directly inside it, as :func:`overlearning.core.image_io.image_names` lists them)."""
+    if isinstance(images, PackReader):
+        return [n for n in images.names() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+    if isinstance(images, TreeImages):
+        return [n for n in images.names()
+                if "/" not in n and Path(n).suffix.lower() in IMAGE_SUFFIXES]
+    return folder_image_names(images.path)
+
+
+def check_image(images: ImageSource, name: object, source: object, entry: str) -> str:
+    """``name`` as an image of ``images``, refused naming ``source`` and ``entry`` unless it
+    is a member of the pack or a file contained in the folder (checked before any read)."""
+    if isinstance(images, FolderImages):
+        images.resolve(name, source, entry)
+        return str(name)
+    clean = check_relative(name, source, entry)
+    if clean not in images:
+        raise WorkflowInputError(source, f"{entry}: {name!r} is not a member of {images.path}")
+    return clean
+
+
+def image_header_size(images: ImageSource, name: str) -> tuple[int, int]:
+    """(width, height) of one image from its header, without decoding its pixels."""
+    return size_from_bytes(images.read_bytes(name), images.where(name))
+
+
 def open_pack(path: Path | str, base: Path | str | PackReader | None = None) -> PackReader:
     """A reader of the pack at ``path``; ``base`` makes it an overlay (delta over base)."""
     if base is not None and not isinstance(base, PackReader):
@@ -402,7 +605,7 @@ def write_pack(path: Path | str) -> Iterator[PackWriter]:
     tmp = temporary_name(path)
     with terminate_as_exit():
         try:
-            with open(tmp, "wb", buffering=1 << 20) as handle:
+            with writing(path), open(tmp, "wb", buffering=1 << 20) as handle:
                 writer = PackWriter(handle, path)
                 yield writer
                 writer.finish()

@@ -33,7 +33,13 @@ from overlearning.core.atomic import read_json, write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, encode_image
 from overlearning.core.masks import decode_segmentation, encode_mask
-from overlearning.core.packs import PACK_SUFFIX, FolderImages, PackReader, write_pack
+from overlearning.core.packs import (
+    PACK_SUFFIX,
+    ImageSource,
+    check_image,
+    open_images,
+    write_pack,
+)
 from overlearning.core.parallel import ordered_parallel_map
 from overlearning.core.paths import check_relative
 from overlearning.core.validate import box_tolerance, check_schema, is_number, unique_ids
@@ -124,7 +130,7 @@ class _Job:
 
 
 def _plan(instances: dict[str, Any], where: object, ext: str, object_offset: int,
-          frames: FolderImages | PackReader) -> tuple[list[_Job], list[int]]:
+          frames: ImageSource) -> tuple[list[_Job], list[int]]:
     """Group annotations by frame, name every crop, find the zero-size ones.
 
     Every frame path must stay inside the frames' root (or be a member of their archive)
@@ -161,7 +167,7 @@ def _plan(instances: dict[str, Any], where: object, ext: str, object_offset: int
             continue
         entry = f"$.images[{position_of[image['id']]}].file_name"
         if image["id"] not in checked:
-            _check_frame(frames, image["file_name"], where, entry)
+            check_image(frames, image["file_name"], where, entry)
             checked.add(image["id"])
         name = crop_file_name(image["file_name"], annotation["object_id"] + object_offset, ext)
         check_relative(name, where, entry)
@@ -178,27 +184,19 @@ def _plan(instances: dict[str, Any], where: object, ext: str, object_offset: int
     return list(jobs_by_image.values()), skipped
 
 
-def _check_frame(frames: FolderImages | PackReader, name: str, where: object,
-                 entry: str) -> None:
-    if isinstance(frames, FolderImages):
-        frames.resolve(name, where, entry)
-    elif check_relative(name, where, entry) not in frames:
-        raise WorkflowInputError(where, f"{entry}: {name!r} is not a member of {frames.path}")
-
-
-def make_crops(instances_path: Path | str, images_root: Path | str | FolderImages | PackReader,
+def make_crops(instances_path: Path | str, images_root: Path | str | ImageSource,
                out_dir: Path | str, *,
                ext: str = "jpg", quality: int = DEFAULT_JPEG_QUALITY, object_offset: int = 0,
                threads: int = 1) -> dict[str, int]:
     """Write ``out_dir/{foregroundImages_cropped.zip, fg_instances_cropped.json, fg_instances.json}``.
 
-    ``images_root`` is the frames' folder, or a reader of them (a download read in place).
+    ``images_root`` is the frames' folder, a folder inside downloads read in place (a path
+    through ``{D}/raw/<dataset>.json``), or a reader of either.
     ``object_offset`` is added to every object id (OVIS: the YouTube-VIS object count).
     Returns counts (crops written, zero-size crops skipped, frames read).
     """
     instances_path, out_dir = Path(instances_path), Path(out_dir)
-    frames = (images_root if isinstance(images_root, FolderImages | PackReader)
-              else FolderImages(images_root))
+    frames = open_images(images_root)
     instances = read_json(instances_path)
     jobs, skipped = _plan(instances, instances_path, ext, object_offset, frames)
     suffix = "." + ext

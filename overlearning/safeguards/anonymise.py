@@ -34,7 +34,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-from overlearning.core.atomic import remove_path, write_json
+from overlearning.core.atomic import write_json
 from overlearning.core.errors import ConfigError, WorkflowInputError
 from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, IMAGE_SUFFIXES, encode_image
 from overlearning.core.names import variant_name
@@ -199,8 +199,8 @@ def write_anonymised_set(images: Path | str, out: Path | str, selected: Iterable
     ``images``; every other image is read from ``images`` itself. ``anonymised.json`` lists
     what changed; ``exclusion.json`` names the images a detection-based index would not
     hold (``not_indexed``; empty lists when none is given), in the exclusion JSON format.
-    Each file is written atomically; the delta is written last, so a set whose delta is
-    there is complete.
+    Each file is written atomically, the manifest and lists once every image is done and
+    the delta last: a failure leaves no file of this run.
     """
     out = Path(out)
     base = open_pack(images)
@@ -225,15 +225,15 @@ def write_anonymised_set(images: Path | str, out: Path | str, selected: Iterable
     }
     exclusion: dict[str, list[str]] = {c: [] for c in EXCLUSION_CATEGORIES}
     exclusion[NOT_INDEXED[0]] = unindexed
-    remove_path(out / DELTA)  # a stale delta must not pass for this run's
-    write_json(out / MANIFEST, manifest)
-    write_json(out / EXCLUSION, exclusion)
     with base, write_pack(out / DELTA) as delta:
         for name in tqdm(selected, desc=f"{variant_name(anonymiser.method, anonymiser.strength)} "
                                         f"{out.name}", unit="img"):
             pixels = anonymiser(base.read_rgb(name), name)
             delta.add(name, encode_image(pixels, Path(name).suffix,
                                          quality=anonymiser.jpeg_quality))
+        # Only once every image is done; the delta itself is renamed into place last.
+        write_json(out / MANIFEST, manifest)
+        write_json(out / EXCLUSION, exclusion)
     return manifest
 
 
