@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results import write_result  # noqa: E402
 
+from overlearning.core.packs import FolderImages  # noqa: E402
 from overlearning.data.crop_sets import Item  # noqa: E402
 from overlearning.models.embedder import build_embedding_model  # noqa: E402
 from overlearning.train.gpu_augment import (  # noqa: E402
@@ -70,7 +71,7 @@ def write_frames(folder: Path, count: int, seed: int) -> list[Item]:
         pixels[y0:y0 + 100, x0:x0 + 120] = rng.uniform(0, 255, size=3)
         path = folder / f"frame_{k:04d}.jpg"
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
-        items.append(Item(path, path.name, k % 16, False))
+        items.append(Item(path.name, k % 16, False, images=FolderImages(folder)))
     return items
 
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
 
         def authors(batch: list[int]) -> torch.Tensor:
-            return torch.stack([timm_train(load_image(items[i].path)) for i in batch])
+            return torch.stack([timm_train(load_image(items[i])) for i in batch])
 
         decoded = DecodedCropDataset(items, spec)
         packed_bytes: list[int] = []

@@ -1,5 +1,9 @@
 """VIS preparation (frame-level JSON, split, crops): ours against a straightforward quadratic one.
 
+Ours writes each split's crops into one pack (foregroundImages_cropped.zip), the naive one
+one JPEG per crop as the study did; the report checks both the names and the bytes of
+every crop, member against file.
+
 The naive version is written here for the comparison, the way the study's setup script
 works: it finds each annotation's frame by scanning the image list, decodes the frame once
 per annotation, crops on one thread, and builds the frame-level crop index with a scan of
@@ -37,7 +41,13 @@ from results import write_result  # noqa: E402
 
 from overlearning.core.image_io import read_rgb, write_image  # noqa: E402
 from overlearning.core.masks import encode_mask  # noqa: E402
-from overlearning.data.crops import crop_file_name, foreground_crop, make_crops  # noqa: E402
+from overlearning.core.packs import open_pack  # noqa: E402
+from overlearning.data.crops import (  # noqa: E402
+    CROP_PACK,
+    crop_file_name,
+    foreground_crop,
+    make_crops,
+)
 from overlearning.data.vis_frames import convert_video_annotations  # noqa: E402
 from overlearning.data.vis_split import SPLITS, split_frames_file  # noqa: E402
 
@@ -173,6 +183,16 @@ def _names(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jpg"))
 
 
+def _same_crops(ours_split: Path, naive_split: Path) -> tuple[bool, bool]:
+    """(same crop names, same bytes member for member): our pack against the naive files."""
+    pack = open_pack(ours_split / CROP_PACK)
+    folder = naive_split / "foregroundImages_cropped"
+    names = _names(folder)
+    if pack.names() != names:
+        return False, False
+    return True, all(pack.read_bytes(n) == (folder / n).read_bytes() for n in names)
+
+
 def run(sizes: list[int], frames: int, objects: int, size: tuple[int, int], threads: int,
         seed: int, workdir: Path | None) -> dict:
     rows = []
@@ -183,15 +203,16 @@ def run(sizes: list[int], frames: int, objects: int, size: tuple[int, int], thre
             images = root / "raw/JPEGImages"
             t_ours = ours(source, images, root / "ours", threads)
             t_naive = naive(source, images, root / "naive")
-            same = all(_names(root / "ours" / s / "foregroundImages_cropped")
-                       == _names(root / "naive" / s / "foregroundImages_cropped") for s in SPLITS)
+            checks = [_same_crops(root / "ours" / s, root / "naive" / s) for s in SPLITS]
+            same = all(names for names, _ in checks)
+            same_bytes = all(data for _, data in checks)
             row = {"videos": videos, "frames": videos * frames,
                    "annotations": videos * frames * objects,
                    "ours": {k: round(v, 3) for k, v in t_ours.items()},
                    "naive": {k: round(v, 3) for k, v in t_naive.items()},
                    "ours_total_s": round(sum(t_ours.values()), 3),
                    "naive_total_s": round(sum(t_naive.values()), 3),
-                   "same_crop_names": same}
+                   "same_crop_names": same, "same_crop_bytes": same_bytes}
             row["ratio_naive_over_ours"] = round(row["naive_total_s"] / row["ours_total_s"], 2)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
@@ -246,7 +267,8 @@ def main() -> None:
     for row in result["sizes"]:
         print(f"{row['videos']} videos ({row['annotations']} annotations): ours "
               f"{row['ours_total_s']} s, naive {row['naive_total_s']} s, ratio "
-              f"{row['ratio_naive_over_ours']}x, same crops: {row['same_crop_names']}")
+              f"{row['ratio_naive_over_ours']}x, same crop names: {row['same_crop_names']}, "
+              f"bytes: {row['same_crop_bytes']}")
     exp = result["scaling_exponent"]
     print(f"scaling exponent (1 = linear, 2 = quadratic): ours {exp['ours_total']}, "
           f"naive {exp['naive_total']} (frames+split: ours {exp['ours_frames_and_split']}, "

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from overlearning.core.packs import FolderImages
 from overlearning.data.crop_sets import Item
 
 
 def write_crops(folder: Path, objects: int, per_object: int, seed: int) -> list[Item]:
     """Synthetic JPEG object crops of varied size (a third persons), written in threads."""
     rng = np.random.default_rng(seed)
+    images = FolderImages(folder)
     jobs = []
     for obj in range(objects):
         colour = rng.uniform(0, 255, size=3)
@@ -30,7 +32,7 @@ def write_crops(folder: Path, objects: int, per_object: int, seed: int) -> list[
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.clip(colour + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
         obj = int(name.rsplit("_", 1)[1].split(".")[0])
-        return Item(path, name, obj, (obj - 1) % 3 == 0)
+        return Item(name, obj, (obj - 1) % 3 == 0, images=images)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return list(pool.map(write, jobs))

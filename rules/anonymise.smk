@@ -11,8 +11,9 @@
 #   detected  (deployment) what the detector calls a person, i.e. exactly what index
 #                          exclusion removes; persons it never detected are not indexed
 #                          (as with exclusion), persons it called something else stay raw.
-# Each anonymised set is a full copy of the original image folder in which only the chosen
-# images differ, so the evaluation embeds and indexes it like the original. Raw queries are
+# Each anonymised set stores only the images it changes (changed.zip, a delta pack laid
+# over the original set's pack when read), so the evaluation embeds and indexes it like the
+# original without a copy of every unchanged image. Raw queries are
 # then searched in the anonymised index with the evaluation's own scripts, and the results
 # become extra rows (anon_<policy>_<variant>) beside "none" and "excluded" in one table.
 
@@ -71,13 +72,18 @@ def anon_selection_flags(wildcards, input):
 
 
 # Anonymise the VIS test split's person crops (the index of the person/non-person queries).
+def anon_outputs(anon_set):
+    """changed.zip, anonymised.json and exclusion.json of one anonymised set."""
+    return ANON_PLAN.set_files("{anon_method}_{anon_strength}", anon_set)
+
+
 rule anonymise_vis_test:
     input:
-        images=f"{VIS_TEST}/foregroundImages_cropped",
+        images=f"{VIS_TEST}/foregroundImages_cropped.zip",
         index=f"{VIS_TEST}/fg_instances_cropped.json",
         exclusion=lambda wildcards: anon_detections(wildcards, "vis_test"),
     output:
-        directory(f"{ANON_ROOT}/{{anon_method}}_{{anon_strength}}/vis_test_{{anon_policy}}"),
+        **anon_outputs("vis_test_{anon_policy}"),
     log:
         log_path("anonymise_vis_test", "{anon_method}_{anon_strength}/{anon_policy}"),
     benchmark:
@@ -91,23 +97,24 @@ rule anonymise_vis_test:
     params:
         **ANON_PARAMS,
         split=lambda wildcards, input: os.path.dirname(input.index),
+        out=lambda wildcards, output: os.path.dirname(output.delta),
         person_category=config["preparation"]["vis_person_category"],
         selection=anon_selection_flags,
     shell:
         script("anonymise.py") + " {params.selection} --images {input.images}"
         " --split-dir {params.split} --person-category {params.person_category}"
         + ANON_FLAGS
-        + " --out {output} > {log} 2>&1"
+        + " --out {params.out} > {log} 2>&1"
 
 
 # Anonymise a person re-ID gallery (CUHK03-NP, Market-1501); the queries stay raw (the
 # photo an investigator would search with).
 rule anonymise_person_gallery:
     input:
-        gallery=lambda wildcards: f"{person_root(wildcards.person_set)}/foregroundImages_cropped",
+        gallery=lambda wildcards: f"{person_root(wildcards.person_set)}/foregroundImages_cropped.zip",
         exclusion=lambda wildcards: anon_detections(wildcards, wildcards.person_set),
     output:
-        directory(f"{ANON_ROOT}/{{anon_method}}_{{anon_strength}}/{{person_set}}_{{anon_policy}}"),
+        **anon_outputs("{person_set}_{anon_policy}"),
     log:
         log_path(
             "anonymise_person_gallery", "{anon_method}_{anon_strength}/{person_set}_{anon_policy}"
@@ -125,18 +132,19 @@ rule anonymise_person_gallery:
     params:
         **ANON_PARAMS,
         selection=anon_selection_flags,
+        out=lambda wildcards, output: os.path.dirname(output.delta),
     shell:
         script("anonymise.py")
         + " {params.selection} --images {input.gallery}"
         + ANON_FLAGS
-        + " --out {output} > {log} 2>&1"
+        + " --out {params.out} > {log} 2>&1"
 
 
 # Embed every anonymised set with a trained model (the evaluation's embed script).
 rule embed_anonymised:
     input:
         unpack(lambda wildcards: model_files(wildcards.setting)),
-        images=ANON_PLAN.set_dirs(),
+        images=ANON_PLAN.embed_inputs(),
     output:
         ANON_PLAN.embedding_files("{setting}"),
     log:
@@ -317,8 +325,8 @@ rule anonymisation_privacy_utility:
 
 
 def anonymised_sets():
-    """Every anonymised image set (deployment sets only where the detector ran on them)."""
-    return ANON_PLAN.set_dirs()
+    """Every anonymised set's files (deployment sets only where the detector ran on them)."""
+    return ANON_PLAN.all_set_files()
 
 
 def anonymisation_targets():

@@ -63,10 +63,24 @@ def demo_download_paths():
     return [a["path"] for ds in config["datasets"].values() for a in ds["archives"]]
 
 
+# Downloads that cannot be read in place (tar in any compression) are extracted.
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
+
+
+def reads_in_place(dataset):
+    """Whether a dataset's downloads are all zips or plain files: read without extracting."""
+    archives = config["datasets"][dataset].get("archives") or []
+    return all(not a["path"].lower().endswith(TAR_SUFFIXES) for a in archives)
+
+
 def raw_root(dataset):
-    """Where a dataset's extracted files are: the configured directory or our extraction."""
+    """Where a dataset's files are: the configured directory, the manifest of downloads read
+    in place ({DATA}/raw/<name>.json: paths below it lead into the downloads), or our
+    extraction."""
     directory = config["datasets"][dataset]["directory"]
-    return directory if directory else f"{DATA}/raw/{dataset}"
+    if directory:
+        return directory
+    return f"{DATA}/raw/{dataset}.json" if reads_in_place(dataset) else f"{DATA}/raw/{dataset}"
 
 
 def raw_archives(dataset):

@@ -6,6 +6,10 @@
 #   OVIS:        video-level JSON -> frame-level JSON -> foreground crops (all distractors)
 #   CUHK03-NP, Market-1501: query and gallery masked with the MGCAM person masks
 #                -> partial-person probes made from the masked queries
+#
+# Every image set is written as one pack (an uncompressed ZIP whose members are the study's
+# files, byte for byte: overlearning/core/packs.py): `<folder>.zip` where the study has a
+# folder of one file per image.
 
 import os
 import re
@@ -13,7 +17,7 @@ import re
 PREP = config["preparation"]
 VIS = f"{DATA}/vis"
 OVIS_TEST = f"{DATA}/ovis/test"
-CROP_FILES = ("foregroundImages_cropped", "fg_instances_cropped.json", "fg_instances.json")
+CROP_FILES = ("foregroundImages_cropped.zip", "fg_instances_cropped.json", "fg_instances.json")
 PERSON_FOLDERS = ("foreground_query", "foregroundImages_cropped")
 IMAGE_FLAGS = (
     " --ext {params.ext} --quality {params.quality} --threads {threads}"
@@ -108,7 +112,7 @@ rule vis_crops:
         instances=f"{VIS}/{{split}}/instances.json",
         raw=raw_root("youtube_vis"),
     output:
-        crops=directory(f"{VIS}/{{split}}/foregroundImages_cropped"),
+        crops=f"{VIS}/{{split}}/foregroundImages_cropped.zip",
         cropped_index=f"{VIS}/{{split}}/fg_instances_cropped.json",
         frame_index=f"{VIS}/{{split}}/fg_instances.json",
     log:
@@ -162,7 +166,7 @@ rule ovis_crops:
         vis_objects=f"{VIS}/objects.json",
         raw=raw_root("ovis"),
     output:
-        crops=directory(f"{OVIS_TEST}/foregroundImages_cropped"),
+        crops=f"{OVIS_TEST}/foregroundImages_cropped.zip",
         cropped_index=f"{OVIS_TEST}/fg_instances_cropped.json",
         frame_index=f"{OVIS_TEST}/fg_instances.json",
     log:
@@ -192,7 +196,7 @@ rule person_set:
     input:
         raw=person_raw_root,
     output:
-        **{folder: directory(f"{DATA}/{{person_dir}}/{folder}") for folder in PERSON_FOLDERS},
+        **{folder: f"{DATA}/{{person_dir}}/{folder}.zip" for folder in PERSON_FOLDERS},
     log:
         log_path("person_set", "{person_dir}"),
     benchmark:
@@ -223,9 +227,9 @@ rule person_set:
 # 40% and the bottom 57.5%) and the occlusion grid (only one half of the person visible).
 rule person_probes:
     input:
-        queries=f"{DATA}/{{person_dir}}/foreground_query",
+        queries=f"{DATA}/{{person_dir}}/foreground_query.zip",
     output:
-        probe=directory(f"{DATA}/{{person_dir}}/probes/{{probe}}"),
+        probe=f"{DATA}/{{person_dir}}/probes/{{probe}}.zip",
     log:
         log_path("person_probes", "{person_dir}/{probe}"),
     benchmark:
@@ -256,6 +260,6 @@ def dataset_targets():
     targets += [f"{VIS}/{split}/{name}" for split in VIS_SPLITS for name in CROP_FILES]
     targets += [f"{OVIS_TEST}/instances.json"] + [f"{OVIS_TEST}/{name}" for name in CROP_FILES]
     for root in PERSON_SETS.values():
-        targets += [f"{root}/{folder}" for folder in PERSON_FOLDERS]
-        targets += [f"{root}/probes/{probe}" for probe in PROBES]
+        targets += [f"{root}/{folder}.zip" for folder in PERSON_FOLDERS]
+        targets += [f"{root}/probes/{probe}.zip" for probe in PROBES]
     return targets

@@ -68,17 +68,17 @@ wildcard_constraints:
 
 
 def detection_images_from(wildcards):
-    """Where a set's image list comes from: the split's frames, or the gallery folder."""
+    """Where a set's image list comes from: the split's frames, or the gallery pack."""
     if wildcards.set == "vis_test":
         return f"{DATA}/vis/test/instances.json"
-    return f"{person_root(wildcards.set)}/foregroundImages_cropped"
+    return f"{person_root(wildcards.set)}/foregroundImages_cropped.zip"
 
 
 def detection_image_root(wildcards):
-    """The folder the set's image names are relative to."""
+    """The folder (raw frames) or pack (a gallery) the set's image names are relative to."""
     if wildcards.set == "vis_test":
         return raw_path("youtube_vis", "images")
-    return f"{person_root(wildcards.set)}/foregroundImages_cropped"
+    return f"{person_root(wildcards.set)}/foregroundImages_cropped.zip"
 
 
 def detection_raw_images(wildcards):
@@ -99,7 +99,7 @@ def detection_targets():
     for person_set in CLOTHES_PERSON_SETS:
         person_dir = os.path.relpath(person_root(person_set), DATA)
         targets += [
-            f"{DATA}/{person_dir}/probes/clothes",
+            f"{DATA}/{person_dir}/probes/clothes.zip",
             f"{RESULTS}/detections/clothes/{person_dir}.json",
         ]
     return targets
@@ -200,10 +200,10 @@ rule segment:
 # or SAM on GroundingDINO's best garment box; images without a garment skipped or kept whole.
 rule clothes_probe:
     input:
-        queries=f"{DATA}/{{person_dir}}/foreground_query",
+        queries=f"{DATA}/{{person_dir}}/foreground_query.zip",
         manifest=f"{WEIGHTS}/manifest.json",
     output:
-        probe=directory(f"{DATA}/{{person_dir}}/probes/clothes"),
+        probe=f"{DATA}/{{person_dir}}/probes/clothes.zip",
         record=f"{RESULTS}/detections/clothes/{{person_dir}}.json",
     log:
         log_path("clothes_probe", "{person_dir}"),

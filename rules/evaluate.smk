@@ -39,11 +39,12 @@ def eval_trunk_json(wildcards):
     return json.dumps(config["models"][trunk], sort_keys=True)
 
 
-def embed_set_flag(out, kind, source, category):
-    """One --set of embed.py: where to write, what kind of set, its source, person category."""
+def embed_set_flag(out, kind, source, category, delta):
+    """One --set of embed.py: where to write, what kind of set, its source, person category,
+    the anonymised delta pack read over it (- for none)."""
     return (
         f"--set {shlex.quote(out)} {kind} {shlex.quote(source)} "
-        f"{'-' if category is None else category}"
+        f"{'-' if category is None else category} {shlex.quote(delta)}"
     )
 
 

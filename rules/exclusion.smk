@@ -84,7 +84,7 @@ rule exclusion_person_set:
     input:
         detections=f"{RESULTS}/detections/{{person_set}}.json",
         masks=f"{RESULTS}/masks/{{person_set}}.json",
-        gallery=lambda wildcards: f"{person_root(wildcards.person_set)}/foregroundImages_cropped",
+        gallery=lambda wildcards: f"{person_root(wildcards.person_set)}/foregroundImages_cropped.zip",
         gt=person_gt_inputs,
     output:
         exclusion=f"{RESULTS}/exclusion/{{person_set}}.json",

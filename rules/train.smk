@@ -85,6 +85,8 @@ rule train:
         trunk=cached_trunk,
         train=f"{DATA}/vis/train/fg_instances_cropped.json",
         valid=f"{DATA}/vis/valid/fg_instances_cropped.json",
+        train_crops=f"{DATA}/vis/train/foregroundImages_cropped.zip",
+        valid_crops=f"{DATA}/vis/valid/foregroundImages_cropped.zip",
         tuned=tuned_params,
     output:
         trunk=f"{RESULTS}/models/{{setting}}/trunk.safetensors",
@@ -139,6 +141,8 @@ rule tune:
         trunk=cached_trunk,
         train=f"{DATA}/vis/train/fg_instances_cropped.json",
         valid=f"{DATA}/vis/valid/fg_instances_cropped.json",
+        train_crops=f"{DATA}/vis/train/foregroundImages_cropped.zip",
+        valid_crops=f"{DATA}/vis/valid/foregroundImages_cropped.zip",
     output:
         study=f"{RESULTS}/tuning/{{setting}}/study.sqlite",
         trials=f"{RESULTS}/tuning/{{setting}}/trials.csv",

@@ -1,4 +1,4 @@
-"""Write an anonymised copy of one image set (only its person images desensitised)."""
+"""Write an anonymised variant of one image set: its changed images only, as a delta pack."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ from overlearning.workflow.cli import ScriptParser, report
 
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__)
-    parser.add_argument("--images", required=True, help="the set's image folder")
-    parser.add_argument("--out", required=True, help="folder to write (replaced whole)")
+    parser.add_argument("--images", required=True, help="the set's image pack")
+    parser.add_argument("--out", required=True,
+                        help="folder to write changed.zip, anonymised.json, exclusion.json to")
     parser.add_argument("--selection", required=True,
                         choices=["gt_persons", "detected_persons"],
-                        help="gt_persons: ground-truth persons (every image of a person folder); "
+                        help="gt_persons: ground-truth persons (every image of a person pack); "
                              "detected_persons: what the detector calls a person")
     parser.add_argument("--split-dir",
                         help="folder holding fg_instances_cropped.json (VIS sets; omit for a "
-                             "person folder)")
+                             "person pack)")
     parser.add_argument("--person-category", type=int, help="GT person category id (gt_persons)")
     parser.add_argument("--exclusion", help="exclusion JSON of the set (detected_persons)")
     parser.add_argument("--method", required=True, choices=METHODS)

@@ -14,8 +14,8 @@ from overlearning.workflow.cli import ScriptParser, report, set_torch_threads
 
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__, threads=True, weights_cache=True)
-    parser.add_argument("--queries", required=True, help="foreground_query/ of the person set")
-    parser.add_argument("--out", required=True, help="probe folder to write (replaced whole)")
+    parser.add_argument("--queries", required=True, help="foreground_query.zip of the person set")
+    parser.add_argument("--out", required=True, help="probe pack to write (probes/clothes.zip)")
     parser.add_argument("--record", required=True, help="garment detections JSON to write")
     parser.add_settings("--models", "config models.*")
     parser.add_settings("--clothes", "config clothes.*")

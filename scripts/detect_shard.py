@@ -15,8 +15,8 @@ from overlearning.workflow.cli import ScriptParser, report, set_torch_threads
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__, threads=True, weights_cache=True)
     parser.add_argument("--images-from", required=True,
-                        help="instances.json (VIS frames) or the image folder")
-    parser.add_argument("--image-root", required=True, help="folder the image names are under")
+                        help="instances.json (VIS frames) or the image pack")
+    parser.add_argument("--image-root", required=True, help="folder or pack the image names are in")
     parser.add_settings("--models", "config models.*")
     parser.add_settings("--detection", "config detection.*")
     parser.add_argument("--shard", type=int, required=True, help="0-based shard index")

@@ -22,11 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", help="the weights cache (with --pretrained)")
     parser.add_settings("--trunk", "config models.<trunk>")
     parser.add_argument("--embedding-dim", type=int, help="with --model-dir")
-    parser.add_argument("--set", nargs=4, action="append", required=True,
-                        metavar=("OUT", "KIND", "SOURCE", "CATEGORY"),
-                        help="an .npz to write; crops (a VIS/OVIS split directory) or folder "
-                             "(a person image folder); the source; the person category id "
-                             "of a crop index, or - for folders")
+    parser.add_argument("--set", nargs=5, action="append", required=True,
+                        metavar=("OUT", "KIND", "SOURCE", "CATEGORY", "DELTA"),
+                        help="an .npz to write; crops (a VIS/OVIS split directory) or pack "
+                             "(a person image pack); the source; the person category id "
+                             "of a crop index, or - for packs; an anonymised delta pack "
+                             "read over the source's images, or -")
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--workers", type=int, default=0,
                         help="image loader processes (config evaluation.loader_workers)")
@@ -60,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--model-dir needs --embedding-dim")
         model = load_embedding_model(Path(args.model_dir), args.trunk,
                                      args.embedding_dim, device=device)
-    for out, kind, source, category in args.set:
-        if kind not in ("crops", "folder"):
-            parser.error(f"--set {out}: kind must be crops or folder, not {kind!r}")
-        items = items_for_set(kind, source, None if category == "-" else int(category))
+    for out, kind, source, category, delta in args.set:
+        if kind not in ("crops", "pack"):
+            parser.error(f"--set {out}: kind must be crops or pack, not {kind!r}")
+        items = items_for_set(kind, source, None if category == "-" else int(category),
+                              delta=None if delta == "-" else delta)
         print(f"embedding {len(items)} images from {source} on {device}", file=sys.stderr)
         embeddings = embed_items(model, items, args.batch_size, device=device,
                                  num_workers=args.workers,

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     vis.add_argument("--instances", help="the split's instances.json (frames)")
     vis.add_argument("--person-category", type=int, help="ground-truth person category id")
     person = parser.add_argument_group("person gallery (detection-only mode)")
-    person.add_argument("--gallery", help="foregroundImages_cropped/ of the person set")
+    person.add_argument("--gallery", help="foregroundImages_cropped.zip of the person set")
     person.add_argument("--gt-masks", help="MGCAM mask folder (omit: whole-image masks)")
     parser.add_argument("--out", required=True, help="exclusion JSON")
     parser.add_argument("--summary", required=True, help="summary JSON")

@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__)
     parser.add_argument("--shards", nargs="+", required=True, help="shard JSON files")
     parser.add_argument("--images-from", required=True,
-                        help="instances.json (VIS frames) or the image folder")
+                        help="instances.json (VIS frames) or the image pack")
     parser.add_argument("--person-label", required=True, help="for the summary only")
     parser.add_argument("--out", required=True, help="the set's detections JSON")
     args = parser.parse(argv)

@@ -7,8 +7,8 @@ from overlearning.workflow.cli import ScriptParser
 
 def main() -> None:
     parser = ScriptParser(__doc__, threads=True, image_format=True)
-    parser.add_argument("--queries", required=True, help="foreground_query folder")
-    parser.add_argument("--out", required=True, help="probe folder to write")
+    parser.add_argument("--queries", required=True, help="foreground_query.zip pack")
+    parser.add_argument("--out", required=True, help="probe pack to write (probes/<probe>.zip)")
     parser.add_argument("--probe", required=True,
                         help="torso, upper_half, lower_half, left_half or right_half")
     parser.add_argument("--top", type=float, default=0.4, help="torso: fraction dropped on top")

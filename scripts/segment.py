@@ -14,7 +14,7 @@ from overlearning.workflow.cli import ScriptParser, report, set_torch_threads
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(__doc__, threads=True, weights_cache=True)
     parser.add_argument("--detections", required=True, help="the set's detections JSON")
-    parser.add_argument("--image-root", required=True, help="folder the image names are under")
+    parser.add_argument("--image-root", required=True, help="folder or pack the image names are in")
     parser.add_settings("--models", "config models.*")
     parser.add_settings("--segmentation", "config segmentation.*")
     parser.add_argument("--out", required=True, help="the set's masks JSON")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from overlearning.core.errors import ConfigError, WorkflowInputError
+from overlearning.core.packs import open_pack, pack_of_files, write_pack
 from overlearning.data.crop_sets import load_crop_set
 from overlearning.safeguards.anonymise import (
     Anonymiser,
@@ -195,7 +198,28 @@ def _build_split(split: Path, exclusion_path: Path) -> dict[str, tuple[int, str 
         if verdict:
             exclusion.setdefault(verdict, []).append(name)
     exclusion_path.write_text(json.dumps(exclusion))
+    _pack(split / "foregroundImages_cropped")
     return CROPS
+
+
+def _pack(folder: Path) -> Path:
+    """``<folder>.zip`` of the folder's files (what the datasets rules write), folder removed."""
+    pack = folder.with_name(folder.name + ".zip")
+    pack_of_files(pack, {p.relative_to(folder).as_posix(): p for p in folder.rglob("*")
+                         if p.is_file()})
+    shutil.rmtree(folder)
+    return pack
+
+
+def _members(pack: Path) -> dict[str, bytes]:
+    reader = open_pack(pack)
+    return {name: reader.read_bytes(name) for name in reader.names()}
+
+
+def _variant(out: Path, base: Path) -> dict[str, bytes]:
+    """Every image of an anonymised variant: its delta laid over the base pack."""
+    reader = open_pack(out / "changed.zip", base=base)
+    return {name: reader.read_bytes(name) for name in reader.names()}
 
 
 @pytest.fixture
@@ -203,6 +227,9 @@ def vis_split(tmp_path: Path) -> Path:
     split = tmp_path / "vis" / "test"
     _build_split(split, tmp_path / "exclusion.json")
     return split
+
+
+CROPS_PACK = "foregroundImages_cropped.zip"
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -218,13 +245,15 @@ POLICIES = [Anonymiser("mosaic", 4, seed=1), Anonymiser("blur", 2.0, seed=1),
 def test_gt_policy_changes_only_person_crops(vis_split: Path, tmp_path: Path,
                                              anonymiser: Anonymiser) -> None:
     out = tmp_path / "anon" / "vis_test_gt"
-    manifest = anonymise_set(images=vis_split / "foregroundImages_cropped", out=out,
+    manifest = anonymise_set(images=vis_split / CROPS_PACK, out=out,
                              anonymiser=anonymiser, selection="gt_persons", split_dir=vis_split,
                              person_category=PERSON)
     persons = sorted(n for n, (c, _) in CROPS.items() if c == PERSON)
     assert manifest["anonymised"] == persons and manifest["images"] == len(CROPS)
-    before, after = _files(vis_split / "foregroundImages_cropped"), _files(out / "foregroundImages_cropped")
+    before, after = _members(vis_split / CROPS_PACK), _variant(out, vis_split / CROPS_PACK)
     assert sorted(before) == sorted(after)
+    # The delta holds the changed images only.
+    assert open_pack(out / "changed.zip").names() == persons
     for name in CROPS:
         if name in persons:
             assert before[name] != after[name], name
@@ -232,28 +261,28 @@ def test_gt_policy_changes_only_person_crops(vis_split: Path, tmp_path: Path,
             assert before[name] == after[name], name
     # Lossless PNG person crops hold exactly the method's pixels.
     for name in (n for n in persons if n.endswith(".png")):
-        raw = np.asarray(Image.open(vis_split / "foregroundImages_cropped" / name).convert("RGB"))
-        got = np.asarray(Image.open(out / "foregroundImages_cropped" / name))
+        raw = open_pack(vis_split / CROPS_PACK).read_rgb(name)
+        got = open_pack(out / "changed.zip").read_rgb(name)
         np.testing.assert_array_equal(got, anonymiser(raw, name))
         np.testing.assert_array_equal(got[raw.max(axis=2) == 0], 0)  # background stays black
-    # The copy indexes like the original split.
-    assert (out / "fg_instances_cropped.json").read_bytes() == \
-        (vis_split / "fg_instances_cropped.json").read_bytes()
-    assert [i.name for i in load_crop_set(out, PERSON)] == [i.name for i in load_crop_set(vis_split, PERSON)]
+    # The variant indexes like the original split: the split's index over the overlay.
+    overlay = open_pack(out / "changed.zip", base=vis_split / CROPS_PACK)
+    assert [(i.name, i.read_bytes()) for i in load_crop_set(vis_split, PERSON, images=overlay)] \
+        == sorted(after.items())
     assert json.loads((out / "anonymised.json").read_text()) == manifest
-    assert not (out / "exclusion.json").exists()
+    assert all(not names for names in json.loads((out / "exclusion.json").read_text()).values())
 
 
 def test_deployment_policy_follows_the_detector(vis_split: Path, tmp_path: Path) -> None:
     out = tmp_path / "anon" / "vis_test_detected"
-    manifest = anonymise_set(images=vis_split / "foregroundImages_cropped", out=out,
+    manifest = anonymise_set(images=vis_split / CROPS_PACK, out=out,
                              anonymiser=POLICIES[0], selection="detected_persons",
                              split_dir=vis_split, exclusion=tmp_path / "exclusion.json")
     # Detected person and the non-person called a person are anonymised; the missed person
     # is not indexed (left raw in the copy); the person called something else leaks raw.
     assert manifest["anonymised"] == ["vidA/00000_1.png", "vidB/00000_5.jpg"]
     assert manifest["not_indexed"] == ["vidA/00001_1.jpg"]
-    before, after = _files(vis_split / "foregroundImages_cropped"), _files(out / "foregroundImages_cropped")
+    before, after = _members(vis_split / CROPS_PACK), _variant(out, vis_split / CROPS_PACK)
     changed = sorted(n for n in before if before[n] != after[n])
     assert changed == manifest["anonymised"]
     exclusion = json.loads((out / "exclusion.json").read_text())
@@ -261,44 +290,50 @@ def test_deployment_policy_follows_the_detector(vis_split: Path, tmp_path: Path)
     assert all(not exclusion[c] for c in exclusion if c != "Undetected Instance Exclusion")
 
 
-def test_gallery_policy_anonymises_every_image_and_copies_other_files(tmp_path: Path) -> None:
+def test_gallery_policy_anonymises_every_image_and_keeps_other_members(tmp_path: Path) -> None:
     gallery = tmp_path / "market1501" / "foregroundImages_cropped"
     gallery.mkdir(parents=True)
     rng = np.random.default_rng(5)
     for name in ("0001_c1s1_000151_01.jpg", "0002_c2s1_000301_01.jpg"):
         Image.fromarray(_masked_crop(rng, 32, 16)).save(gallery / name)
     (gallery / "Thumbs.db").write_bytes(b"not an image")
-    (gallery / ".snakemake_timestamp").write_bytes(b"")  # bookkeeping: not part of the set
+    gallery = _pack(gallery)
     out = tmp_path / "anon" / "market1501"
     manifest = anonymise_set(images=gallery, out=out, anonymiser=POLICIES[1], selection="gt_persons")
     assert manifest["anonymised"] == ["0001_c1s1_000151_01.jpg", "0002_c2s1_000301_01.jpg"]
-    assert (out / "foregroundImages_cropped" / "Thumbs.db").read_bytes() == b"not an image"
-    assert not (out / "foregroundImages_cropped" / ".snakemake_timestamp").exists()
-    assert manifest["images"] == 3
+    variant, before = _variant(out, gallery), _members(gallery)
+    assert variant["Thumbs.db"] == b"not an image"  # not an image: read from the base
+    assert manifest["images"] == 2
+    assert open_pack(out / "changed.zip").names() == manifest["anonymised"]
     for name in manifest["anonymised"]:
-        assert (out / "foregroundImages_cropped" / name).read_bytes() != (gallery / name).read_bytes()
+        assert variant[name] != before[name]
 
 
 def test_reruns_are_byte_identical(vis_split: Path, tmp_path: Path) -> None:
     trees = []
     for run in ("a", "b"):
         out = tmp_path / run / "vis_test_detected"
-        anonymise_set(images=vis_split / "foregroundImages_cropped", out=out,
+        anonymise_set(images=vis_split / CROPS_PACK, out=out,
                       anonymiser=POLICIES[2], selection="detected_persons", split_dir=vis_split,
                       exclusion=tmp_path / "exclusion.json")
         trees.append(_files(out))
+    assert sorted(trees[0]) == ["anonymised.json", "changed.zip", "exclusion.json"]
     assert trees[0] == trees[1]
 
 
 def _assert_nothing_written(parent: Path) -> None:
-    assert not parent.exists() or not any(parent.iterdir())
+    assert not parent.exists() or not any(p.is_file() for p in parent.rglob("*"))
 
 
 def test_corrupt_person_image_stops_and_leaves_no_output(vis_split: Path, tmp_path: Path) -> None:
-    (vis_split / "foregroundImages_cropped" / "vidA/00001_1.jpg").write_bytes(b"\xff\xd8 broken")
+    members = _members(vis_split / CROPS_PACK)
+    members["vidA/00001_1.jpg"] = b"\xff\xd8 broken"
+    with write_pack(vis_split / CROPS_PACK) as pack:
+        for name, data in members.items():
+            pack.add(name, data)
     out = tmp_path / "anon" / "vis_test_gt"
     with pytest.raises(WorkflowInputError, match="00001_1.jpg"):
-        anonymise_set(images=vis_split / "foregroundImages_cropped", out=out,
+        anonymise_set(images=vis_split / CROPS_PACK, out=out,
                       anonymiser=POLICIES[0], selection="gt_persons", split_dir=vis_split,
                       person_category=PERSON)
     _assert_nothing_written(out.parent)
@@ -314,16 +349,20 @@ def test_bad_exclusion_json_stops(vis_split: Path, tmp_path: Path, exclusion: ob
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(exclusion))
     with pytest.raises(WorkflowInputError, match=message):
-        anonymise_set(images=vis_split / "foregroundImages_cropped", out=tmp_path / "o" / "x",
+        anonymise_set(images=vis_split / CROPS_PACK, out=tmp_path / "o" / "x",
                       anonymiser=POLICIES[0], selection="detected_persons",
                       split_dir=vis_split, exclusion=path)
     _assert_nothing_written(tmp_path / "o")
 
 
 def test_missing_person_image_stops(vis_split: Path, tmp_path: Path) -> None:
-    (vis_split / "foregroundImages_cropped" / "vidA/00000_1.png").unlink()
+    members = _members(vis_split / CROPS_PACK)
+    del members["vidA/00000_1.png"]
+    with write_pack(vis_split / "other.zip") as pack:
+        for name, data in members.items():
+            pack.add(name, data)
     with pytest.raises(WorkflowInputError, match="missing"):
-        anonymise_set(images=vis_split / "foregroundImages_cropped", out=tmp_path / "o" / "x",
+        anonymise_set(images=vis_split / "other.zip", out=tmp_path / "o" / "x",
                       anonymiser=POLICIES[0], selection="gt_persons", split_dir=vis_split,
                       person_category=PERSON)
 
@@ -332,13 +371,14 @@ def test_script_writes_the_set(vis_split: Path, tmp_path: Path) -> None:
     out = tmp_path / "anon" / "blur_2" / "vis_test_gt"
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "anonymise.py"), "--selection", "gt_persons",
-         "--images", str(vis_split / "foregroundImages_cropped"), "--split-dir", str(vis_split),
+         "--images", str(vis_split / CROPS_PACK), "--split-dir", str(vis_split),
          "--person-category", str(PERSON), "--method", "blur", "--strength", "2",
          "--seed", "1", "--out", str(out)],
-        capture_output=True, text=True, cwd=REPO, check=False)
+        capture_output=True, text=True, cwd=REPO, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
     direct = tmp_path / "direct"
-    anonymise_set(images=vis_split / "foregroundImages_cropped", out=direct,
+    anonymise_set(images=vis_split / CROPS_PACK, out=direct,
                   anonymiser=POLICIES[1], selection="gt_persons", split_dir=vis_split,
                   person_category=PERSON)
     assert _files(out) == _files(direct)
@@ -351,6 +391,7 @@ def test_deployment_policy_on_a_person_gallery(tmp_path: Path) -> None:
     names = ["0001_c1_1.jpg", "0001_c2_1.jpg", "0002_c1_1.jpg"]
     for name in names:
         Image.fromarray(_masked_crop(rng, 32, 16)).save(gallery / name)
+    gallery = _pack(gallery)
     exclusion = tmp_path / "exclusion.json"
     exclusion.write_text(json.dumps({"Detected Person Exclusion": [names[0]],
                                      "Misclassified Instance Inclusion": [names[1]],
@@ -359,10 +400,10 @@ def test_deployment_policy_on_a_person_gallery(tmp_path: Path) -> None:
     manifest = anonymise_set(images=gallery, out=out, anonymiser=POLICIES[0],
                              selection="detected_persons", exclusion=exclusion)
     assert manifest["anonymised"] == [names[0]] and manifest["not_indexed"] == [names[2]]
-    after = _files(out / "foregroundImages_cropped")
-    assert after[names[0]] != (gallery / names[0]).read_bytes()
-    assert after[names[1]] == (gallery / names[1]).read_bytes()  # the leak stays raw
-    assert after[names[2]] == (gallery / names[2]).read_bytes()
+    after, before = _variant(out, gallery), _members(gallery)
+    assert after[names[0]] != before[names[0]]
+    assert after[names[1]] == before[names[1]]  # the leak stays raw
+    assert after[names[2]] == before[names[2]]
 
 
 # --- raw queries against an anonymised index ----------------------------------------------
@@ -451,6 +492,7 @@ def test_rules_write_every_policy_and_change_only_the_chosen_images(tmp_path: Pa
     people = ["0001_c1s1_000001_01.jpg", "0002_c2s1_000002_01.jpg"]
     for name in people:
         Image.fromarray(_masked_crop(rng, 32, 16)).save(gallery / name)
+    gallery = _pack(gallery)
     (root / "results" / "exclusion" / "market1501.json").write_text(
         json.dumps({"Detected Person Exclusion": people[:1],
                     "Misclassified Instance Inclusion": people[1:]}))
@@ -458,15 +500,16 @@ def test_rules_write_every_policy_and_change_only_the_chosen_images(tmp_path: Pa
     sets = ["vis_test_gt", "vis_test_detected", "market1501_gt", "market1501_detected"]
     run_snakemake(["--configfile", str(REPO / "config.demo.yaml"), "--cores", "1",
                    "--allowed-rules", "anonymise_vis_test", "anonymise_person_gallery",
-                   "--", *[f"demo-run/data/anon/mosaic_24/{s}" for s in sets]], cwd=tmp_path)
+                   "--", *[f"demo-run/data/anon/mosaic_24/{s}/changed.zip" for s in sets]],
+                  cwd=tmp_path)
 
     def changed(out: Path, source: Path) -> list[str]:
-        after = _files(out / "foregroundImages_cropped")
-        before = _files(source)
+        after = _variant(out, source)
+        before = _members(source)
         assert sorted(after) == sorted(before)
         return sorted(n for n in before if before[n] != after[n])
 
-    vis = split / "foregroundImages_cropped"
+    vis = split / CROPS_PACK
     assert changed(anon / "vis_test_gt", vis) == sorted(n for n, (c, _) in built.items() if c == PERSON)
     assert changed(anon / "vis_test_detected", vis) == ["vidA/00000_1.png", "vidB/00000_5.jpg"]
     assert changed(anon / "market1501_gt", gallery) == people

@@ -3,7 +3,9 @@ order, into the .npz layout of docs/architecture.md."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,8 @@ import torch
 from PIL import Image
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.data.crop_sets import load_person_folder
+from overlearning.core.packs import pack_of_files, write_pack
+from overlearning.data.crop_sets import load_person_set
 from overlearning.evaluate.embeddings import (
     NPZ_KEYS,
     embed_items,
@@ -37,24 +40,32 @@ def model():
     return build_embedding_model(TINY_TIMM, 8).eval()
 
 
+def _packed(folder):
+    """The folder's images as a pack ``<folder>.zip`` (what the datasets rules write)."""
+    pack = folder.with_name(folder.name + ".zip")
+    pack_of_files(pack, {p.name: p for p in folder.iterdir()})
+    return pack
+
+
 def _person_folder(root, names):
     root.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in names:
         Image.fromarray(rng.integers(0, 255, (48, 24, 3), dtype=np.uint8)).save(root / name)
-    return root
+    return _packed(root)
 
 
 def _crop_split(split_dir):
     """A two-video crop split with one person (category 26) and two other objects."""
-    crops = split_dir / "foregroundImages_cropped"
     names = ["vb/00010_3.jpg", "va/00005_1.jpg", "va/00010_2.jpg"]
     images, annotations = [], []
-    for i, name in enumerate(names, start=1):
-        (crops / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (20 + i, 30), (50 * i, 20, 200)).save(crops / name)
-        images.append({"id": i, "file_name": name, "width": 20 + i, "height": 30})
-        annotations.append({"id": i, "image_id": i, "category_id": 26 if i == 2 else 5})
+    with write_pack(split_dir / "foregroundImages_cropped.zip") as pack:
+        for i, name in enumerate(names, start=1):
+            encoded = io.BytesIO()
+            Image.new("RGB", (20 + i, 30), (50 * i, 20, 200)).save(encoded, format="JPEG")
+            pack.add(name, encoded.getvalue())
+            images.append({"id": i, "file_name": name, "width": 20 + i, "height": 30})
+            annotations.append({"id": i, "image_id": i, "category_id": 26 if i == 2 else 5})
     (split_dir / "fg_instances_cropped.json").write_text(
         json.dumps({"images": images, "annotations": annotations, "categories": []}))
     return split_dir
@@ -62,7 +73,7 @@ def _crop_split(split_dir):
 
 def test_person_folder_is_embedded_once_per_image_in_sorted_order(tmp_path, model):
     names = ["0002_c2_001.jpg", "0001_c1_000.jpg", "0001_c3_004.jpg"]
-    items = items_for_set("folder", _person_folder(tmp_path / "query", names))
+    items = items_for_set("pack", _person_folder(tmp_path / "query", names))
     calls = []
     hook = model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
     try:
@@ -78,7 +89,7 @@ def test_person_folder_is_embedded_once_per_image_in_sorted_order(tmp_path, mode
     assert data.embeddings.shape == (3, 8) and data.embeddings.dtype == np.float32
     # Same numbers as running the model on the transformed image directly.
     with torch.inference_mode():
-        direct = model(model.transform(Image.open(items[0].path).convert("RGB"))[None])
+        direct = model(model.transform(items[0].open_image().convert("RGB"))[None])
     np.testing.assert_allclose(data.embeddings[0], direct[0].numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -93,7 +104,7 @@ def test_crop_split_marks_persons_from_the_index(tmp_path, model):
 
 def test_npz_round_trip_is_exact_and_byte_reproducible(tmp_path):
     rng = np.random.default_rng(1)
-    items = load_person_folder(_person_folder(tmp_path / "g", ["0001_c1_a.jpg", "0003_c2_b.jpg"]))
+    items = load_person_set(_person_folder(tmp_path / "g", ["0001_c1_a.jpg", "0003_c2_b.jpg"]))
     data = embedding_set_from_items(items, rng.normal(size=(2, 5)))
     save_embedding_set(tmp_path / "a.npz", data)
     save_embedding_set(tmp_path / "b.npz", data)
@@ -106,10 +117,11 @@ def test_npz_round_trip_is_exact_and_byte_reproducible(tmp_path):
 
 
 def test_bad_inputs_stop_with_the_file(tmp_path, model):
-    folder = _person_folder(tmp_path / "q", ["0001_c1_a.jpg"])
-    (folder / "0002_c1_b.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(WorkflowInputError, match="0002_c1_b.jpg"):
-        embed_items(model, items_for_set("folder", folder), batch_size=2)
+    _person_folder(tmp_path / "q", ["0001_c1_a.jpg"])
+    (tmp_path / "q/0002_c1_b.jpg").write_bytes(b"not a jpeg")
+    folder = _packed(tmp_path / "q")
+    with pytest.raises(WorkflowInputError, match=r"q\.zip:0002_c1_b.jpg"):
+        embed_items(model, items_for_set("pack", folder), batch_size=2)
     np.savez(tmp_path / "short.npz", embeddings=np.zeros((2, 3), np.float32),
              labels=np.zeros(2, np.int64))
     with pytest.raises(WorkflowInputError, match="lacks files, persons, cameras"):
@@ -124,12 +136,13 @@ def test_embed_script_with_a_saved_model(tmp_path, model):
     outs = [tmp_path / "emb" / "x_gallery.npz", tmp_path / "emb" / "x_query.npz"]
     cmd = [sys.executable, str(REPO / "scripts" / "embed.py"),
            "--model-dir", str(tmp_path / "models" / "ms"), "--trunk", json.dumps(TINY_TIMM),
-           "--embedding-dim", "8", "--set", str(outs[0]), "folder", str(gallery), "-",
-           "--set", str(outs[1]), "folder", str(query), "-", "--batch-size", "4"]
-    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, timeout=300)
+           "--embedding-dim", "8", "--set", str(outs[0]), "pack", str(gallery), "-", "-",
+           "--set", str(outs[1]), "pack", str(query), "-", "-", "--batch-size", "4"]
+    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, timeout=300,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
     for out, folder in zip(outs, (gallery, query), strict=True):
         data = load_embedding_set(out)
-        items = items_for_set("folder", folder)
+        items = items_for_set("pack", folder)
         assert list(data.files) == [item.name for item in items]
         np.testing.assert_allclose(data.embeddings, embed_items(model, items, 4),
                                    rtol=1e-5, atol=1e-6)
@@ -145,7 +158,7 @@ def _clustered_folder(root, labels: int, per_label: int, noise: float = 14.0):
         for j in range(per_label):
             noisy = np.clip(base + rng.normal(0, noise, base.shape), 0, 255).astype(np.uint8)
             Image.fromarray(noisy).save(root / f"{label:04d}_c{j + 1}_{j}.jpg")
-    return root
+    return _packed(root)
 
 
 def _spread_model():
@@ -170,7 +183,7 @@ def test_loader_workers_keep_order_and_bf16_keeps_the_metrics(tmp_path):
     from overlearning.evaluate.retrieval_inputs import RetrievalInputs
 
     model = _spread_model()
-    items = items_for_set("folder", _clustered_folder(tmp_path / "g", 10, 6))
+    items = items_for_set("pack", _clustered_folder(tmp_path / "g", 10, 6))
     fp32 = embed_items(model, items, batch_size=16)
     np.testing.assert_array_equal(embed_items(model, items, 16, num_workers=2), fp32)
     bf16 = embed_items(model, items, batch_size=16, precision="bf16")

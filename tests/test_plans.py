@@ -27,14 +27,17 @@ def test_embedding_sets_and_evaluations_of_one_person_set() -> None:
         "vis_test", "ovis_test", "market1501_query", "market1501_gallery",
         "market1501_probe_torso", "market1501_probe_clothes"]
     assert plan.embedding_sources["ovis_test"] == {
-        "kind": "crops", "source": "d/ovis/test", "images": "d/ovis/test/foregroundImages_cropped",
+        "kind": "crops", "source": "d/ovis/test",
+        "images": "d/ovis/test/foregroundImages_cropped.zip",
         "index": "d/ovis/test/fg_instances_cropped.json", "category": 1}
-    assert plan.embedding_sources["market1501_probe_torso"]["images"] == "d/market1501/probes/torso"
+    assert plan.embedding_sources["market1501_probe_torso"]["images"] == \
+        "d/market1501/probes/torso.zip"
     assert list(plan.evaluations) == ["nonperson", "person", "market1501",
                                       "market1501_probe_torso", "market1501_probe_clothes"]
-    assert plan.embed_sets("ms")[0] == ("r/embeddings/ms/vis_test.npz", "crops", "d/vis/test", 26)
-    assert plan.embed_sets("ms")[2] == ("r/embeddings/ms/market1501_query.npz", "folder",
-                                        "d/market1501/foreground_query", None)
+    assert plan.embed_sets("ms")[0] == ("r/embeddings/ms/vis_test.npz", "crops", "d/vis/test", 26,
+                                        "-")
+    assert plan.embed_sets("ms")[2] == ("r/embeddings/ms/market1501_query.npz", "pack",
+                                        "d/market1501/foreground_query.zip", None, "-")
 
 
 def test_metrics_job_applies_exclusion_only_where_detection_ran() -> None:
@@ -98,9 +101,20 @@ def test_anonymised_sets_follow_the_detector_coverage() -> None:
     assert anon.sets == ["vis_test_detected", "vis_test_gt", "market1501_gt"]
     assert anon.set_dirs()[:3] == ["d/anon/mosaic_24/vis_test_detected",
                                    "d/anon/mosaic_24/vis_test_gt", "d/anon/mosaic_24/market1501_gt"]
+    # A variant is embedded as its raw set with the variant's changed images laid over it.
     assert anon.embed_sets("ms")[2] == (
-        "r/embeddings/ms/anon/mosaic_24/market1501_gt.npz", "folder",
-        "d/anon/mosaic_24/market1501_gt/foregroundImages_cropped", None)
+        "r/embeddings/ms/anon/mosaic_24/market1501_gt.npz", "pack",
+        "d/market1501/foregroundImages_cropped.zip", None,
+        "d/anon/mosaic_24/market1501_gt/changed.zip")
+    assert anon.embed_sets("ms")[0][1:] == (
+        "crops", "d/vis/test", 26, "d/anon/mosaic_24/vis_test_detected/changed.zip")
+    assert anon.set_files("mosaic_24", "vis_test_gt") == {
+        "delta": "d/anon/mosaic_24/vis_test_gt/changed.zip",
+        "manifest": "d/anon/mosaic_24/vis_test_gt/anonymised.json",
+        "exclusion": "d/anon/mosaic_24/vis_test_gt/exclusion.json"}
+    assert anon.embed_inputs()[:3] == ["d/market1501/foregroundImages_cropped.zip",
+                                       "d/vis/test/fg_instances_cropped.json",
+                                       "d/vis/test/foregroundImages_cropped.zip"]
     assert not anon.available("market1501", "detected")
     assert anon.available("market1501", "gt") and anon.available("person", "detected")
 
@@ -121,9 +135,11 @@ def test_anonymised_metrics_job_swaps_the_index_and_marks_query_copies() -> None
     gallery = anon.metrics_job("ms", "market1501", "gt", "noise_0.5")
     assert gallery["references"] == [["r/embeddings/ms/anon/noise_0.5/market1501_gt.npz", "all", "-"]]
     assert gallery["query_copies"] == []  # queries are a different set: they stay raw
-    assert anon.plan_inputs("ms")["sets"] == [
-        "d/anon/mosaic_24/market1501_detected", "d/anon/mosaic_24/vis_test_detected",
-        "d/anon/noise_0.5/market1501_detected", "d/anon/noise_0.5/vis_test_detected"]
+    assert anon.plan_inputs("ms")["exclusions"] == [
+        "d/anon/mosaic_24/market1501_detected/exclusion.json",
+        "d/anon/mosaic_24/vis_test_detected/exclusion.json",
+        "d/anon/noise_0.5/market1501_detected/exclusion.json",
+        "d/anon/noise_0.5/vis_test_detected/exclusion.json"]
     files = anon.metrics_files(["ms"])
     assert files[:3] == ["r/metrics/ms/nonperson/none.json", "r/metrics/ms/person/none.json",
                          "r/metrics/ms/market1501/none.json"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -12,6 +12,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from overlearning.core.errors import WorkflowInputError
+from overlearning.core.packs import open_pack
 from overlearning.data.crop_sets import load_crop_set
 from overlearning.data.crops import crop_file_name, crop_window, make_crops
 from overlearning.data.vis_frames import convert_video_annotations, read_object_count
@@ -53,6 +54,17 @@ def test_crop_name_drops_img_prefix_and_appends_object_id() -> None:
     assert crop_file_name("0a1b/00015.jpg", 3, "png") == "0a1b/00015_3.png"
 
 
+@pytest.mark.parametrize("frame", [
+    "v/img_00001.jpg", "img_7.png", "a/b/c/img_1.jpeg", "v/x.y.jpg", "v/.hidden", "v/a.",
+    "v//img_1.jpg", "./v/img_1.jpg", "v/./img_1.jpg", "v/../img_1.jpg", "/abs/img_1.jpg",
+    "v\\img_1.jpg", "v/img_", "v/noext", "v/img_img_3.jpg"])
+def test_crop_name_is_the_pathlib_name_for_every_shape_of_frame_name(frame: str) -> None:
+    # The study's naming, spelled with pathlib: the fast path must give the same names.
+    path = PurePosixPath(frame)
+    expected = str(path.with_name(f"{path.stem.removeprefix('img_')}_9.jpg"))
+    assert crop_file_name(frame, 9, "jpg") == expected
+
+
 def test_crop_window_pads_with_zeros_like_torchvision() -> None:
     pixels = np.arange(1, 13, dtype=np.uint8).reshape(3, 4)
     # Window from (x=2, y=1), 4 wide and 3 high: only a 2 x 2 corner lies inside.
@@ -72,7 +84,7 @@ def test_crop_pixels_follow_a_hand_made_mask(tmp_path: Path) -> None:
     path = _instances(tmp_path, [_annotation(1, 4, mask, [5.7, 2.2, 4.9, 4.0])], pixels=pixels)
     stats = make_crops(path, tmp_path / "frames", tmp_path / "split", ext="png")
     assert stats == {"crops": 1, "skipped_zero_size": 0, "frames": 1, "empty_mask": 0}
-    crop = np.asarray(Image.open(tmp_path / "split/foregroundImages_cropped/v/00001_4.png"))
+    crop = np.asarray(_crop(tmp_path / "split", "v/00001_4.png"))
     expected = np.zeros((4, 4, 3), np.uint8)
     expected[0, 0] = pixels[2, 5]
     expected[1, 0] = pixels[3, 5]
@@ -125,7 +137,7 @@ def test_zero_size_crop_is_skipped_counted_and_logged(tmp_path: Path, caplog) ->
     cropped = json.loads((tmp_path / "split/fg_instances_cropped.json").read_text())
     # Image ids are annotation positions, as in the study: the skipped one leaves a gap.
     assert [(i["id"], i["file_name"]) for i in cropped["images"]] == [(2, "v/00001_2.jpg")]
-    assert not (tmp_path / "split/foregroundImages_cropped/v/00001_1.jpg").exists()
+    assert "v/00001_1.jpg" not in open_pack(tmp_path / "split/foregroundImages_cropped.zip")
 
 
 @pytest.mark.parametrize("case, message", [
@@ -157,6 +169,11 @@ def test_bad_input_stops_and_leaves_nothing(tmp_path: Path, case: str, message: 
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["instances.json"]
 
 
+def _crop(split: Path, name: str) -> Image.Image:
+    """One crop, read from the split's pack."""
+    return open_pack(split / "foregroundImages_cropped.zip").open_image(name)
+
+
 def _digest_tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -177,8 +194,10 @@ def test_vis_crops_deterministic_across_runs_and_threads(tmp_path: Path) -> None
     make_crops(tmp_path / "a/instances.json", tmp_path / "raw/JPEGImages", tmp_path / "a", threads=2)
     assert _digest_tree(tmp_path / "a") == runs[0]
     # 4 videos: cats in every frame (3 x 4) + persons in videos 2 and 4 (2 frames each).
-    assert len([n for n in runs[0] if n.startswith("foregroundImages_cropped/")]) == 16
-    with Image.open(tmp_path / "a/foregroundImages_cropped/vid002/00000_2.jpg") as image:
+    assert sorted(runs[0]) == ["fg_instances.json", "fg_instances_cropped.json",
+                               "foregroundImages_cropped.zip", "instances.json"]
+    assert len(open_pack(tmp_path / "a/foregroundImages_cropped.zip").names()) == 16
+    with _crop(tmp_path / "a", "vid002/00000_2.jpg") as image:
         assert image.format == "JPEG" and image.size == (5, 4)
         assert "exif" not in image.info
 
@@ -194,8 +213,7 @@ def test_ovis_crops_offset_compressed_rle_and_polygons(tmp_path: Path) -> None:
     stats = make_crops(tmp_path / "test/instances.json", tmp_path / "raw/train", tmp_path / "test",
                        ext="png", object_offset=offset)
     assert stats["crops"] == 3
-    names = sorted(p.relative_to(tmp_path / "test/foregroundImages_cropped").as_posix()
-                   for p in (tmp_path / "test/foregroundImages_cropped").rglob("*.png"))
+    names = open_pack(tmp_path / "test/foregroundImages_cropped.zip").names()
     assert names == ["ovid1/0000001_5.png", "ovid1/0000001_6.png", "ovid1/0000002_5.png"]
     cropped = json.loads((tmp_path / "test/fg_instances_cropped.json").read_text())
     assert sorted({a["object_id"] for a in cropped["annotations"]}) == [5, 6]
@@ -206,10 +224,10 @@ def test_ovis_crops_offset_compressed_rle_and_polygons(tmp_path: Path) -> None:
     polygon = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(
         data["annotations"][1]["segmentations"][0], 10, 12)))
     expected = (frame * polygon[..., None])[2:7, 6:10]
-    bird = np.asarray(Image.open(tmp_path / "test/foregroundImages_cropped/ovid1/0000001_6.png"))
+    bird = np.asarray(_crop(tmp_path / "test", "ovid1/0000001_6.png"))
     assert np.array_equal(bird, expected)
     # The compressed-RLE person: its mask is the box itself, so the crop is the frame's box.
-    person = np.asarray(Image.open(tmp_path / "test/foregroundImages_cropped/ovid1/0000001_5.png"))
+    person = np.asarray(_crop(tmp_path / "test", "ovid1/0000001_5.png"))
     assert np.array_equal(person, frame[1:7, 2:5])
     persons = load_crop_set(tmp_path / "test", person_category=1, persons="only")
     assert [(i.name, i.label) for i in persons] == [("ovid1/0000001_5.png", 5),
@@ -223,5 +241,5 @@ def test_box_outside_the_frame_gives_a_black_crop_counted_as_empty(tmp_path: Pat
         stats = make_crops(path, tmp_path / "frames", tmp_path / "split", ext="png")
     assert stats["crops"] == 1 and stats["empty_mask"] == 1
     assert "1 crop(s) with an empty mask" in caplog.text
-    crop = np.asarray(Image.open(tmp_path / "split/foregroundImages_cropped/v/00001_1.png"))
+    crop = np.asarray(_crop(tmp_path / "split", "v/00001_1.png"))
     assert crop.shape == (2, 3, 3) and not crop.any()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.data.crop_sets import load_person_folder
+from overlearning.core.packs import open_pack
+from overlearning.data.crop_sets import load_person_set
 from overlearning.data.person_sets import label_group, mask_person, prepare_person_set
 from tests.test_prepare_fixtures import build_cuhk03, build_market, write_png
 
@@ -23,13 +23,13 @@ def test_masking_keeps_person_pixels_and_blacks_out_the_rest(tmp_path: Path) -> 
         write_png(root / folder / "0007_c2_1.png", pixels)
         write_png(root / f"{folder}_seg" / "0007_c2_1.png", mask)
     prepare_person_set(root, root, tmp_path / "out", ext="png")
-    out = np.asarray(Image.open(tmp_path / "out/foreground_query/0007_c2_1.png"))
+    out = open_pack(tmp_path / "out/foreground_query.zip").read_rgb("0007_c2_1.png")
     expected = np.zeros_like(pixels)
     for y, x in [(0, 1), (1, 0), (1, 1), (1, 2), (2, 1)]:
         expected[y, x] = pixels[y, x]
     assert np.array_equal(out, expected)
     assert np.array_equal(mask_person(pixels, (mask > 0).astype(np.uint8)), expected)
-    gallery = np.asarray(Image.open(tmp_path / "out/foregroundImages_cropped/0007_c2_1.png"))
+    gallery = open_pack(tmp_path / "out/foregroundImages_cropped.zip").read_rgb("0007_c2_1.png")
     assert np.array_equal(gallery, expected)
 
 
@@ -38,14 +38,14 @@ def test_cuhk03_subset_layout_and_labels(tmp_path: Path) -> None:
     stats = prepare_person_set(tmp_path / "raw/labeled", tmp_path / "raw/labeled",
                                tmp_path / "data/cuhk03/labeled")
     assert stats["foreground_query"]["written"] == 2
-    query = load_person_folder(tmp_path / "data/cuhk03/labeled/foreground_query")
-    gallery = load_person_folder(tmp_path / "data/cuhk03/labeled/foregroundImages_cropped")
+    query = load_person_set(tmp_path / "data/cuhk03/labeled/foreground_query.zip")
+    gallery = load_person_set(tmp_path / "data/cuhk03/labeled/foregroundImages_cropped.zip")
     assert [(i.name, i.label, i.camera) for i in query] == [
         ("0001_c1_1.jpg", 1, 1), ("0002_c1_1.jpg", 2, 1)]
     assert [i.name for i in gallery] == ["0001_c2_1.jpg", "0001_c2_2.jpg", "0002_c2_1.jpg"]
     # Only query and bounding_box_test are used; training identities are not.
     assert sorted(p.name for p in (tmp_path / "data/cuhk03/labeled").iterdir()) == [
-        "foregroundImages_cropped", "foreground_query"]
+        "foregroundImages_cropped.zip", "foreground_query.zip"]
 
 
 def test_label_groups() -> None:
@@ -65,7 +65,7 @@ def test_market_junk_and_distractor_policy(tmp_path: Path, junk: str, distractor
     build_market(tmp_path / "raw")
     stats = prepare_person_set(tmp_path / "raw", tmp_path / "raw", tmp_path / "out",
                                junk=junk, distractors=distractors, threads=2)
-    gallery = load_person_folder(tmp_path / "out/foregroundImages_cropped")
+    gallery = load_person_set(tmp_path / "out/foregroundImages_cropped.zip")
     assert [i.name for i in gallery] == expected
     g = stats["foregroundImages_cropped"]
     # Thumbs.db is not an image and is not counted.
@@ -81,7 +81,8 @@ def test_person_set_is_deterministic(tmp_path: Path) -> None:
         prepare_person_set(tmp_path / "raw", tmp_path / "raw", tmp_path / out, threads=threads)
         digests.append({p.relative_to(tmp_path / out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                         for p in sorted((tmp_path / out).rglob("*")) if p.is_file()})
-    assert digests[0] == digests[1] and len(digests[0]) == 5
+    assert digests[0] == digests[1] and len(digests[0]) == 2
+    assert len(open_pack(tmp_path / "a/foregroundImages_cropped.zip").names()) == 3
 
 
 @pytest.mark.parametrize("case, message", [

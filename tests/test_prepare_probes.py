@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.data.crop_sets import load_person_folder
+from overlearning.core.packs import open_pack, pack_of_files
+from overlearning.data.crop_sets import load_person_set
 from overlearning.data.probes import half, make_probe, torso_band
 from tests.test_prepare_fixtures import write_png
 
@@ -53,6 +53,13 @@ def test_halves_on_odd_sizes() -> None:
         half(pixels, "middle")
 
 
+def _packed(folder: Path) -> Path:
+    """The folder's images as a query pack ``<folder>.zip``."""
+    pack = folder.with_name(folder.name + ".zip")
+    pack_of_files(pack, {p.name: p for p in folder.iterdir()})
+    return pack
+
+
 def _queries(folder: Path) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     images = {"0001_c1s1_000151_00": rng.integers(0, 255, (16, 8, 3), dtype=np.uint8),
@@ -71,36 +78,34 @@ def _queries(folder: Path) -> dict[str, np.ndarray]:
 ])
 def test_probe_folder_pixels_and_names(tmp_path: Path, probe: str, region) -> None:
     images = _queries(tmp_path / "foreground_query")
-    stats = make_probe(tmp_path / "foreground_query", tmp_path / "probes" / probe, probe, ext="png")
+    stats = make_probe(_packed(tmp_path / "foreground_query"), tmp_path / f"probes/{probe}.zip",
+                       probe, ext="png")
     assert stats == {"queries": 2, "written": 2, "skipped_empty": 0}
-    items = load_person_folder(tmp_path / "probes" / probe)
+    items = load_person_set(tmp_path / f"probes/{probe}.zip")
     assert [(i.name, i.label, i.camera) for i in items] == [
         ("0001_c1s1_000151_00.png", 1, 1), ("0002_c2s1_000301_00.png", 2, 2)]
     for stem, pixels in images.items():
-        out = np.asarray(Image.open(tmp_path / "probes" / probe / f"{stem}.png"))
+        out = open_pack(tmp_path / f"probes/{probe}.zip").read_rgb(f"{stem}.png")
         assert np.array_equal(out, region(pixels)), stem
 
 
 def test_empty_region_is_skipped_and_counted(tmp_path: Path) -> None:
     write_png(tmp_path / "q/0003_c1_1.png", np.full((1, 4, 3), 9, np.uint8))
     write_png(tmp_path / "q/0004_c1_1.png", np.full((4, 4, 3), 9, np.uint8))
-    stats = make_probe(tmp_path / "q", tmp_path / "p", "upper_half")
+    stats = make_probe(_packed(tmp_path / "q"), tmp_path / "p.zip", "upper_half")
     assert stats == {"queries": 2, "written": 1, "skipped_empty": 1}
-    assert [p.name for p in (tmp_path / "p").iterdir()] == ["0004_c1_1.jpg"]
+    assert open_pack(tmp_path / "p.zip").names() == ["0004_c1_1.jpg"]
 
 
 def test_probe_deterministic_and_errors(tmp_path: Path) -> None:
     _queries(tmp_path / "q")
-    make_probe(tmp_path / "q", tmp_path / "a", "torso", threads=2)
-    make_probe(tmp_path / "q", tmp_path / "b", "torso", threads=1)
-
-    def digest(folder: Path) -> dict[str, str]:
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    make_probe(_packed(tmp_path / "q"), tmp_path / "a.zip", "torso", threads=2)
+    make_probe(tmp_path / "q.zip", tmp_path / "b.zip", "torso", threads=1)
+    assert (hashlib.sha256((tmp_path / "a.zip").read_bytes()).digest()
+            == hashlib.sha256((tmp_path / "b.zip").read_bytes()).digest())
     (tmp_path / "q/0001_c1s1_000151_00.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(WorkflowInputError, match="corrupt"):
-        make_probe(tmp_path / "q", tmp_path / "c", "torso")
-    assert not (tmp_path / "c").exists()
-    with pytest.raises(WorkflowInputError, match="not found"):
-        make_probe(tmp_path / "missing", tmp_path / "d", "torso")
+    with pytest.raises(WorkflowInputError, match=r"q\.zip:0001_c1s1_000151_00\.png: corrupt"):
+        make_probe(_packed(tmp_path / "q"), tmp_path / "c.zip", "torso")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "b.zip", "q", "q.zip"]
+    with pytest.raises(WorkflowInputError, match="pack file not found"):
+        make_probe(tmp_path / "missing.zip", tmp_path / "d.zip", "torso")

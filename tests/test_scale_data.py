@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from overlearning.core.atomic import read_json
+from overlearning.core.packs import open_pack
 from overlearning.data.archives import ArchiveSource, extract_archives
 from overlearning.data.crops import make_crops
 from overlearning.data.person_sets import prepare_person_set
@@ -158,13 +159,13 @@ def test_video_files_read_with_the_workflow_readers(raw: Path, tmp_path: Path) -
 def test_person_sets_read_with_the_workflow_readers(raw: Path, tmp_path: Path) -> None:
     market = raw / "market1501" / "Market-1501-v15.09.15"
     prepare_person_set(market, market, tmp_path / "market", naming="market1501")
-    gallery = files_in(tmp_path / "market" / "foregroundImages_cropped")
+    gallery = open_pack(tmp_path / "market" / "foregroundImages_cropped.zip").names()
     # The paper config drops the junk and keeps the distractors.
     assert len(gallery) == at(MARKET["good"]) + at(MARKET["distractors"])
     for kind in CUHK03:
         root = raw / "cuhk03" / "cuhk03-np" / kind
         prepare_person_set(root, root, tmp_path / kind, naming="cuhk03")
-        assert len(files_in(tmp_path / kind / "foreground_query")) == 2 * at(700)
+        assert len(open_pack(tmp_path / kind / "foreground_query.zip").names()) == 2 * at(700)
 
 
 def test_same_bytes_for_the_same_seed_and_fraction(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from training_fixtures import (
 import overlearning.train.gpu_augment as ga
 import overlearning.train.loop as training
 from overlearning.core.errors import WorkflowInputError
+from overlearning.core.packs import FolderImages
 from overlearning.data.crop_sets import Item
 from overlearning.models.cache import load_state_dict
 from overlearning.models.embedder import build_embedding_model
@@ -361,7 +362,8 @@ def test_device_augmentation_matches_the_pil_pipeline_for_the_same_draws(tmp_pat
     pixels = np.stack([(xs * 2) % 255, (ys * 2) % 255, ((xs + ys) * 3) % 255], -1)
     pixels = np.clip(pixels + rng.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=95)
-    dataset = ga.DecodedCropDataset([Item(tmp_path / "a.jpg", "a.jpg", 1, False)], spec)
+    dataset = ga.DecodedCropDataset(
+        [Item("a.jpg", 1, False, images=FolderImages(tmp_path))], spec)
     samples = [dataset[(0, seed)] for seed in range(12)]
     images, labels = ga.augment(ga.pack(samples), spec, torch.device("cpu"))
     assert images.shape == (12, 3, 64, 64) and labels.tolist() == [1] * 12

@@ -1,12 +1,13 @@
 """Tiny on-disk inputs for the training tests: coloured crops, tiny trunk configs, a cache.
 
-Crops follow docs/architecture.md: ``<split>/foregroundImages_cropped/<video>/<frame>_<object>.jpg``
-with ``<split>/fg_instances_cropped.json`` beside the folder. Every object has its own
+Crops follow docs/architecture.md: members ``<video>/<frame>_<object>.jpg`` of the pack
+``<split>/foregroundImages_cropped.zip`` with ``<split>/fg_instances_cropped.json`` beside it. Every object has its own
 colour and shape so a trained model can tell them apart; persons have category 26.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from overlearning.data.crop_sets import Item
+from overlearning.core.packs import write_pack
+from overlearning.data.crop_sets import CROP_PACK, Item
 from overlearning.models.weights import prepare_trunk_weights
 from overlearning.train.loop import TrainJob
 
@@ -63,16 +65,16 @@ def _crop(rng: np.random.Generator, colour: np.ndarray, shape: int) -> np.ndarra
 def make_split(split_dir: Path, objects: list[tuple[int, int, int]], seed: int = 0) -> list[str]:
     """Write crops of ``objects`` [(object_id, category_id, crops)]; return their file names."""
     rng = np.random.default_rng(seed)
-    root = split_dir / "foregroundImages_cropped"
-    images, annotations, names = [], [], []
+    images, annotations, names, members = [], [], [], []
     for video, (object_id, category, count) in enumerate(objects, start=1):
         colour = rng.uniform(30, 255, size=3)
         shape = object_id % 4
         for frame in range(count):
             pixels = _crop(rng, colour, shape)
             name = f"video{video:03d}/{frame:05d}_{object_id}.jpg"
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(root / name, quality=90)
+            encoded = io.BytesIO()
+            Image.fromarray(pixels).save(encoded, format="JPEG", quality=90)
+            members.append((name, encoded.getvalue()))
             height, width = pixels.shape[:2]
             rle = mask_utils.encode(np.asfortranarray(np.ones((height, width), dtype=np.uint8)))
             rle["counts"] = rle["counts"].decode()
@@ -89,7 +91,11 @@ def make_split(split_dir: Path, objects: list[tuple[int, int, int]], seed: int =
              "annotations": annotations,
              "categories": [{"id": 1, "name": "airplane"}, {"id": 2, "name": "bear"},
                             {"id": PERSON, "name": "person"}]}
+    split_dir.mkdir(parents=True, exist_ok=True)
     (split_dir / "fg_instances_cropped.json").write_text(json.dumps(index))
+    with write_pack(split_dir / CROP_PACK) as pack:
+        for name, data in members:
+            pack.add(name, data)
     return names
 
 

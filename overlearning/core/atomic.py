@@ -56,13 +56,23 @@ def read_json(path: Path | str) -> Any:
     except FileNotFoundError:
         raise WorkflowInputError(path, "file not found") from None
     except RecursionError:
-        raise WorkflowInputError(path, _too_deep(path)) from None
+        raise WorkflowInputError(path, _too_deep(path.read_bytes())) from None
     except (OSError, ValueError) as exc:
         raise WorkflowInputError(path, f"not readable as JSON ({exc})") from None
 
 
-def _too_deep(path: Path) -> str:
-    where = deep_position(path.read_bytes())
+def parse_json(data: bytes, where: object) -> Any:
+    """:func:`read_json` for bytes already read (a member of a download read in place)."""
+    try:
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise WorkflowInputError(where, _too_deep(data)) from None
+    except ValueError as exc:
+        raise WorkflowInputError(where, f"not readable as JSON ({exc})") from None
+
+
+def _too_deep(data: bytes) -> str:
+    where = deep_position(data)
     spot = "" if where is None else f" at line {where[1]}, column {where[2]} (byte {where[0]})"
     return f"expected JSON nested a few levels deep, found nesting too deep to read{spot}"
 

@@ -7,6 +7,7 @@ depend on the encoder's defaults.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def max_image_pixels() -> int:
     return _limit["pixels"]
 
 
-def _check_declared_size(path: Path, image: Image.Image) -> None:
+def _check_declared_size(path: object, image: Image.Image) -> None:
     width, height = image.size
     if width * height > _limit["pixels"]:
         raise WorkflowInputError(
@@ -47,7 +48,7 @@ def _check_declared_size(path: Path, image: Image.Image) -> None:
                   f"{width * height} (refused before decoding)")
 
 
-def _bomb(path: Path, exc: Exception) -> WorkflowInputError:
+def _bomb(path: object, exc: Exception) -> WorkflowInputError:
     # PIL refuses sizes far above its own limit while reading the header.
     return WorkflowInputError(path, f"header: expected at most {_limit['pixels']} pixels "
                                     f"(preparation.max_image_pixels), found more ({exc}); "
@@ -55,17 +56,66 @@ def _bomb(path: Path, exc: Exception) -> WorkflowInputError:
 
 
 def _open(path: Path, mode: str) -> np.ndarray:
+    return np.asarray(_load(path, path).convert(mode))
+
+
+def _load(source: Path | io.BytesIO, where: object) -> Image.Image:
+    """The decoded image of a file or an in-memory buffer, its size checked before decoding."""
     try:
-        with Image.open(path) as image:
-            _check_declared_size(path, image)
-            image.load()
-            return np.asarray(image.convert(mode))
+        with Image.open(source) as image:
+            _check_declared_size(where, image)
+            image.load()  # the pixels stay in memory once the file handle closes
+            return image
     except FileNotFoundError:
-        raise WorkflowInputError(path, "image file not found") from None
+        raise WorkflowInputError(where, "image file not found") from None
     except Image.DecompressionBombError as exc:
-        raise _bomb(path, exc) from None
+        raise _bomb(where, exc) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, MemoryError) as exc:
-        raise WorkflowInputError(path, f"corrupt or unreadable image ({exc})") from None
+        raise WorkflowInputError(where, f"corrupt or unreadable image ({exc})") from None
+
+
+def image_from_bytes(data: bytes, where: object) -> Image.Image:
+    """A decoded PIL image of encoded bytes (a pack member); ``where`` names it in errors."""
+    return _load(io.BytesIO(data), where)
+
+
+def rgb_from_bytes(data: bytes, where: object) -> np.ndarray:
+    """H x W x 3 uint8 of encoded bytes, as :func:`read_rgb` reads a file."""
+    return np.asarray(image_from_bytes(data, where).convert("RGB"))
+
+
+def mask_from_bytes(data: bytes, where: object) -> np.ndarray:
+    """H x W uint8 of 0/1 of encoded bytes, as :func:`read_mask` reads a file."""
+    return (np.asarray(image_from_bytes(data, where).convert("L")) > 0).astype(np.uint8)
+
+
+def size_from_bytes(data: bytes, where: object) -> tuple[int, int]:
+    """(width, height) from the header of encoded bytes."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            _check_declared_size(where, image)
+            return image.size
+    except Image.DecompressionBombError as exc:
+        raise _bomb(where, exc) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise WorkflowInputError(where, f"unreadable image ({exc})") from None
+
+
+def encode_image(pixels: np.ndarray, suffix: str, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    """The bytes :func:`write_image` writes for these pixels and this suffix."""
+    buffer = io.BytesIO()
+    _save(Image.fromarray(np.ascontiguousarray(pixels)), buffer, suffix, quality)
+    return buffer.getvalue()
+
+
+def _save(image: Image.Image, target: Path | io.BytesIO, suffix: str, quality: int) -> None:
+    suffix = suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        image.save(target, format="JPEG", quality=quality, optimize=False, progressive=False)
+    elif suffix == ".png":
+        image.save(target, format="PNG", optimize=False)
+    else:
+        raise ValueError(f"unsupported image suffix {suffix!r} for {target}")
 
 
 def image_files(folder: Path | str) -> list[Path]:
@@ -114,12 +164,5 @@ def write_image(path: Path | str, pixels: np.ndarray, quality: int = DEFAULT_JPE
     ``overlearning.core.atomic``), so a single file needs no temporary name of its own.
     """
     path = Path(path)
-    image = Image.fromarray(np.ascontiguousarray(pixels))
-    suffix = path.suffix.lower()
-    if suffix not in (".jpg", ".jpeg", ".png"):
-        raise ValueError(f"unsupported image suffix {suffix!r} for {path}")
     with writing(path):
-        if suffix == ".png":
-            image.save(path, format="PNG", optimize=False)
-        else:
-            image.save(path, format="JPEG", quality=quality, optimize=False, progressive=False)
+        _save(Image.fromarray(np.ascontiguousarray(pixels)), path, path.suffix, quality)

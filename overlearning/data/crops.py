@@ -2,15 +2,22 @@
 
 For each annotation: the frame is cropped to ``int(x), int(y), int(w), int(h)`` of its bbox
 (zero padding past the border, like torchvision's ``crop``), multiplied by the object's
-mask cropped the same way (black background), and saved as
-``foregroundImages_cropped/<video>/<frame stem without img_>_<object id>.<ext>``. Two
-indexes go beside the folder: ``fg_instances_cropped.json`` (crop-level sizes, bbox and
+mask cropped the same way (black background), and encoded as
+``<video>/<frame stem without img_>_<object id>.<ext>``: a member of the pack
+``foregroundImages_cropped.zip`` (overlearning/core/packs.py; unzipped, it is the study's
+``foregroundImages_cropped/`` folder, byte for byte). Two indexes go beside the pack: ``fg_instances_cropped.json`` (crop-level sizes, bbox and
 mask, plus ``bbox_prev``) and ``fg_instances.json`` (frame-level sizes, bbox and mask).
 A crop's image id is the 1-based position of its annotation in the instances file, as in
 the study, so ids in both indexes agree and a skipped crop leaves a gap.
 
 Annotations are grouped by frame once, each frame is decoded once, and frames are cropped
-in a thread pool (decoding, encoding and pycocotools release the GIL for most of the work).
+in a thread pool (decoding, encoding and pycocotools release the GIL for most of the work);
+the pack is written in the instances file's frame order by the main thread.
+
+The input checks (schema, ids, boxes, every frame path contained in its root, every crop
+name relative and unique) run once per annotation or frame, before any frame is read,
+and cost a small share of the cropping: the schema is checked by a plain pre-check
+(jsonschema words the error when there is one), a frame path costs one ``lstat``.
 """
 
 from __future__ import annotations
@@ -22,17 +29,25 @@ from typing import Any
 
 import numpy as np
 
-from overlearning.core.atomic import atomic_directory, read_json, write_json
+from overlearning.core.atomic import read_json, write_json
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, read_rgb, write_image
+from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, encode_image
 from overlearning.core.masks import decode_segmentation, encode_mask
+from overlearning.core.packs import (
+    PACK_SUFFIX,
+    ImageSource,
+    check_image,
+    open_images,
+    write_pack,
+)
 from overlearning.core.parallel import ordered_parallel_map
-from overlearning.core.paths import check_relative, contained
+from overlearning.core.paths import check_relative
 from overlearning.core.validate import box_tolerance, check_schema, is_number, unique_ids
 
 log = logging.getLogger(__name__)
 
 CROP_DIR = "foregroundImages_cropped"
+CROP_PACK = CROP_DIR + PACK_SUFFIX
 CROPPED_INDEX = "fg_instances_cropped.json"
 FRAME_INDEX = "fg_instances.json"
 _ANNOTATION_KEYS = ("id", "object_id", "video_id", "image_id", "category_id", "segmentation",
@@ -83,6 +98,13 @@ def foreground_crop(pixels: np.ndarray, mask: np.ndarray,
 
 def crop_file_name(frame_file_name: str, object_id: int, ext: str) -> str:
     """``vid/img_0000001.jpg`` + 7 -> ``vid/0000001_7.<ext>`` (paths stay '/'-separated)."""
+    head, _, leaf = frame_file_name.rpartition("/")
+    dot = leaf.rfind(".")
+    if (0 < dot < len(leaf) - 1 and leaf not in (".", "..") and not head.startswith("/")
+            and "//" not in frame_file_name and "." not in head.split("/")):
+        # What PurePosixPath gives for a plain name, without its parsing (once per crop).
+        stem = leaf[:dot].removeprefix("img_")
+        return f"{head}/{stem}_{object_id}.{ext}" if head else f"{stem}_{object_id}.{ext}"
     path = PurePosixPath(frame_file_name)
     stem = path.stem.removeprefix("img_")
     return str(path.with_name(f"{stem}_{object_id}.{ext}"))
@@ -108,11 +130,12 @@ class _Job:
 
 
 def _plan(instances: dict[str, Any], where: object, ext: str, object_offset: int,
-          images_root: Path) -> tuple[list[_Job], list[int]]:
+          frames: ImageSource) -> tuple[list[_Job], list[int]]:
     """Group annotations by frame, name every crop, find the zero-size ones.
 
-    Every frame path must stay inside ``images_root`` and every crop name inside the crop
-    folder: both are checked here, before any frame is read or any crop written.
+    Every frame path must stay inside the frames' root (or be a member of their archive)
+    and every crop name must be a plain relative name: both are checked here, once per
+    frame and per crop, before any frame is read or any crop written.
     """
     check_schema(instances, FRAME_JSON_SCHEMA, where)
     unique_ids(instances["images"], "id", where, "$.images")
@@ -123,6 +146,7 @@ def _plan(instances: dict[str, Any], where: object, ext: str, object_offset: int
     jobs_by_image: dict[Any, _Job] = {}
     skipped: list[int] = []
     names: set[str] = set()
+    checked: set[Any] = set()
     for position, annotation in enumerate(instances["annotations"], start=1):
         what = f"{where}: annotation {annotation.get('id')}"
         image = images_by_id.get(annotation.get("image_id"))
@@ -142,7 +166,9 @@ def _plan(instances: dict[str, Any], where: object, ext: str, object_offset: int
             skipped.append(annotation["id"])
             continue
         entry = f"$.images[{position_of[image['id']]}].file_name"
-        contained(images_root, image["file_name"], where, entry)
+        if image["id"] not in checked:
+            check_image(frames, image["file_name"], where, entry)
+            checked.add(image["id"])
         name = crop_file_name(image["file_name"], annotation["object_id"] + object_offset, ext)
         check_relative(name, where, entry)
         if name in names:
@@ -158,47 +184,49 @@ def _plan(instances: dict[str, Any], where: object, ext: str, object_offset: int
     return list(jobs_by_image.values()), skipped
 
 
-def make_crops(instances_path: Path | str, images_root: Path | str, out_dir: Path | str, *,
+def make_crops(instances_path: Path | str, images_root: Path | str | ImageSource,
+               out_dir: Path | str, *,
                ext: str = "jpg", quality: int = DEFAULT_JPEG_QUALITY, object_offset: int = 0,
                threads: int = 1) -> dict[str, int]:
-    """Write ``out_dir/{foregroundImages_cropped/, fg_instances_cropped.json, fg_instances.json}``.
+    """Write ``out_dir/{foregroundImages_cropped.zip, fg_instances_cropped.json, fg_instances.json}``.
 
+    ``images_root`` is the frames' folder, a folder inside downloads read in place (a path
+    through ``{D}/raw/<dataset>.json``), or a reader of either.
     ``object_offset`` is added to every object id (OVIS: the YouTube-VIS object count).
     Returns counts (crops written, zero-size crops skipped, frames read).
     """
-    instances_path, images_root, out_dir = Path(instances_path), Path(images_root), Path(out_dir)
+    instances_path, out_dir = Path(instances_path), Path(out_dir)
+    frames = open_images(images_root)
     instances = read_json(instances_path)
-    jobs, skipped = _plan(instances, instances_path, ext, object_offset, images_root)
+    jobs, skipped = _plan(instances, instances_path, ext, object_offset, frames)
+    suffix = "." + ext
 
-    with atomic_directory(out_dir / CROP_DIR) as crop_root:
-        for parent in sorted({PurePosixPath(name).parent for job in jobs for _, _, name, _ in job.crops}):
-            (crop_root / parent).mkdir(parents=True, exist_ok=True)
+    def cut(job: _Job) -> list[tuple[bytes, dict[str, Any], bool]]:
+        # Checked in _plan; the reader checks it again as it opens it (links may change).
+        name = job.image["file_name"]
+        pixels = frames.read_rgb(name)
+        height, width = pixels.shape[:2]
+        if (height, width) != (job.image["height"], job.image["width"]):
+            raise WorkflowInputError(
+                frames.where(name), f"frame is {height}x{width} but {instances_path.name} "
+                                    f"says {job.image['height']}x{job.image['width']}")
+        out = []
+        for _, annotation, _, window in job.crops:
+            where = f"{instances_path}: annotation {annotation['id']} ({name})"
+            mask = decode_segmentation(annotation["segmentation"], height, width, where)
+            crop, crop_mask = foreground_crop(pixels, mask, window)
+            out.append((encode_image(crop, suffix, quality), encode_mask(crop_mask),
+                        bool(crop_mask.any())))
+        return out
 
-        def cut(job: _Job) -> list[tuple[dict[str, Any], bool]]:
-            # Checked in _plan already; resolved again right before reading (links may change).
-            frame_path = contained(images_root, job.image["file_name"], instances_path,
-                                   f"image {job.image['id']} file_name")
-            pixels = read_rgb(frame_path)
-            height, width = pixels.shape[:2]
-            if (height, width) != (job.image["height"], job.image["width"]):
-                raise WorkflowInputError(
-                    frame_path, f"frame is {height}x{width} but {instances_path.name} says "
-                                f"{job.image['height']}x{job.image['width']}")
-            masks = []
-            for _, annotation, name, window in job.crops:
-                where = f"{instances_path}: annotation {annotation['id']} ({job.image['file_name']})"
-                mask = decode_segmentation(annotation["segmentation"], height, width, where)
-                crop, crop_mask = foreground_crop(pixels, mask, window)
-                write_image(contained(crop_root, name, instances_path, f"crop of {where}"),
-                            crop, quality)
-                masks.append((encode_mask(crop_mask), bool(crop_mask.any())))
-            return masks
-
-        crop_masks: dict[int, dict[str, Any]] = {}
-        empty: list[int] = []
+    crop_masks: dict[int, dict[str, Any]] = {}
+    empty: list[int] = []
+    with write_pack(out_dir / CROP_PACK) as pack:
         results = ordered_parallel_map(cut, jobs, threads, len(jobs), f"crops {out_dir.name}")
-        for job, masks in zip(jobs, results, strict=True):
-            for (crop_id, annotation, _, _), (mask, visible) in zip(job.crops, masks, strict=True):
+        for job, crops in zip(jobs, results, strict=True):
+            for (crop_id, annotation, name, _), (data, mask, visible) in zip(
+                    job.crops, crops, strict=True):
+                pack.add(name, data)
                 crop_masks[crop_id] = mask
                 if not visible:
                     empty.append(annotation["id"])

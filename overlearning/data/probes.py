@@ -6,7 +6,8 @@ The occlusion grid keeps one half of the image and crops the rest away, as if it
 occluded: ``upper_half`` keeps rows ``[0, h // 2)``, ``lower_half`` rows ``[h // 2, h)``,
 ``left_half`` columns ``[0, w // 2)``, ``right_half`` columns ``[w // 2, w)``. Probes are
 made from the masked queries, so the background stays black, and keep their file names so
-identities and cameras still parse.
+identities and cameras still parse. Queries are read from the person set's query pack and
+each probe is written as a pack (``probes/<probe>.zip``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from overlearning.core.atomic import atomic_directory
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, image_files, read_rgb, write_image
+from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, IMAGE_SUFFIXES, encode_image
+from overlearning.core.packs import open_pack, write_pack
 from overlearning.core.parallel import ordered_parallel_map
 
 log = logging.getLogger(__name__)
@@ -56,28 +57,33 @@ def probe_region(pixels: np.ndarray, probe: str, top: float, bottom: float) -> n
     return half(pixels, probe)
 
 
-def make_probe(query_dir: Path | str, out_dir: Path | str, probe: str, *, top: float = 0.4,
+def make_probe(query_pack: Path | str, out_pack: Path | str, probe: str, *, top: float = 0.4,
                bottom: float = 0.575, ext: str = "jpg", quality: int = DEFAULT_JPEG_QUALITY,
                threads: int = 1) -> dict[str, int]:
-    """Write ``out_dir/<query name>`` for every masked query image; empty regions are skipped."""
-    query_dir, out_dir = Path(query_dir), Path(out_dir)
+    """Write the pack ``out_pack`` of every masked query's probe; empty regions are skipped."""
+    out_pack = Path(out_pack)
     if probe != "torso" and probe not in OCCLUSIONS:
         raise ValueError(f"unknown probe {probe!r}")
     probe_region(np.zeros((4, 4, 3), np.uint8), probe, top, bottom)  # reject bad settings early
-    files = image_files(query_dir)
+    queries = open_pack(query_pack)
+    files = [n for n in queries.names() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
     if not files:
-        raise WorkflowInputError(query_dir, "no query images")
+        raise WorkflowInputError(query_pack, "no query images")
 
-    with atomic_directory(out_dir) as tmp:
-        def cut(path: Path) -> bool:
-            region = probe_region(read_rgb(path), probe, top, bottom)
-            if region.shape[0] == 0 or region.shape[1] == 0:
-                return False
-            write_image(tmp / f"{path.stem}.{ext}", region, quality)
-            return True
+    def cut(name: str) -> bytes | None:
+        region = probe_region(queries.read_rgb(name), probe, top, bottom)
+        if region.shape[0] == 0 or region.shape[1] == 0:
+            return None
+        return encode_image(region, f".{ext}", quality)
 
-        written = sum(ordered_parallel_map(cut, files, threads, len(files), f"probe {probe}"))
+    written = 0
+    with write_pack(out_pack) as out:
+        results = ordered_parallel_map(cut, files, threads, len(files), f"probe {probe}")
+        for name, data in zip(files, results, strict=True):
+            if data is not None:
+                out.add(f"{Path(name).stem}.{ext}", data)
+                written += 1
     skipped = len(files) - written
-    log.info("%s: %d probe images from %d queries, %d skipped (empty region)", out_dir,
+    log.info("%s: %d probe images from %d queries, %d skipped (empty region)", out_pack,
              written, len(files), skipped)
     return {"queries": len(files), "written": written, "skipped_empty": skipped}

@@ -14,7 +14,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from overlearning.core.atomic import read_json, write_json
+from overlearning.core.atomic import parse_json, read_json, write_json
+from overlearning.core.packs import read_file_at
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.masks import check_segmentation
 from overlearning.core.paths import check_relative
@@ -179,9 +180,14 @@ def convert_video_annotations(source: Path | str, out: Path | str,
     """Read a video-level JSON, write its frame-level form; optionally its object count.
 
     The object count (length of the video-level ``annotations`` list) is what OVIS labels
-    are offset by, so the two label sets never collide.
+    are offset by, so the two label sets never collide. ``source`` may lead into downloads
+    read in place (``{D}/raw/<dataset>.json/train/instances.json``).
     """
-    video_json = read_json(source)
+    if Path(source).is_file():
+        video_json = read_json(source)
+    else:
+        data, where = read_file_at(source)
+        video_json = parse_json(data, where)
     frames = videos_to_frames(video_json, where=source, person_category=person_category)
     stats = {"videos": len(frames["videos"]), "images": len(frames["images"]),
              "annotations": len(frames["annotations"]),

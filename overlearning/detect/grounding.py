@@ -29,8 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.image_io import image_names, image_size, read_rgb
-from overlearning.core.paths import check_relative, contained
+from overlearning.core.packs import (
+    ImageSource,
+    check_image,
+    image_header_size,
+    image_names,
+    open_images,
+)
+from overlearning.core.paths import check_relative
 from overlearning.core.precision import precision_context, precision_for
 from overlearning.detect.detection_files import (
     Detections,
@@ -73,11 +79,11 @@ def shard_names(names: Sequence[str], shard: int, shards: int) -> list[str]:
     return list(names[shard * n // shards:(shard + 1) * n // shards])
 
 
-def open_rgb(path: Path) -> Any:
-    """A PIL RGB image (errors name the file)."""
+def open_rgb(images: ImageSource, name: str) -> Any:
+    """A PIL RGB image of one image of a folder or pack (errors name it)."""
     from PIL import Image
 
-    return Image.fromarray(read_rgb(path))
+    return Image.fromarray(images.read_rgb(name))
 
 
 @dataclass
@@ -161,12 +167,14 @@ class GroundingDetector:
         return results
 
 
-def size_batches(root: Path, names: Sequence[str], batch_size: int,
+def size_batches(root: Path | str | ImageSource, names: Sequence[str], batch_size: int,
                  batching: str = "same_size") -> list[list[str]]:
     """Batches of at most ``batch_size`` names, in (size, name) order; with ``same_size``
     a batch's images share one size, with ``padded`` only the batch size splits them."""
-    paths = {name: contained(root, name, root, f"image {name!r}") for name in names}
-    sizes = {name: image_size(paths[name]) for name in names}
+    images = open_images(root)
+    for name in names:
+        check_image(images, name, images.path, f"image {name!r}")
+    sizes = {name: image_header_size(images, name) for name in names}
     batches: list[list[str]] = []
     last: tuple[int, int] | None = None
     for name in sorted(names, key=lambda n: (sizes[n], n)):
@@ -178,16 +186,18 @@ def size_batches(root: Path, names: Sequence[str], batch_size: int,
     return batches
 
 
-def detect_images(detector: GroundingDetector, root: Path | str, names: Sequence[str],
+def detect_images(detector: GroundingDetector, root: Path | str | ImageSource,
+                  names: Sequence[str],
                   batch_size: int, desc: str = "detect") -> Detections:
-    """Detect in every named image under ``root``; every name gets a (possibly empty) list."""
+    """Detect in every named image of ``root`` (a folder or a pack); every name gets a
+    (possibly empty) list."""
     from tqdm import tqdm
 
-    root = Path(root)
+    source = open_images(root)
     results: Detections = {}
     progress = tqdm(total=len(names), desc=desc, unit="img", file=sys.stderr)
-    for batch in size_batches(root, names, batch_size, detector.batching):
-        images = [open_rgb(contained(root, name, root, f"image {name!r}")) for name in batch]
+    for batch in size_batches(source, names, batch_size, detector.batching):
+        images = [open_rgb(source, name) for name in batch]
         for name, dets in zip(batch, detector.detect(images), strict=True):
             results[name] = dets
         progress.update(len(batch))
@@ -221,9 +231,11 @@ def detection_summary(detections: Mapping[str, list], person_label: str) -> dict
 
 
 def set_image_names(source: Path | str) -> list[str]:
-    """A detection set's images: a frame-level instances file (VIS) or an image folder."""
+    """A detection set's images: a frame-level instances file (VIS) or an image pack/folder."""
     source = Path(source)
-    return vis_frame_names(source) if source.is_file() else image_names(source)
+    if source.suffix.lower() == ".json":
+        return vis_frame_names(source)
+    return image_names(open_images(source))
 
 
 def load_detector(models_cfg: Mapping[str, Any], cache: Path | str, prompts: Sequence[str],

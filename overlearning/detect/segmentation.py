@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from overlearning.core.image_io import read_rgb
-from overlearning.core.paths import contained
+from overlearning.core.packs import check_image, open_images
 from overlearning.core.precision import precision_context, precision_for
 from overlearning.detect.detection_files import (
     Detections,
@@ -149,9 +148,10 @@ def segment_detections(sam: Any, detections: Mapping[str, list], image_root: Pat
     """
     from tqdm import tqdm
 
-    image_root = Path(image_root)
-    image_paths = {name: contained(image_root, name, source, f"image {name!r}")
-                   for name in detections if detections[name]}
+    images_of = open_images(image_root)
+    for name in detections:
+        if detections[name]:
+            check_image(images_of, name, source, f"image {name!r}")
     predictor = make_predictor(sam)
     out: Detections = {name: [] for name in detections if not detections[name]}
     counts = {"images": len(detections), "images_segmented": 0, "masks": 0,
@@ -160,7 +160,7 @@ def segment_detections(sam: Any, detections: Mapping[str, list], image_root: Pat
     progress = tqdm(total=len(todo), desc=desc, unit="img", file=sys.stderr)
     for start in range(0, len(todo), max(1, batch_size)):
         names = todo[start:start + max(1, batch_size)]
-        images = [read_rgb(image_paths[name]) for name in names]
+        images = [images_of.read_rgb(name) for name in names]
         features = encode_images(predictor, images, precision)
         for i, (name, image) in enumerate(zip(names, images, strict=True)):
             dets = detections[name]

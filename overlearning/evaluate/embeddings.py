@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.image_io import read_rgb
+from overlearning.core.packs import open_pack
 from overlearning.core.precision import precision_context
-from overlearning.data.crop_sets import Item, load_crop_set, load_person_folder
+from overlearning.data.crop_sets import CROP_PACK, Item, load_crop_set, load_person_set
 
 NPZ_KEYS = ("embeddings", "labels", "files", "persons", "cameras")
 Subset = Literal["all", "persons", "nonpersons"]
@@ -135,20 +135,27 @@ def load_embedding_set(path: Path | str) -> EmbeddingSet:
     )
 
 
-def items_for_set(kind: Literal["crops", "folder"], source: Path | str,
-                  person_category: int | None = None) -> list[Item]:
+def items_for_set(kind: Literal["crops", "pack"], source: Path | str,
+                  person_category: int | None = None,
+                  delta: Path | str | None = None) -> list[Item]:
     """The images of one embedding set, in the sorted order every consumer uses.
 
     ``crops``: a VIS/OVIS split directory (its ``fg_instances_cropped.json`` decides who is a
-    person); ``folder``: a person query, gallery or probe folder (every image is a person).
+    person, its ``foregroundImages_cropped.zip`` holds the crops); ``pack``: a person query,
+    gallery or probe pack (every image is a person). ``delta``: an anonymised variant's
+    changed images, read in place of the source's (overlearning/core/packs.py overlays).
     """
     if kind == "crops":
         if person_category is None:
             raise ValueError("crop sets need the dataset's person category id")
-        return load_crop_set(source, person_category, "all")
-    if kind == "folder":
-        return load_person_folder(source)
-    raise ValueError(f"unknown set kind {kind!r} (crops, folder)")
+        images = open_pack(Path(source) / CROP_PACK)
+        if delta is not None:
+            images = open_pack(delta, base=images)
+        return load_crop_set(source, person_category, "all", images=images)
+    if kind == "pack":
+        return load_person_set(open_pack(source) if delta is None
+                               else open_pack(delta, base=source))
+    raise ValueError(f"unknown set kind {kind!r} (crops, pack)")
 
 
 class _ImageDataset(Dataset):
@@ -160,7 +167,7 @@ class _ImageDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(Image.fromarray(read_rgb(self.items[index].path)))
+        return self.transform(Image.fromarray(self.items[index].read_rgb()))
 
 
 def embed_items(model: nn.Module, items: Sequence[Item], batch_size: int,

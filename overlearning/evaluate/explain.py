@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.image_io import read_rgb
+from overlearning.core.packs import open_images
 from overlearning.evaluate.embeddings import EmbeddingSet
 from overlearning.evaluate.figures import save_figure
 from overlearning.evaluate.ranking import l2_normalise
@@ -189,15 +189,15 @@ def explain_queries(model: nn.Module, queries: EmbeddingSet, gallery: EmbeddingS
     if len(pairs) < len(outputs):
         raise WorkflowInputError(query_root, f"only {len(pairs)} queries with a gallery match, "
                                              f"{len(outputs)} heat maps requested")
+    # The roots are the sets' packs (or folders): the images the embeddings were made of.
+    query_images, gallery_images = open_images(query_root), open_images(gallery_root)
     model = model.to(device)
     q_unit, g_unit = l2_normalise(queries.embeddings), l2_normalise(gallery.embeddings)
     written = []
     # One AttnLRP backward pass per query: seconds each on a GPU, minutes on a CPU.
     for pair, out in tqdm(list(zip(pairs, outputs, strict=True)), desc="AttnLRP heat maps",
                           unit="query", file=sys.stderr):
-        query_path = Path(query_root) / queries.files[pair.query]
-        match_path = Path(gallery_root) / gallery.files[pair.match]
-        query_rgb = read_rgb(query_path)
+        query_rgb = query_images.read_rgb(str(queries.files[pair.query]))
         image = model.transform(Image.fromarray(query_rgb)).to(device)
         match_embedding = torch.from_numpy(gallery.embeddings[pair.match]).to(device)
         explained = match_embedding if target == "similarity" else None
@@ -209,5 +209,6 @@ def explain_queries(model: nn.Module, queries: EmbeddingSet, gallery: EmbeddingS
         title = (f"{label + ': ' if label else ''}{queries.files[pair.query]} vs "
                  f"{gallery.files[pair.match]}: cosine similarity {similarity:.4f}; "
                  f"explained: {what} = {score:.4f}")
-        written.append(heatmap_figure(query_rgb, heats, read_rgb(match_path), out, title, gammas))
+        match_rgb = gallery_images.read_rgb(str(gallery.files[pair.match]))
+        written.append(heatmap_figure(query_rgb, heats, match_rgb, out, title, gammas))
     return written

@@ -24,8 +24,8 @@ from tqdm import tqdm  # noqa: E402
 
 from overlearning.core.atomic import writing  # noqa: E402
 from overlearning.core.errors import WorkflowInputError  # noqa: E402
-from overlearning.core.image_io import read_rgb  # noqa: E402
 from overlearning.core.names import evaluation_title, safeguard_title, setting_title  # noqa: E402
+from overlearning.core.packs import ImageSource, open_images  # noqa: E402
 from overlearning.evaluate.embeddings import EmbeddingSet  # noqa: E402
 from overlearning.evaluate.metrics import evaluate_retrieval  # noqa: E402
 from overlearning.evaluate.ranking import MISSING, knn_with_exclusion, l2_normalise  # noqa: E402
@@ -90,10 +90,12 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def _tile(path: Path, size: int, border: int, colour: tuple[int, int, int]) -> Image.Image:
+def _tile(images: ImageSource, name: str, size: int, border: int,
+          colour: tuple[int, int, int]) -> Image.Image:
+    """One image of a set's pack (or folder), framed in ``colour``."""
     tile = Image.new("RGB", (size, size), colour)
     inner = size - 2 * border
-    picture = Image.fromarray(read_rgb(path))
+    picture = Image.fromarray(images.read_rgb(name))
     picture.thumbnail((inner, inner))
     canvas = Image.new("RGB", (inner, inner), (0, 0, 0))
     canvas.paste(picture, ((inner - picture.width) // 2, (inner - picture.height) // 2))
@@ -140,7 +142,8 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
     nearest = knn_with_exclusion(l2_normalise(q.embeddings[shown]), l2_normalise(refs.embeddings),
                                  neighbours, inputs.kept, inputs.self_index[shown])
     ranking = dict(zip(shown.tolist(), nearest, strict=True))
-    roots = [Path(r) for r in reference_roots]
+    roots = [open_images(r) for r in reference_roots]
+    query_images = open_images(query_root)
 
     label_w, header_h, title_h, key_h, columns_h = 110, 26, 28, 22, 22
     big, small = _font(14), _font(11)
@@ -182,7 +185,7 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
             for qi in rows:
                 score = "AP@R n/a" if np.isnan(ap[qi]) else f"AP@R {ap[qi]:.2f}"
                 draw.text((4, y + tile // 2 - 7), score, fill=(0, 0, 0), font=small)
-                sheet.paste(_tile(Path(query_root) / q.files[qi], tile, border, BLUE),
+                sheet.paste(_tile(query_images, str(q.files[qi]), tile, border, BLUE),
                             (label_w, y))
                 for j, ri in enumerate(ranking[qi]):
                     x = label_w + (j + 1) * tile
@@ -190,8 +193,8 @@ def query_grid(inputs: RetrievalInputs, query_root: Path | str,
                         sheet.paste(Image.new("RGB", (tile, tile), GREY), (x, y))
                         continue
                     colour = GREEN if refs.labels[ri] == q.labels[qi] else RED
-                    path = roots[inputs.part_of[ri]] / refs.files[ri]
-                    sheet.paste(_tile(path, tile, border, colour), (x, y))
+                    images = roots[inputs.part_of[ri]]
+                    sheet.paste(_tile(images, str(refs.files[ri]), tile, border, colour), (x, y))
                 y += tile
                 bar.update()
     return _save_image(sheet, out)

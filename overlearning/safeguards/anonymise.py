@@ -16,15 +16,15 @@ the summary:
 - ``noise``: ``x/255 + strength * N(0, 1)`` per pixel and channel, clipped to [0, 1], with a
   seed derived from the image's file name so reruns are byte-identical.
 
-A set is written as a full copy of its image folder where only the selected images are
-anonymised and every other file is copied byte for byte, so the evaluation can index it
-exactly like the original.
+A variant of a set stores only what it changes: the anonymised images, in a delta pack
+(``changed.zip``, overlearning/core/packs.py) that readers lay over the set's own pack
+(``open_pack(delta, base=set pack)``), so the evaluation indexes it exactly like the
+original without a copy of every unchanged image.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +34,11 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-from overlearning.core.atomic import atomic_directory, write_json
+from overlearning.core.atomic import write_json
 from overlearning.core.errors import ConfigError, WorkflowInputError
-from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, IMAGE_SUFFIXES, read_rgb, write_image
+from overlearning.core.image_io import DEFAULT_JPEG_QUALITY, IMAGE_SUFFIXES, encode_image
 from overlearning.core.names import variant_name
+from overlearning.core.packs import open_pack, write_pack
 from overlearning.data.crop_sets import load_crop_set
 from overlearning.safeguards.categories import (
     DETECTED,
@@ -57,8 +58,7 @@ DETECTED_AS_PERSON = (DETECTED, MISCLASSIFIED_EXCLUSION)
 NOT_INDEXED = (UNDETECTED,)
 EXCLUSION_CATEGORIES = (*DETECTED_AS_PERSON, *NOT_INDEXED, MISCLASSIFIED_INCLUSION)
 
-IMAGES_DIR = "foregroundImages_cropped"
-CROP_INDEX = "fg_instances_cropped.json"
+DELTA = "changed.zip"
 MANIFEST = "anonymised.json"
 EXCLUSION = "exclusion.json"
 
@@ -190,83 +190,59 @@ def detected_person_policy(exclusion: Mapping[str, list[str]]) -> tuple[list[str
 # --- writing a set ------------------------------------------------------------------------
 
 
-def _list_files(folder: Path) -> list[str]:
-    """Relative names of the folder's files, sorted.
-
-    Hidden files are bookkeeping, not data (Snakemake marks directory outputs with
-    .snakemake_timestamp): they are neither listed nor copied.
-    """
-    names = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(folder)
-        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
-            names.append(relative.as_posix())
-    return sorted(names)
-
-
 def write_anonymised_set(images: Path | str, out: Path | str, selected: Iterable[str],
                          anonymiser: Anonymiser, *, selection: str,
-                         index: Path | str | None = None,
                          not_indexed: Iterable[str] | None = None) -> dict[str, Any]:
-    """Write ``out/`` = a copy of the image folder with only ``selected`` images anonymised.
+    """Write ``out/{changed.zip, anonymised.json, exclusion.json}`` for the pack ``images``.
 
-    ``out/foregroundImages_cropped/`` mirrors ``images``; ``index`` (a crop index) is copied
-    beside it so the copy reads like the original split; ``out/anonymised.json`` lists what
-    changed; given ``not_indexed``, ``out/exclusion.json`` names the crops a detection-based
-    index would not hold, in the exclusion JSON format. ``out`` appears whole or not at all.
+    ``changed.zip`` holds the ``selected`` images anonymised, under their names in
+    ``images``; every other image is read from ``images`` itself. ``anonymised.json`` lists
+    what changed; ``exclusion.json`` names the images a detection-based index would not
+    hold (``not_indexed``; empty lists when none is given), in the exclusion JSON format.
+    Each file is written atomically, the manifest and lists once every image is done and
+    the delta last: a failure leaves no file of this run.
     """
-    images, out = Path(images), Path(out)
-    if not images.is_dir():
-        raise WorkflowInputError(images, "image folder not found")
-    files = _list_files(images)
+    out = Path(out)
+    base = open_pack(images)
+    files = [n for n in base.names() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
     present = set(files)
     selected = sorted(set(selected))
     missing = [name for name in selected if name not in present]
     if missing:
         raise WorkflowInputError(images, f"{len(missing)} image(s) to anonymise are missing, "
                                          f"e.g. {missing[0]!r}")
-    unindexed = None if not_indexed is None else sorted(set(not_indexed))
-    chosen = set(selected)
-
-    with atomic_directory(out) as tmp:
-        target = tmp / IMAGES_DIR
-        for name in tqdm(files, desc=f"{variant_name(anonymiser.method, anonymiser.strength)} "
-                                     f"{out.name}", unit="img"):
-            source, dest = images / name, target / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if name in chosen:
-                write_image(dest, anonymiser(read_rgb(source), name), quality=anonymiser.jpeg_quality)
-            else:
-                shutil.copyfile(source, dest)
-        if index is not None:
-            shutil.copyfile(index, tmp / CROP_INDEX)
-        manifest = {
-            "method": anonymiser.method,
-            "strength": float(anonymiser.strength),
-            "seed": anonymiser.seed,
-            "background_level": anonymiser.background_level,
-            "jpeg_quality": anonymiser.jpeg_quality,
-            "selection": selection,
-            "images": len(files),
-            "anonymised": selected,
-            "not_indexed": unindexed or [],
-        }
-        write_json(tmp / MANIFEST, manifest)
-        if unindexed is not None:
-            exclusion: dict[str, list[str]] = {c: [] for c in EXCLUSION_CATEGORIES}
-            exclusion[NOT_INDEXED[0]] = unindexed
-            write_json(tmp / EXCLUSION, exclusion)
+    unindexed = sorted(set(not_indexed or ()))
+    manifest = {
+        "method": anonymiser.method,
+        "strength": float(anonymiser.strength),
+        "seed": anonymiser.seed,
+        "background_level": anonymiser.background_level,
+        "jpeg_quality": anonymiser.jpeg_quality,
+        "selection": selection,
+        "images": len(files),
+        "anonymised": selected,
+        "not_indexed": unindexed,
+    }
+    exclusion: dict[str, list[str]] = {c: [] for c in EXCLUSION_CATEGORIES}
+    exclusion[NOT_INDEXED[0]] = unindexed
+    with base, write_pack(out / DELTA) as delta:
+        for name in tqdm(selected, desc=f"{variant_name(anonymiser.method, anonymiser.strength)} "
+                                        f"{out.name}", unit="img"):
+            pixels = anonymiser(base.read_rgb(name), name)
+            delta.add(name, encode_image(pixels, Path(name).suffix,
+                                         quality=anonymiser.jpeg_quality))
+        # Only once every image is done; the delta itself is renamed into place last.
+        write_json(out / MANIFEST, manifest)
+        write_json(out / EXCLUSION, exclusion)
     return manifest
 
 
 def set_names(images: Path | str, split_dir: Path | str | None = None) -> list[str]:
-    """Every item of a set: the crops of ``split_dir``'s index, else the folder's images."""
+    """Every item of a set: the crops of ``split_dir``'s index, else the pack's images."""
     if split_dir is not None:
-        return [item.name for item in load_crop_set(split_dir, person_category=-1)]
-    folder = Path(images)
-    if not folder.is_dir():
-        raise WorkflowInputError(folder, "image folder not found")
-    return [n for n in _list_files(folder) if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        return [item.name for item in load_crop_set(split_dir, person_category=-1,
+                                                    images=open_pack(images))]
+    return [n for n in open_pack(images).names() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
 
 
 def anonymise_set(*, images: Path | str, out: Path | str, anonymiser: Anonymiser,
@@ -275,8 +251,8 @@ def anonymise_set(*, images: Path | str, out: Path | str, anonymiser: Anonymiser
                   exclusion: Path | str | None = None) -> dict[str, Any]:
     """Choose the images of one set by ``selection`` and write its anonymised copy.
 
-    A set is a VIS split (``split_dir`` with its crop index; ``images`` its crop folder) or
-    a person folder (no ``split_dir``; every image shows a person).
+    A set is a VIS split (``split_dir`` with its crop index; ``images`` its crop pack) or
+    a person pack (no ``split_dir``; every image shows a person).
 
     - ``gt_persons`` (oracle): crops whose GT category is ``person_category``; in a person
       folder every image;
@@ -284,7 +260,6 @@ def anonymise_set(*, images: Path | str, out: Path | str, anonymiser: Anonymiser
       JSON); GT persons it missed are listed as not indexed, as in the exclusion safeguard.
     """
     names = set_names(images, split_dir)
-    index = None if split_dir is None else Path(split_dir) / CROP_INDEX
     not_indexed: list[str] | None = None
     if selection == "gt_persons":
         if split_dir is None:
@@ -300,7 +275,7 @@ def anonymise_set(*, images: Path | str, out: Path | str, anonymiser: Anonymiser
     else:
         raise ConfigError(f"unknown selection {selection!r} (gt_persons, detected_persons)")
     return write_anonymised_set(images, out, selected, anonymiser, selection=selection,
-                                index=index, not_indexed=not_indexed)
+                                not_indexed=not_indexed)
 
 
 # --- evaluating raw queries against an anonymised index ----------------------------------

@@ -41,9 +41,15 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from overlearning.core.errors import WorkflowInputError
-from overlearning.core.image_io import image_files, image_names, image_size, read_mask
+from overlearning.core.image_io import mask_from_bytes
 from overlearning.core.masks import decode_segmentation
-from overlearning.core.paths import contained
+from overlearning.core.packs import (
+    ImageSource,
+    check_image,
+    image_header_size,
+    image_names,
+    open_images,
+)
 from overlearning.detect.detection_files import (
     check_boxes_inside,
     check_masks_match,
@@ -374,12 +380,13 @@ def vis_exclusion(frame_index: Mapping[str, Any], instances: Mapping[str, Any],
     return result, summary
 
 
-def mgcam_mask_index(mask_dir: Path | str) -> dict[str, Path]:
-    """{file stem: mask file} of an MGCAM ``<folder>_seg/`` folder (PNG preferred)."""
-    index: dict[str, Path] = {}
-    for path in image_files(Path(mask_dir)):
+def mgcam_mask_index(masks: ImageSource) -> dict[str, str]:
+    """{file stem: mask name} of an MGCAM ``<folder>_seg/`` folder (PNG preferred)."""
+    index: dict[str, str] = {}
+    for name in image_names(masks):
+        path = PurePosixPath(name)
         if path.stem not in index or path.suffix.lower() == ".png":
-            index[path.stem] = path
+            index[path.stem] = name
     return index
 
 
@@ -395,7 +402,8 @@ def person_exclusion(image_root: Path | str, names: Sequence[str],
     """
     from tqdm import tqdm
 
-    image_root = Path(image_root)
+    gallery = open_images(image_root)
+    image_root = gallery.path
     if not names:
         raise WorkflowInputError(image_root, "no gallery images: an empty gallery would give "
                                              "an empty exclusion list")
@@ -407,12 +415,14 @@ def person_exclusion(image_root: Path | str, names: Sequence[str],
         raise WorkflowInputError(paths["detections"], f"no detection entry for {len(uncovered)} "
                                                       f"image(s), e.g. {uncovered[0]}; re-run "
                                                       "detection")
-    mask_files = mgcam_mask_index(gt_mask_dir) if gt_mask_dir is not None else None
+    gt_masks = open_images(gt_mask_dir) if gt_mask_dir is not None else None
+    mask_files = mgcam_mask_index(gt_masks) if gt_masks is not None else None
     counts = _new_counts()
     counts["no_detection"] = counts["no_overlapping_detection"] = 0
     assigned = []
     for name in tqdm(sorted(names), desc="exclusion", unit="img"):
-        width, height = image_size(contained(image_root, name, image_root, f"image {name!r}"))
+        check_image(gallery, name, image_root, f"image {name!r}")
+        width, height = image_header_size(gallery, name)
         check_boxes_inside(masks.get(name, []), width, height, paths["masks"], name)
         if mask_files is None:
             gt = np.ones((height, width), dtype=np.uint8)
@@ -421,10 +431,12 @@ def person_exclusion(image_root: Path | str, names: Sequence[str],
             if stem not in mask_files:
                 raise WorkflowInputError(Path(gt_mask_dir) / f"{stem}.png",
                                          f"no MGCAM mask for gallery image {name}")
-            gt = read_mask(mask_files[stem])
+            assert gt_masks is not None
+            where = gt_masks.where(mask_files[stem])
+            gt = mask_from_bytes(gt_masks.read_bytes(mask_files[stem]), where)
             if gt.shape != (height, width):
-                raise WorkflowInputError(mask_files[stem], f"mask is {gt.shape[0]}x{gt.shape[1]}, "
-                                                           f"image {name} is {height}x{width}")
+                raise WorkflowInputError(where, f"mask is {gt.shape[0]}x{gt.shape[1]}, "
+                                                f"image {name} is {height}x{width}")
         assigned.append((name, categorize_person_image(encode(gt), masks.get(name, []), height,
                                                        width, settings, counts)))
     result = _result(assigned)
@@ -471,7 +483,7 @@ def run_person_exclusion(image_root: Path | str, detections: Path | str, masks: 
                          gt_mask_dir: Path | str | None = None) -> dict[str, Any]:
     """The ``exclusion`` rule for a person gallery (detection-only mode)."""
     result, summary = person_exclusion(
-        image_root, image_names(image_root), load_detections(detections),
+        image_root, image_names(open_images(image_root)), load_detections(detections),
         load_masks(masks), settings, gt_mask_dir=gt_mask_dir,
         paths={"detections": detections, "masks": masks})
     write_exclusion(result, summary, out, summary_out)

@@ -194,21 +194,18 @@ class SeededSampler(Sampler[tuple[int, int]]):
 # ---------------------------------------------------------------------------- CPU side
 
 
-def decode_rgb(path: Any) -> torch.Tensor:
-    """(3, H, W) uint8 from a JPEG/PNG file; a missing or corrupt file stops with its path."""
+def decode_rgb(item: Item) -> torch.Tensor:
+    """(3, H, W) uint8 of a crop's JPEG/PNG bytes; a missing or corrupt one stops naming it."""
     from torchvision.io import ImageReadMode, decode_image
 
-    try:
-        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
-    except FileNotFoundError:
-        raise WorkflowInputError(path, "image file not found") from None
+    data = torch.frombuffer(bytearray(item.read_bytes()), dtype=torch.uint8)
     with warnings.catch_warnings():
         # torchvision 0.29 announces the move of its decoders to TorchCodec on every call.
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             return decode_image(data, mode=ImageReadMode.RGB)
         except RuntimeError as exc:
-            raise WorkflowInputError(path, f"corrupt or unreadable image ({exc})") from None
+            raise WorkflowInputError(item.where, f"corrupt or unreadable image ({exc})") from None
 
 
 class DecodedCropDataset(Dataset):
@@ -225,7 +222,7 @@ class DecodedCropDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         index, seed = key
-        image = decode_rgb(self.items[index].path)
+        image = decode_rgb(self.items[index])
         generator = torch.Generator().manual_seed(seed)
         params = draw_params(self.spec, image.shape[1], image.shape[2], generator)
         top, left, h, w = (int(v) for v in params[:4].tolist())

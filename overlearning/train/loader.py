@@ -1,5 +1,8 @@
 """A torch Dataset over the labelled crops of overlearning.data.crop_sets, and the sampler for training.
 
+Crops are read from their pack (one file per set): each loader worker opens it once, so an
+epoch opens as many files per worker as there are packs, not one per crop.
+
 The sampler is pytorch-metric-learning's MPerClassSampler (m crops of each object, one
 pass of all objects after another) driven by its own seeded random state, so that an
 epoch's order is reproducible, can be saved in a checkpoint and is the same on every rank
@@ -13,24 +16,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions as c_f
 from torch.utils.data import Dataset, Sampler
 
-from overlearning.core.errors import WorkflowInputError
 from overlearning.data.crop_sets import Item
 
 
-def load_image(path: Any) -> Image.Image:
-    """An RGB PIL image; a missing or corrupt file stops with its path."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise WorkflowInputError(path, "image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise WorkflowInputError(path, f"corrupt or unreadable image ({exc})") from None
+def load_image(item: Item) -> Image.Image:
+    """An RGB PIL image of a pack member; a missing or corrupt one stops naming pack and member."""
+    return item.open_image().convert("RGB")
 
 
 class CropDataset(Dataset):
@@ -47,7 +43,7 @@ class CropDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
-        return self.transform(load_image(item.path)), int(self.labels[index])
+        return self.transform(load_image(item)), int(self.labels[index])
 
     def person_labels(self) -> list[int]:
         return sorted({int(x) for x in self.labels[self.is_person]})

@@ -62,8 +62,10 @@ from overlearning.core.atomic import (
 )
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.names import setting_title
+from overlearning.core.packs import PackReader, open_pack
 from overlearning.core.seeding import seed_everything
-from overlearning.data.crop_sets import Item, load_crop_set
+from overlearning.core.staging import staged_packs
+from overlearning.data.crop_sets import CROP_PACK, Item, load_crop_set
 from overlearning.models.cache import cached_trunk_state
 from overlearning.models.embedder import EmbeddingModel, build_embedding_model, save_embedding_model
 from overlearning.models.losses import make_loss
@@ -362,20 +364,23 @@ def _configure_devices(job: TrainJob) -> tuple[Processes, int]:
     return procs, workers
 
 
-def _setup(job: TrainJob, may_defer: bool) -> _Run:
+def _setup(job: TrainJob, may_defer: bool, packs: tuple[PackReader, PackReader]) -> _Run:
     """Data, model, optimisers, sampler, loaders and loss, seeded in a fixed order (the
     order of random draws is part of what makes two runs identical).
 
     ``may_defer``: whether the epoch's validation and checkpoint may run in the background
-    (not when a caller must see each epoch before the next, as tuning does).
+    (not when a caller must see each epoch before the next, as tuning does). ``packs``:
+    the readers of the train and valid crop packs (node-local copies where staged).
     """
     params, training = job.params, job.training
     procs, workers = _configure_devices(job)
     device = procs.device
     cuda = device.type == "cuda"
     train_items = load_crop_set(job.train_dir, job.person_category,
-                                persons="all" if params["train_persons"] else "exclude")
-    valid_items = load_crop_set(job.valid_dir, job.person_category, persons="all")
+                                persons="all" if params["train_persons"] else "exclude",
+                                images=packs[0])
+    valid_items = load_crop_set(job.valid_dir, job.person_category, persons="all",
+                                images=packs[1])
     _check_batch(train_items, training, job.train_dir)
 
     # The same initial model on every rank; augmentations then differ per rank.
@@ -498,9 +503,19 @@ def fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None = None,
     """Train ``job`` to ``epochs`` epochs, resuming from ``checkpoint_dir`` when possible.
 
     ``on_epoch_end(epoch, metrics row)`` runs on the main rank after each epoch's checkpoint
-    is safely written (tuning reports through it).
+    is safely written (tuning reports through it). The crop packs are read from node-local
+    copies where there is room (overlearning/core/staging.py), removed when training ends.
     """
-    run = _setup(job, may_defer=on_epoch_end is None)
+    packs = [job.train_dir / CROP_PACK, job.valid_dir / CROP_PACK]
+    with staged_packs(packs, log=log) as (train_pack, valid_pack):
+        return _fit(job, epochs, checkpoint_dir, on_epoch_end,
+                    (open_pack(train_pack), open_pack(valid_pack)))
+
+
+def _fit(job: TrainJob, epochs: int, checkpoint_dir: Path | None,
+         on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+         packs: tuple[PackReader, PackReader]) -> FitResult:
+    run = _setup(job, may_defer=on_epoch_end is None, packs=packs)
     procs = run.procs
     checkpoint_path = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
     key = fingerprint(job, procs.world_size) if checkpoint_path is not None else ""

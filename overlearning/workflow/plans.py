@@ -1,8 +1,8 @@
 """What the evaluation and the anonymisation compute, as plain data (rules/evaluate.smk,
 rules/anonymise.smk and the figure rules read it from here).
 
-An *embedding set* is one folder of images a trained model embeds (a VIS/OVIS test split
-given by its crop index, or a person folder). An *evaluation* is a query set searched in
+An *embedding set* is one set of images a trained model embeds (a VIS/OVIS test split
+given by its crop index and crop pack, or a person set's pack). An *evaluation* is a query set searched in
 one or more reference parts; each part may have an index-exclusion list. A *metrics job*
 is one entry of ``scripts/compute_metrics.py``'s plan: one evaluation of one trained model
 with exclusion on or off, or with an anonymised index.
@@ -14,16 +14,20 @@ workflow).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from overlearning.core.names import variant_name
 
-# Image folders of a prepared person set (datasets rules): masked queries and gallery.
+# Image packs of a prepared person set (datasets rules): masked queries and gallery.
+PACK = ".zip"
 PERSON_QUERY_FOLDER = "foreground_query"
 PERSON_GALLERY_FOLDER = "foregroundImages_cropped"
+PERSON_QUERY_PACK = PERSON_QUERY_FOLDER + PACK
+PERSON_GALLERY_PACK = PERSON_GALLERY_FOLDER + PACK
+CROP_PACK = "foregroundImages_cropped" + PACK
+NO_DELTA = "-"  # an embedding set read without an anonymised delta over it
 # Query sets beside the query folder: one per partial-person probe, plus the clothes probe.
 CLOTHES_PROBE = "clothes"
 NO_EXCLUSION = "-"  # a reference part without an exclusion list, in a plan entry
@@ -76,23 +80,23 @@ class EvaluationPlan:
         return [*self.probes, CLOTHES_PROBE]
 
     def _embedding_sources(self) -> dict[str, dict[str, Any]]:
-        """Embedding set -> its images: a VIS/OVIS split (crop index + crops) or a folder."""
+        """Embedding set -> its images: a VIS/OVIS split (crop index + crop pack) or a pack."""
         sources: dict[str, dict[str, Any]] = {}
         for name, dataset, category in (("vis_test", "vis", self.vis_person_category),
                                         ("ovis_test", "ovis", self.ovis_person_category)):
             split = f"{self.data}/{dataset}/test"
             sources[name] = {
                 "kind": "crops", "source": split,
-                "images": f"{split}/foregroundImages_cropped",
+                "images": f"{split}/{CROP_PACK}",
                 "index": f"{split}/fg_instances_cropped.json", "category": category,
             }
         for person_set in self.person_sets:
             root = self.person_roots[person_set]
-            folders = {"query": PERSON_QUERY_FOLDER, "gallery": PERSON_GALLERY_FOLDER}
-            folders.update({f"probe_{p}": f"probes/{p}" for p in self.query_probes})
-            for part, folder in folders.items():
+            packs = {"query": PERSON_QUERY_PACK, "gallery": PERSON_GALLERY_PACK}
+            packs.update({f"probe_{p}": f"probes/{p}{PACK}" for p in self.query_probes})
+            for part, pack in packs.items():
                 sources[f"{person_set}_{part}"] = {
-                    "kind": "folder", "source": f"{root}/{folder}", "images": f"{root}/{folder}",
+                    "kind": "pack", "source": f"{root}/{pack}", "images": f"{root}/{pack}",
                 }
         return sources
 
@@ -148,19 +152,19 @@ class EvaluationPlan:
 
     # -- embedding
 
-    def embed_sets(self, setting: str) -> list[tuple[str, str, str, int | None]]:
-        """(npz to write, kind, source, person category) per embedding set of a model."""
-        return [(self.embedding_path(setting, name), s["kind"], s["source"], s.get("category"))
-                for name, s in self.embedding_sources.items()]
+    def embed_sets(self, setting: str) -> list[tuple[str, str, str, int | None, str]]:
+        """(npz to write, kind, source, person category, delta) per embedding set of a model."""
+        return [(self.embedding_path(setting, name), s["kind"], s["source"], s.get("category"),
+                 NO_DELTA) for name, s in self.embedding_sources.items()]
 
     def source_inputs(self) -> dict[str, list[str]]:
-        """Every image folder and crop index that embedding the evaluation sets reads."""
+        """Every image pack and crop index that embedding the evaluation sets reads."""
         sources = self.embedding_sources.values()
         return {"images": sorted({s["images"] for s in sources}),
                 "indexes": sorted({s["index"] for s in sources if "index" in s})}
 
     def embed_inputs(self, setting: str) -> dict[str, Any]:
-        """The model and every image folder and crop index the embedding reads."""
+        """The model and every image pack and crop index the embedding reads."""
         return {**self.model_files(setting), **self.source_inputs()}
 
     # -- metrics
@@ -223,6 +227,11 @@ def provenance_files(jobs: Iterable[Mapping[str, Any]]) -> list[str]:
     return [job["out"].replace(".json", ".provenance.json") for job in jobs]
 
 
+# The files of one anonymised set (safeguards/anonymise.py writes them).
+ANON_DELTA = "changed.zip"
+ANON_MANIFEST = "anonymised.json"
+ANON_EXCLUSION = "exclusion.json"
+
 # Which images an anonymisation policy desensitises (anonymise.py --selection):
 #   detected (deployment): what the detector calls a person, i.e. what exclusion removes;
 #   gt (oracle): every ground-truth person.
@@ -231,7 +240,12 @@ ANON_POLICIES = {"detected": "detected_persons", "gt": "gt_persons"}
 
 @dataclass
 class AnonymisationPlan:
-    """Anonymised copies of the indexed sets, their embeddings and the extra table rows.
+    """Anonymised variants of the indexed sets, their embeddings and the extra table rows.
+
+    A variant of a set stores only what it changes: ``changed.zip`` (the anonymised images,
+    a delta pack read as an overlay on the set's own pack), ``anonymised.json`` (what was
+    done) and ``exclusion.json`` (the images a detection-based index never holds; empty
+    lists for the oracle policy).
 
     ``methods`` is the config's anonymisation.methods (method, strength) list.
     """
@@ -254,14 +268,18 @@ class AnonymisationPlan:
         # index, the exclusion set whose verdicts the deployment policy follows, how to embed.
         self.sources = {}
         for policy in ANON_POLICIES:
+            vis = ev.embedding_sources["vis_test"]
             self.sources[f"vis_test_{policy}"] = {
                 "policy": policy, "raw": "vis_test", "detections": "vis_test", "kind": "crops",
-                "folder": None, "category": ev.vis_person_category,
+                "base": vis["source"], "images": vis["images"],
+                "category": ev.vis_person_category,
             }
             for person_set in self.person_sets:
+                gallery = ev.embedding_sources[f"{person_set}_gallery"]
                 self.sources[f"{person_set}_{policy}"] = {
                     "policy": policy, "raw": f"{person_set}_gallery", "detections": person_set,
-                    "kind": "folder", "folder": PERSON_GALLERY_FOLDER, "category": None,
+                    "kind": "pack", "base": gallery["source"], "images": gallery["images"],
+                    "category": None,
                 }
         # The evaluations whose index can be anonymised: person and non-person retrieval on
         # the VIS test split, and each person set's queries against its gallery.
@@ -277,6 +295,12 @@ class AnonymisationPlan:
     def set_dir(self, variant: str, anon_set: str) -> str:
         return f"{self.root}/{variant}/{anon_set}"
 
+    def set_files(self, variant: str, anon_set: str) -> dict[str, str]:
+        """The files of one anonymised set: delta pack, manifest, exclusion lists."""
+        folder = self.set_dir(variant, anon_set)
+        return {"delta": f"{folder}/{ANON_DELTA}", "manifest": f"{folder}/{ANON_MANIFEST}",
+                "exclusion": f"{folder}/{ANON_EXCLUSION}"}
+
     def embedding_path(self, setting: str, variant: str, anon_set: str) -> str:
         return f"{self.evaluation.results}/embeddings/{setting}/anon/{variant}/{anon_set}.npz"
 
@@ -286,25 +310,33 @@ class AnonymisationPlan:
         return f"anon_{policy}_{variant}"
 
     def set_dirs(self) -> list[str]:
-        """Every anonymised image set."""
+        """Every anonymised image set's folder."""
         return [self.set_dir(v, name) for v in self.variants for name in self.sets]
+
+    def all_set_files(self) -> list[str]:
+        """Every file of every anonymised set."""
+        return [f for v in self.variants for name in self.sets
+                for f in self.set_files(v, name).values()]
 
     def embedding_files(self, setting: str) -> list[str]:
         return [self.embedding_path(setting, v, name) for v in self.variants for name in self.sets]
 
-    def embed_sets(self, setting: str) -> list[tuple[str, str, str, int | None]]:
-        """(npz, kind, source, category) per anonymised set: a VIS copy is embedded as a
-        split (crop index + crops), a gallery copy as a folder."""
-        out = []
-        for variant in self.variants:
-            for name in self.sets:
-                source = self.sources[name]
-                folder = self.set_dir(variant, name)
-                if source["folder"] is not None:
-                    folder = f"{folder}/{source['folder']}"
-                out.append((self.embedding_path(setting, variant, name), source["kind"],
-                            folder, source["category"]))
-        return out
+    def embed_sets(self, setting: str) -> list[tuple[str, str, str, int | None, str]]:
+        """(npz, kind, source, category, delta) per anonymised set: the raw set (a VIS split
+        or a gallery pack) read with the variant's changed images laid over it."""
+        return [(self.embedding_path(setting, variant, name), self.sources[name]["kind"],
+                 self.sources[name]["base"], self.sources[name]["category"],
+                 self.set_files(variant, name)["delta"])
+                for variant in self.variants for name in self.sets]
+
+    def embed_inputs(self) -> list[str]:
+        """The delta packs and the raw sets (packs, crop indexes) they overlay."""
+        raw = set()
+        for name in self.sets:
+            source = self.evaluation.embedding_sources[self.sources[name]["raw"]]
+            raw |= {source["images"], source.get("index", source["images"])}
+        return sorted(raw) + [self.set_files(v, n)["delta"] for v in self.variants
+                              for n in self.sets]
 
     def available(self, evaluation: str, policy: str) -> bool:
         """The deployment policy needs the detector's verdicts on every set it anonymises."""
@@ -329,7 +361,7 @@ class AnonymisationPlan:
                 continue
             anon_set = by_raw[name]
             npz = self.embedding_path(setting, variant, anon_set)
-            excl = (f"{self.set_dir(variant, anon_set)}/exclusion.json" if policy == "detected"
+            excl = (self.set_files(variant, anon_set)["exclusion"] if policy == "detected"
                     else NO_EXCLUSION)
             references.append([npz, subset, excl])
             if name == query_set:
@@ -351,14 +383,9 @@ class AnonymisationPlan:
                 if self.available(evaluation, policy)]
 
     def plan_inputs(self, setting: str) -> dict[str, list[str]]:
-        """What a setting's anonymised metrics read: embeddings and the anonymised sets
-        (the deployment sets' exclusion.json lives inside the set's folder)."""
-        jobs = self.setting_jobs(setting)
-        files = plan_inputs(jobs)
-        files["sets"] = sorted({os.path.dirname(ref[2]) for job in jobs
-                                for ref in job["references"] if ref[2] != NO_EXCLUSION})
-        files["exclusions"] = []
-        return files
+        """What a setting's anonymised metrics read: embeddings and the deployment sets'
+        exclusion lists."""
+        return plan_inputs(self.setting_jobs(setting))
 
     def metrics_files(self, settings: Iterable[str]) -> list[str]:
         """Rows of the comparison table in order: per setting, no safeguard and index
