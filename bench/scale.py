@@ -207,10 +207,14 @@ def growth(results: list[dict[str, Any]]) -> dict[str, Any]:
         if rule in largest["rules"]:
             peak = largest["rules"][rule]["peak_max_rss_mb"]
             f = largest["fraction_value"]
-            exponent = max(0.0, entry["memory_exponent"] or 0.0)
-            entry["peak_mb_at_published"] = round(peak * (1 / f) ** exponent)
-            entry["peak_at_published_measured"] = f == 1.0
-            entry["suggested_mem_mb"] = suggested_mem_mb(entry["peak_mb_at_published"])
+            entry["peak_mb_measured"] = round(peak)
+            # Memory is extrapolated only along a measured slope: most of a small job's peak
+            # is the interpreter and its libraries, which do not grow with the data.
+            if f == 1.0 or entry["memory_exponent"] is not None:
+                exponent = max(0.0, entry["memory_exponent"] or 0.0)
+                entry["peak_mb_at_published"] = round(peak * (1 / f) ** exponent)
+                entry["peak_at_published_measured"] = f == 1.0
+            entry["suggested_mem_mb"] = suggested_mem_mb(entry.get("peak_mb_at_published", peak))
             # Without a measured slope, assume CPU time grows linearly with the data.
             grows = 1.0 if entry["time_exponent"] is None else max(0.0, entry["time_exponent"])
             entry["longest_job_cpu_s_at_published"] = round(

@@ -462,19 +462,3 @@ def write_scale_downloads(out_dir: Path | str, fraction: Fraction | str | float,
     assert {str(p.relative_to(out_dir)) for p in written} <= set(DEMO_FILES)
     return written
 
-
-def archive_files(seed: int = 123, fraction: Fraction | str = Fraction(1)) -> dict[str, int]:
-    """Files (not folders) the downloads of each dataset hold at ``fraction``, counted from
-    the generation plan without drawing anything: what an extraction would write."""
-    fraction = parse_fraction(fraction)
-    counts = {}
-    for dataset in ("youtube_vis", "ovis"):
-        videos = scaled(PUBLISHED[dataset]["videos"], fraction)
-        frames = sum(video_shape(dataset, np.random.default_rng([seed, STREAMS[dataset], 1, i]))[0]
-                     for i in range(videos))
-        counts[dataset] = frames + 1  # the frames and the annotation file
-    # Every person image has its MGCAM mask; CUHK03-NP's labeled and detected are separate.
-    counts["cuhk03"] = 2 * sum(len(kinds) for job in cuhk03_jobs(seed, fraction)
-                               for *_, kinds in job.images)
-    counts["market1501"] = 2 * sum(len(job.images) for job in market_jobs(seed, fraction))
-    return counts
