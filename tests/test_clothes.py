@@ -10,6 +10,7 @@ import pytest
 
 from overlearning.core.image_io import image_names as folder_image_names
 from overlearning.core.image_io import read_rgb
+from overlearning.core.packs import open_pack
 from overlearning.detect.clothes import clothes_probes, masked_crop, run_clothes_probe
 from overlearning.detect.grounding import load_detector
 from overlearning.detect.segmentation import polygon_to_mask
@@ -66,10 +67,10 @@ def test_probe_is_the_best_garment_masked_and_cropped(models, queries: Path,
                                                       tmp_path: Path) -> None:
     detector, sam = models
     names = folder_image_names(queries)
-    out = tmp_path / "probes" / "clothes"
+    out = tmp_path / "probes" / "clothes.zip"
     record = clothes_probes(detector(0.2), sam, queries, names, out, mask_threshold=0.0)
     assert record["summary"]["cropped"] == 2 and record["summary"]["images"] == 2
-    assert sorted(p.name for p in out.iterdir()) == names
+    assert open_pack(out).names() == names
     for name in names:
         entry = record["images"][name]
         assert entry["outcome"] == "cropped" and entry["selected"] == 0
@@ -78,7 +79,7 @@ def test_probe_is_the_best_garment_masked_and_cropped(models, queries: Path,
         image = read_rgb(queries / name)
         mask = polygon_to_mask(entry["mask_polygon"], image.shape[:2])
         # PNG probes are lossless: the file is exactly the masked crop of the polygon.
-        assert np.array_equal(read_rgb(out / name), masked_crop(image, mask))
+        assert np.array_equal(open_pack(out).read_rgb(name), masked_crop(image, mask))
 
 
 @pytest.mark.parametrize("on_missing", ["skip", "whole"])
@@ -86,36 +87,36 @@ def test_images_without_garment_are_counted(models, queries: Path, tmp_path: Pat
                                             on_missing: str) -> None:
     detector, sam = models
     names = folder_image_names(queries)
-    out = tmp_path / on_missing
+    out = tmp_path / f"{on_missing}.zip"
     record = clothes_probes(detector(1.0), sam, queries, names, out, mask_threshold=0.0,
                             on_missing=on_missing)
     summary = record["summary"]
     assert summary["no_garment"] == 2 and summary["cropped"] == 0
     if on_missing == "skip":
-        assert summary["skipped"] == 2 and list(out.iterdir()) == []
+        assert summary["skipped"] == 2 and open_pack(out).names() == []
     else:
         assert summary["whole"] == 2
         for name in names:
-            assert (out / name).read_bytes() == (queries / name).read_bytes()
+            assert open_pack(out).read_bytes(name) == (queries / name).read_bytes()
 
 
 def test_empty_garment_mask_follows_on_missing(models, queries: Path, tmp_path: Path) -> None:
     detector, sam = models
     names = folder_image_names(queries)
-    record = clothes_probes(detector(0.2), sam, queries, names, tmp_path / "p",
+    record = clothes_probes(detector(0.2), sam, queries, names, tmp_path / "p.zip",
                             mask_threshold=1e9, on_missing="whole")
     assert record["summary"]["empty_mask"] == 2 and record["summary"]["whole"] == 2
 
 
-def test_run_clothes_probe_writes_folder_and_record(cache: Path, queries: Path,
+def test_run_clothes_probe_writes_pack_and_record(cache: Path, queries: Path,
                                                     tmp_path: Path) -> None:
     clothes = {"method": "grounding_sam", "prompts": GARMENTS, "box_threshold": 0.2,
                "text_threshold": 0.1, "on_missing": "skip"}
     detection = {"image_size": IMAGE_SIZE, "max_image_size": MAX_IMAGE_SIZE, "batch_size": 2}
     segmentation = {"mask_threshold": 0.0, "multimask": "union"}
-    out, record = tmp_path / "clothes", tmp_path / "clothes.json"
+    out, record = tmp_path / "clothes.zip", tmp_path / "clothes.json"
     summary = run_clothes_probe(queries, out, record, TINY_MODELS, clothes, detection,
                                 segmentation, cache)
     assert summary == json.loads(record.read_text())["summary"]
     assert sorted(json.loads(record.read_text())["images"]) == folder_image_names(queries)
-    assert sorted(p.name for p in out.iterdir()) == folder_image_names(queries)
+    assert open_pack(out).names() == folder_image_names(queries)

@@ -12,6 +12,7 @@ from transformers import SegformerImageProcessor
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import image_names, read_rgb
+from overlearning.core.packs import open_pack
 from overlearning.detect.clothes import masked_crop, run_clothes_probe, segformer_probes
 from overlearning.models.segformer import (
     ATR_LABELS,
@@ -68,7 +69,7 @@ def test_probe_keeps_exactly_the_chosen_classes(cache: Path, queries: Path, tmp_
     names = image_names(queries)
     first = segment_labels(model, read_rgb(queries / names[0]), SIZE)
     label = ATR_LABELS[int(np.bincount(first.ravel()).argmax())]
-    out = tmp_path / "probe"
+    out = tmp_path / "probe.zip"
     record = segformer_probes(model, queries, names, out, labels=[label], size=SIZE)
     for name in names:
         image = read_rgb(queries / name)
@@ -77,7 +78,7 @@ def test_probe_keeps_exactly_the_chosen_classes(cache: Path, queries: Path, tmp_
         assert entry["garment_pixels"] == {label: int(mask.sum())}
         if mask.any():
             assert entry["outcome"] == "cropped"
-            assert np.array_equal(read_rgb(out / name), masked_crop(image, mask))
+            assert np.array_equal(open_pack(out).read_rgb(name), masked_crop(image, mask))
         else:
             assert entry["outcome"] == "skipped"
     assert record["summary"]["cropped"] >= 1
@@ -99,10 +100,10 @@ def test_weights_built_for_another_config_are_refused(cache: Path):
 def test_rule_entry_uses_the_segmenter_by_method(cache: Path, queries: Path, tmp_path: Path):
     clothes = {"method": "segformer", "segformer_labels": list(ATR_LABELS), "segformer_size": SIZE,
                "on_missing": "skip"}
-    out, record = tmp_path / "clothes", tmp_path / "clothes.json"
+    out, record = tmp_path / "clothes.zip", tmp_path / "clothes.json"
     summary = run_clothes_probe(queries, out, record, {"segformer_clothes": TINY}, clothes, {}, {},
                                 cache)
     # Every label kept: the whole image is the garment, so every probe is the image itself.
     assert summary["cropped"] == 2
     for name in image_names(queries):
-        assert np.array_equal(read_rgb(out / name), read_rgb(queries / name))
+        assert np.array_equal(open_pack(out).read_rgb(name), read_rgb(queries / name))

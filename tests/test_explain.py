@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from overlearning.core.errors import WorkflowInputError
+from overlearning.core.packs import pack_of_files
 from overlearning.evaluate.embeddings import (
     EmbeddingSet,
     embed_items,
@@ -36,6 +37,13 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_TV = {"kind": "torchvision", "name": "vit_b_16", "weights": None,
            "overrides": {"num_layers": 2, "hidden_dim": 64, "num_heads": 2, "mlp_dim": 128,
                          "image_size": 64}}
+
+
+def _packed(folder: Path) -> Path:
+    """The folder's images as the pack the datasets rules would write beside it."""
+    pack = folder.with_name(folder.name + ".zip")
+    pack_of_files(pack, {p.name: p for p in folder.iterdir()})
+    return pack
 
 
 def _folder(root: Path, names: list[str], seed: int) -> Path:
@@ -101,7 +109,7 @@ def test_heat_maps_and_the_explain_script(tmp_path):
     query = _folder(tmp_path / "query", ["0001_c1_a.jpg", "0002_c1_a.jpg", "0003_c1_a.jpg"], 0)
     gallery = _folder(tmp_path / "gallery", ["0001_c2_b.jpg", "0002_c2_b.jpg", "0003_c1_b.jpg"], 1)
     for folder, name in ((query, "q.npz"), (gallery, "g.npz")):
-        items = items_for_set("folder", folder)
+        items = items_for_set("pack", _packed(folder))
         save_embedding_set(tmp_path / name, embedding_set_from_items(items, embed_items(model, items, 4)))
     outs = [tmp_path / "explain" / f"query_{i}.png" for i in range(2)]
     # The authors' options: the embedding norm, two gamma pairs (two maps per figure).

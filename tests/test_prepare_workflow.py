@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from overlearning.data.crop_sets import load_crop_set, load_person_folder
+from overlearning.data.crop_sets import load_crop_set, load_person_set
 from tests.conftest import REPO, run_snakemake
 from tests.test_prepare_fixtures import build_cuhk03, build_market, build_ovis, build_vis
 
@@ -26,13 +26,14 @@ PROBES = ("torso", "upper_half", "lower_half", "left_half", "right_half")
 
 
 def _targets() -> list[str]:
-    crop_files = ("instances.json", "foregroundImages_cropped", "fg_instances_cropped.json",
+    crop_files = ("instances.json", "foregroundImages_cropped.zip", "fg_instances_cropped.json",
                   "fg_instances.json")
     targets = [f"{DATA}/vis/{s}/{n}" for s in ("train", "valid", "test") for n in crop_files]
     targets += [f"{DATA}/ovis/test/{n}" for n in crop_files]
     for root in PERSON_ROOTS:
-        targets += [f"{DATA}/{root}/foreground_query", f"{DATA}/{root}/foregroundImages_cropped"]
-        targets += [f"{DATA}/{root}/probes/{p}" for p in PROBES]
+        targets += [f"{DATA}/{root}/foreground_query.zip",
+                    f"{DATA}/{root}/foregroundImages_cropped.zip"]
+        targets += [f"{DATA}/{root}/probes/{p}.zip" for p in PROBES]
     return targets
 
 
@@ -96,11 +97,11 @@ def test_outputs_satisfy_the_readers(runs: tuple[Path, Path]) -> None:
     ovis = load_crop_set(data / "ovis/test", person_category=1)
     assert min(i.label for i in ovis) == objects + 1
     for root in PERSON_ROOTS:
-        query = load_person_folder(data / root / "foreground_query")
+        query = load_person_set(data / root / "foreground_query.zip")
         for probe in PROBES:
-            assert [i.name for i in load_person_folder(data / root / "probes" / probe)] == \
+            assert [i.name for i in load_person_set(data / root / "probes" / f"{probe}.zip")] == \
                 [i.name for i in query]
-    gallery = [i.label for i in load_person_folder(data / "market1501/foregroundImages_cropped")]
+    gallery = [i.label for i in load_person_set(data / "market1501/foregroundImages_cropped.zip")]
     assert -1 not in gallery and 0 in gallery
 
 

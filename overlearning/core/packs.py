@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -123,6 +124,7 @@ class PackReader:
         self._fd: int | None = None
         self._archive: zipfile.ZipFile | None = None
         self._pid: int | None = None
+        self._lock = threading.Lock()  # threads of one process share one descriptor
 
     # Pickled as path, base and member table; file handles belong to one process.
     def __getstate__(self) -> dict[str, Any]:
@@ -202,14 +204,21 @@ class PackReader:
             pass
 
     def _handle(self) -> int:
-        if self._pid != os.getpid():  # first use, or a forked worker: its own descriptor
-            self._fd, self._archive, self._pid = None, None, os.getpid()
-        if self._fd is None:
-            try:
-                self._fd = os.open(self.path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise WorkflowInputError(self.path, "pack file not found") from None
-        return self._fd
+        fd = self._fd
+        if fd is not None and self._pid == os.getpid():
+            return fd
+        if self._pid is not None and self._pid != os.getpid():
+            # A forked copy: the parent's lock may have been held by a thread at the fork.
+            self._lock = threading.Lock()
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked worker: its own descriptor
+                self._fd, self._archive, self._pid = None, None, os.getpid()
+            if self._fd is None:
+                try:
+                    self._fd = os.open(self.path, os.O_RDONLY)
+                except FileNotFoundError:
+                    raise WorkflowInputError(self.path, "pack file not found") from None
+            return self._fd
 
     def _read_stored(self, name: str, member: Member) -> bytes:
         fd = self._handle()
@@ -223,8 +232,9 @@ class PackReader:
 
     def _read_zipped(self, name: str) -> bytes:
         self._handle()
-        if self._archive is None:
-            self._archive = zipfile.ZipFile(self.path)
+        with self._lock:
+            if self._archive is None:
+                self._archive = zipfile.ZipFile(self.path)
         try:
             return self._archive.read(name)
         except (zipfile.BadZipFile, OSError, zlib.error, EOFError) as exc:
