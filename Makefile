@@ -63,10 +63,12 @@ $(REHEARSE_BUNDLE)/.complete: config.yaml config.rehearse.yaml overlearning/mode
 # The scale rehearsal (docs/hpc.md "Scale rehearsal"): generated downloads at FRACTION of the
 # published counts (1/16 in CI, 1/4, 1), then the whole graph on them with the demo's tiny
 # models (config.demo.yaml + config.scale.yaml), each job's `python` run under strace to
-# count the files it opens (bench/scale_shim). Then bench-results/scale-<fraction>.json (per
-# rule: time, peak memory, files and bytes written, files opened) and the tables in
-# docs/hpc.md, and the check that every memory request covers the measured peaks. A new
-# run starts from the downloads; SCALE_KEEP=1 continues an interrupted one.
+# count the files it opens (bench/scale_shim); OpenMP threads wait passively (spinning
+# threads burnt 10x the CPU of a torch step on a busy machine). Then
+# bench-results/scale-<fraction>.json (per rule: time, peak memory, files and bytes
+# written, files opened) and the tables in docs/hpc.md, and the check that every memory
+# request covers the measured peaks. A new run starts from the downloads; SCALE_KEEP=1
+# continues an interrupted one.
 FRACTION ?= 1/16
 SCALE_RUN := scale-run/$(subst /,-,$(FRACTION))
 SCALE_ROOT := $(abspath $(SCALE_RUN))
@@ -75,7 +77,7 @@ SCALE_SNAKEMAKE := $(BIN)/snakemake --snakefile $(abspath Snakefile) --directory
 scale: $(STAMP) $(SCALE_RUN)/downloads/.complete
 	test "$(SCALE_KEEP)" = 1 || rm -rf $(addprefix $(SCALE_RUN)/,data results resources logs opens .snakemake)
 	date +%s > $(SCALE_RUN)/start
-	PATH=$(abspath bench/scale_shim):$$PATH SCALE_ROOT=$(SCALE_ROOT) \
+	OMP_WAIT_POLICY=PASSIVE PATH=$(abspath bench/scale_shim):$$PATH SCALE_ROOT=$(SCALE_ROOT) \
 		SCALE_PYTHON=$(abspath $(BIN)/python) SCALE_COUNTER=$(abspath bench/open_counter.py) \
 		SCALE_OPENS=$(SCALE_ROOT)/opens \
 		$(SCALE_SNAKEMAKE) --cores $(CORES) --scheduler greedy --rerun-incomplete --printshellcmds \
