@@ -681,12 +681,11 @@ def test_dataset_paths_in_the_config_stay_inside_the_dataset(tmp_path: Path) -> 
 
 def test_rerun_of_the_crop_rule_removes_a_dead_jobs_folder(tmp_path: Path) -> None:
     instances, images = _frames_file(tmp_path, "v/00000.png")
-    leftover = instances.parent / f".foregroundImages_cropped.tmp-{_dead_pid()}"
-    (leftover / "v").mkdir(parents=True)
-    (leftover / "v/00000_1.jpg").write_bytes(b"half")
+    leftover = instances.parent / f".foregroundImages_cropped.zip.tmp-{_dead_pid()}"
+    leftover.write_bytes(b"PK\x03\x04 half a pack")
     make_crops(instances, images, instances.parent)
     assert sorted(p.name for p in instances.parent.iterdir()) == [
-        "fg_instances.json", "fg_instances_cropped.json", "foregroundImages_cropped",
+        "fg_instances.json", "fg_instances_cropped.json", "foregroundImages_cropped.zip",
         "instances.json"]
 
 

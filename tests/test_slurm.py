@@ -303,7 +303,7 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
     assert {"demo_downloads", "tables"} <= not_submitted <= local, not_submitted
     assert "weights" not in finished.values()
     ran_in_slurm = {finished[job] for job in submitted if job in finished}
-    assert {"extract", "vis_frames", "vis_split", "vis_crops", "train", "embed"} <= ran_in_slurm
+    assert {"verify_downloads", "vis_frames", "vis_split", "vis_crops", "train", "embed"} <= ran_in_slurm
     assert not ran_in_slurm & local_rule_names(), ran_in_slurm & local_rule_names()
 
     # ... sacct knows each of those SLURM jobs, all completed, and the documented listing

@@ -33,7 +33,7 @@ PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 PAPER = yaml.safe_load((REPO / "config.yaml").read_text())
 
 # Rules that must appear in the paper's plan, one per stage of the study.
-STAGE_RULES = {"extract", "vis_frames", "vis_split", "vis_crops", "ovis_crops", "person_set",
+STAGE_RULES = {"verify_downloads", "vis_frames", "vis_split", "vis_crops", "ovis_crops", "person_set",
                "person_probes", "train", "detect_shard", "segment", "embed", "metrics",
                "tables", "explain"}
 
