@@ -11,7 +11,7 @@ CORES ?= 2
 # container the image's python is used instead).
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env env-login demo rehearse test test-fast bench lint dryrun clean-demo container verify-container
+.PHONY: env env-login demo rehearse scale test test-fast bench lint dryrun clean-demo container verify-container
 
 env: $(STAMP)
 
@@ -49,7 +49,8 @@ rehearse: $(STAMP) $(REHEARSE_BUNDLE)/.complete
 	$(BIN)/snakemake --configfile config.rehearse.yaml --cores $(CORES) --rerun-incomplete \
 		--printshellcmds --show-failed-logs
 	$(BIN)/python scripts/benchmark_table.py --benchmarks rehearse-run/logs/benchmarks \
-		--doc docs/hpc.md
+		--doc docs/hpc.md $(if $(wildcard bench-results/scale-growth.json),--scale-growth \
+		bench-results/scale-growth.json)
 	$(BIN)/python -m pytest -q tests/test_hpc_doc.py -k memory_request
 
 $(REHEARSE_BUNDLE)/.complete: config.yaml config.rehearse.yaml overlearning/models/standins.py \
@@ -57,6 +58,41 @@ $(REHEARSE_BUNDLE)/.complete: config.yaml config.rehearse.yaml overlearning/mode
 		overlearning/models/segformer.py
 	$(BIN)/python scripts/make_standin_weights.py --config config.yaml config.rehearse.yaml \
 		--out $(REHEARSE_BUNDLE)
+	touch $@
+
+# The scale rehearsal (docs/hpc.md "Scale rehearsal"): generated downloads at FRACTION of the
+# published counts (1/16 in CI, 1/4, 1), then the whole graph on them with the demo's tiny
+# models (config.demo.yaml + config.scale.yaml), each job's `python` run under strace to
+# count the files it opens (bench/scale_shim); OpenMP threads wait passively (spinning
+# threads burnt 10x the CPU of a torch step on a busy machine). Then
+# bench-results/scale-<fraction>.json (per rule: time, peak memory, files and bytes
+# written, files opened) and the tables in docs/hpc.md, and the check that every memory
+# request covers the measured peaks. A new run starts from the downloads; SCALE_KEEP=1
+# continues an interrupted one.
+FRACTION ?= 1/16
+SCALE_RUN := scale-run/$(subst /,-,$(FRACTION))
+SCALE_ROOT := $(abspath $(SCALE_RUN))
+SCALE_SNAKEMAKE := $(BIN)/snakemake --snakefile $(abspath Snakefile) --directory $(SCALE_RUN) \
+	--configfile $(abspath config.demo.yaml) $(abspath config.scale.yaml)
+scale: $(STAMP) $(SCALE_RUN)/downloads/.complete
+	test "$(SCALE_KEEP)" = 1 || rm -rf $(addprefix $(SCALE_RUN)/,data results resources logs opens .snakemake)
+	date +%s > $(SCALE_RUN)/start
+	OMP_WAIT_POLICY=PASSIVE PATH=$(abspath bench/scale_shim):$$PATH SCALE_ROOT=$(SCALE_ROOT) \
+		SCALE_PYTHON=$(abspath $(BIN)/python) SCALE_COUNTER=$(abspath bench/open_counter.py) \
+		SCALE_OPENS=$(SCALE_ROOT)/opens \
+		$(SCALE_SNAKEMAKE) --cores $(CORES) --scheduler greedy --rerun-incomplete --printshellcmds \
+		--show-failed-logs
+	date +%s > $(SCALE_RUN)/end
+	$(SCALE_SNAKEMAKE) --summary > $(SCALE_RUN)/summary.tsv
+	$(BIN)/python bench/scale.py collect --run $(SCALE_RUN) --fraction $(FRACTION) --out bench-results
+	$(BIN)/python bench/scale.py doc --results bench-results --doc docs/hpc.md \
+		--before bench-results/before-packs
+	$(BIN)/python -m pytest -q tests/test_hpc_doc.py -k "memory_request or runtime or measured"
+
+$(SCALE_RUN)/downloads/.complete: overlearning/demo/scale.py overlearning/demo/vis.py \
+		overlearning/demo/persons.py overlearning/demo/draw.py scripts/make_scale_downloads.py
+	$(BIN)/python scripts/make_scale_downloads.py --out $(SCALE_RUN)/downloads \
+		--fraction $(FRACTION) --threads $(CORES)
 	touch $@
 
 # The real-SLURM test mostly waits on the cluster's polling: it runs beside the rest (its

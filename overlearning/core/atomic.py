@@ -12,6 +12,7 @@ a job stopped with SIGTERM (Snakemake, Slurm's ``scancel``) unwinds and removes 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -23,7 +24,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from overlearning.core.errors import WorkflowInputError
+from overlearning.core.errors import WorkflowInputError, WorkflowOutputError
+from overlearning.core.nesting import deep_position
+
+# A write that fails for these reasons is the machine's problem, not the code's: one line.
+NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+           errno.EFBIG: "file too large for the filesystem",
+           errno.ENAMETOOLONG: "name longer than the filesystem allows"}
 
 
 def _refuse_constant(name: str) -> Any:
@@ -39,7 +46,8 @@ def _finite_float(text: str) -> float:
 
 
 def read_json(path: Path | str) -> Any:
-    """Parse a JSON file; a missing, malformed or non-standard (NaN) file stops with its path."""
+    """Parse a JSON file; a missing, malformed, non-standard (NaN) or absurdly deeply nested
+    file stops with its path."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -47,6 +55,8 @@ def read_json(path: Path | str) -> Any:
                              parse_float=_finite_float)
     except FileNotFoundError:
         raise WorkflowInputError(path, "file not found") from None
+    except RecursionError:
+        raise WorkflowInputError(path, _too_deep(path.read_bytes())) from None
     except (OSError, ValueError) as exc:
         raise WorkflowInputError(path, f"not readable as JSON ({exc})") from None
 
@@ -55,8 +65,30 @@ def parse_json(data: bytes, where: object) -> Any:
     """:func:`read_json` for bytes already read (a member of a download read in place)."""
     try:
         return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise WorkflowInputError(where, _too_deep(data)) from None
     except ValueError as exc:
         raise WorkflowInputError(where, f"not readable as JSON ({exc})") from None
+
+
+def _too_deep(data: bytes) -> str:
+    where = deep_position(data)
+    spot = "" if where is None else f" at line {where[1]}, column {where[2]} (byte {where[0]})"
+    return f"expected JSON nested a few levels deep, found nesting too deep to read{spot}"
+
+
+@contextmanager
+def writing(path: Path | str) -> Iterator[None]:
+    """Turn a write failing for lack of room (full disk, quota, file size, name length) into
+    one line naming the file being written (the failing file if the error names one)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_ROOM:
+            raise
+        target = exc.filename if exc.filename else path
+        raise WorkflowOutputError(target, f"cannot write: {NO_ROOM[exc.errno]} "
+                                          f"({exc.strerror}); nothing of it was kept") from None
 
 
 def dumps(obj: Any) -> str:
@@ -76,7 +108,8 @@ def write_bytes(path: Path | str, data: bytes) -> None:
     remove_stale_temporaries(path)  # a killed job's half-written copy of this file
     tmp = temporary_name(path)
     try:
-        tmp.write_bytes(data)
+        with writing(path):
+            tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -170,6 +203,11 @@ def terminate_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _outside(where: str, tmp: Path, final: Path) -> str:
+    inside = os.path.relpath(where, tmp) if where.startswith(str(tmp)) else None
+    return str(final / inside) if inside and not inside.startswith("..") else where
+
+
 @contextmanager
 def atomic_directory(final: Path | str) -> Iterator[Path]:
     """Yield an empty sibling directory that replaces ``final`` when the block succeeds.
@@ -184,7 +222,12 @@ def atomic_directory(final: Path | str) -> Iterator[Path]:
     tmp.mkdir()
     with terminate_as_exit():
         try:
-            yield tmp
+            try:
+                with writing(final):
+                    yield tmp
+            except WorkflowOutputError as exc:
+                # Name the output the file belongs to, not its temporary folder.
+                raise WorkflowOutputError(_outside(exc.where, tmp, final), exc.problem) from None
             remove_path(final)
             os.replace(tmp, final)
         finally:

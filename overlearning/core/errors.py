@@ -14,3 +14,9 @@ class WorkflowInputError(RuntimeError):
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
+
+
+class WorkflowOutputError(WorkflowInputError):
+    """An output could not be written (a full disk, an exhausted quota, a name longer than
+    the filesystem allows): the message names the file being written. A subclass of
+    WorkflowInputError, so it ends a script in the same one line."""

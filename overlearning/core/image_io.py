@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from overlearning.core.atomic import writing
 from overlearning.core.errors import WorkflowInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -163,4 +164,5 @@ def write_image(path: Path | str, pixels: np.ndarray, quality: int = DEFAULT_JPE
     ``overlearning.core.atomic``), so a single file needs no temporary name of its own.
     """
     path = Path(path)
-    _save(Image.fromarray(np.ascontiguousarray(pixels)), path, path.suffix, quality)
+    with writing(path):
+        _save(Image.fromarray(np.ascontiguousarray(pixels)), path, path.suffix, quality)

@@ -51,6 +51,7 @@ from overlearning.core.atomic import (
     remove_stale_temporaries,
     temporary_name,
     terminate_as_exit,
+    writing,
 )
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import (
@@ -614,7 +615,7 @@ def write_pack(path: Path | str) -> Iterator[PackWriter]:
     tmp = temporary_name(path)
     with terminate_as_exit():
         try:
-            with open(tmp, "wb", buffering=1 << 20) as handle:
+            with writing(path), open(tmp, "wb", buffering=1 << 20) as handle:
                 writer = PackWriter(handle, path)
                 yield writer
                 writer.finish()

@@ -17,13 +17,18 @@ from pathlib import Path
 from overlearning.core.errors import WorkflowInputError
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Longest file or folder name (one path component), in bytes, on Linux filesystems (ext4,
+# XFS, Lustre, GPFS, tmpfs); a longer name cannot be written, and a derived name (a crop
+# named after its frame) can be longer than the name it came from.
+NAME_MAX = 255
 
 
 def check_relative(relative: object, source: object, entry: str) -> str:
     """``relative`` as a '/'-separated relative path, or a one-line error naming ``entry``.
 
     Lexical only (no file system access): absolute names, Windows drive and backslash
-    forms, NUL bytes, empty names and ``..`` components are refused.
+    forms, NUL bytes, empty names, ``..`` components and components longer than
+    ``NAME_MAX`` bytes are refused.
     """
     if not isinstance(relative, str) or not relative:
         raise WorkflowInputError(source, f"{entry}: expected a non-empty relative path, "
@@ -38,7 +43,18 @@ def check_relative(relative: object, source: object, entry: str) -> str:
     if ".." in parts:
         raise WorkflowInputError(source, f"{entry}: '..' in path {relative!r} refused "
                                          "(it would leave its folder)")
+    for part in parts:
+        check_name_length(part, source, entry)
     return "/".join(part for part in parts if part not in ("", "."))
+
+
+def check_name_length(name: str, source: object, entry: str) -> None:
+    """One file or folder name of at most ``NAME_MAX`` bytes (UTF-8), or a one-line error."""
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > NAME_MAX:
+        shown = name if len(name) <= 40 else f"{name[:20]}...{name[-12:]}"
+        raise WorkflowInputError(source, f"{entry}: expected file names of at most {NAME_MAX} "
+                                         f"bytes, found {shown!r} ({size} bytes)")
 
 
 def _inside(root: str, path: str) -> bool:

@@ -18,6 +18,7 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from overlearning.core.errors import WorkflowInputError
+from overlearning.core.nesting import deep_path
 
 # A box may reach this far past the image border (a share of the image's side, at least
 # BOX_TOLERANCE_PIXELS): annotation tools and detectors round and pad a little, a box
@@ -179,9 +180,15 @@ def _surely_valid(data: Any, schema: Mapping[str, Any]) -> bool:
 
 def check_schema(data: Any, schema: Mapping[str, Any], source: object) -> None:
     """Stop at the most relevant schema violation, as one line naming file and JSON path."""
-    if _surely_valid(data, schema):
-        return
-    error = best_match(StrictValidator(schema).iter_errors(data))
+    try:
+        if _surely_valid(data, schema):
+            return
+        error = best_match(StrictValidator(schema).iter_errors(data))
+    except RecursionError:
+        # Both checks recurse per level: data nested hundreds deep (still parseable).
+        raise WorkflowInputError(source, f"{deep_path(data) or '$'}: expected JSON nested a "
+                                         "few levels deep, found nesting too deep to check") \
+            from None
     if error is None:
         return
     found = shown(error.instance)

@@ -42,6 +42,7 @@ from overlearning.core.atomic import write_json
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import file_digests
 from overlearning.core.packs import RAW_TREE_FORMAT, ArchiveTree
+from overlearning.core.paths import check_name_length
 
 CHUNK = 1 << 20
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
@@ -112,6 +113,8 @@ def safe_member_path(archive: Path | str, name: str) -> PurePosixPath | None:
     parts = [part for part in clean.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise WorkflowInputError(archive, f"entry {name!r}: '..' in path refused")
+    for part in parts:
+        check_name_length(part, archive, f"entry {name[:60]!r}")
     return PurePosixPath(*parts) if parts else None
 
 

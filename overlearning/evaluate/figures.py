@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from overlearning.core.atomic import writing  # noqa: E402
 from overlearning.core.errors import WorkflowInputError  # noqa: E402
 from overlearning.core.names import (  # noqa: E402
     attacker_title,
@@ -53,7 +54,8 @@ def save_figure(fig: plt.Figure, out: Path | str) -> Path:
     tmp = _tmp_for(out)
     try:
         # No "Software" entry: the same data give the same bytes across matplotlib builds.
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", metadata={"Software": None})
+        with writing(out):
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", metadata={"Software": None})
         os.replace(tmp, out)
     finally:
         plt.close(fig)

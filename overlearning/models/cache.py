@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from overlearning.core.atomic import read_json
+from overlearning.core.atomic import read_json, writing
 from overlearning.core.errors import WorkflowInputError
 from overlearning.core.hashing import sha256_file
 
@@ -97,7 +97,8 @@ def save_state_dict(state: Mapping[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+        with writing(path):
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
         # safetensors creates the file owner-only; give it the usual permissions instead.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)

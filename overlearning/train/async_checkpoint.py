@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from overlearning.core.atomic import remove_stale_temporaries, temporary_name
+from overlearning.core.atomic import remove_stale_temporaries, temporary_name, writing
 
 
 def cpu_copy(obj: Any, pinned: bool) -> Any:
@@ -45,7 +45,7 @@ def write_atomically(path: Path, state: Any) -> None:
     remove_stale_temporaries(path)  # a half-written checkpoint of a killed run
     tmp = temporary_name(path)
     try:
-        with open(tmp, "wb") as handle:
+        with writing(path), open(tmp, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())

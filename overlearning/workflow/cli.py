@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from overlearning.core.device import DEVICES, DeviceUnavailable, require_amp, require_device
+from overlearning.core.errors import WorkflowInputError
 from overlearning.core.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from overlearning.models.cache import go_offline
 
@@ -68,6 +69,7 @@ class ScriptParser(argparse.ArgumentParser):
         """Parse, configure logging, check the device (GPU rules) and, with a weights
         cache, switch hub access off. ``--processes`` (training) is the GPUs the job needs."""
         args = self.parse_args(argv)
+        sys.excepthook = one_line_errors
         logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
         if self._device:
             args.device = device_or_stop(args.device, args.rule,
@@ -95,6 +97,16 @@ def _or_stop(check: Any, *args: Any, **kwargs: Any) -> Any:
     except DeviceUnavailable as error:
         print(error, file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def one_line_errors(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    """Uncaught exceptions: the workflow's own errors (bad input, an output that cannot be
+    written) end the script in their one line, naming the file; anything else is a bug and
+    keeps its traceback."""
+    if isinstance(error, WorkflowInputError):
+        print(f"{kind.__name__}: {error}", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, error, trace)
 
 
 def json_value(text: str) -> Any:

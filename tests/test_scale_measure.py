@@ -1,0 +1,110 @@
+"""The scale rehearsal's measuring pieces: the strace shim that counts a job's opens, and the
+growth fit.
+
+The shim is run as `make scale` runs it: first on PATH as `python`, the job's standard
+output redirected to its log inside the run folder. The job below opens known files in
+known modes, in itself and in a forked child, so the counts are known in advance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from scale import growth, slope  # noqa: E402
+
+JOB = textwrap.dedent("""
+    import os
+    for name in ("a.txt", "b.txt"):
+        with open(name, "w") as handle:           # 2 writes
+            handle.write(name)
+    open("a.txt").read()                          # 3 reads of 2 files
+    open("a.txt").read()
+    open("b.txt").read()
+    os.listdir("folder")                          # a folder listing
+    pid = os.fork()
+    if pid == 0:                                  # the child's read counts too
+        open("b.txt").read()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    open("/etc/hostname").read() if os.path.exists("/etc/hostname") else None
+""")
+
+
+def run_through_shim(root: Path, log: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ,
+           "PATH": f"{REPO / 'bench' / 'scale_shim'}:{Path(sys.executable).parent}:"
+                   + os.environ["PATH"],
+           "SCALE_ROOT": str(root), "SCALE_PYTHON": sys.executable,
+           "SCALE_COUNTER": str(REPO / "bench" / "open_counter.py"),
+           "SCALE_OPENS": str(root / "opens")}
+    (root / "job.py").write_text(JOB)
+    (root / "folder").mkdir(exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # The program is passed with -c (read by bash, outside the trace), so the interpreter
+    # opens no run file of its own.
+    return subprocess.run(["bash", "-c", f'python -c "$(cat job.py)" > {log} 2>&1'], cwd=root,
+                          env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Path:
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (apt-get install strace): opens cannot be counted")
+    probe = subprocess.run(["strace", "-qq", "-o", "/dev/null", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"strace cannot trace here (ptrace not permitted): {probe.stderr!r}")
+    return tmp_path
+
+
+def test_shim_counts_the_jobs_opens_in_the_run_folder(traced: Path) -> None:
+    result = run_through_shim(traced, traced / "logs" / "rule_x" / "all.log")
+    assert result.returncode == 0, (result.stderr, (traced / "logs/rule_x/all.log").read_text())
+    counts = json.loads((traced / "opens" / "logs" / "rule_x" / "all.json").read_text())
+    # 3 reads here and 1 in the forked child, of 2 files.
+    assert counts["run_writes"] == 2
+    assert counts["run_reads"] == 4
+    assert counts["run_files_read"] == 2
+    assert counts["run_folders"] == 1
+    # The interpreter's own files and /etc are opens, not run files.
+    assert counts["opens"] > counts["run_reads"] + counts["run_writes"] + counts["run_folders"]
+
+
+def test_output_not_going_to_a_log_in_the_run_folder_runs_untraced(traced: Path) -> None:
+    outside = traced.parent / f"{traced.name}-elsewhere.log"
+    result = run_through_shim(traced, outside)
+    assert result.returncode == 0
+    assert not (traced / "opens").exists()
+
+
+def test_slope_is_the_log_log_growth() -> None:
+    assert slope([(1 / 16, 1.0), (1 / 4, 4.0), (1.0, 16.0)]) == pytest.approx(1.0)
+    assert slope([(1 / 16, 5.0), (1 / 4, 5.0)]) == pytest.approx(0.0)
+    assert slope([(1 / 16, 1.0), (1 / 4, 16.0)]) == pytest.approx(2.0)
+    assert slope([(1 / 16, 3.0)]) is None
+
+
+def test_growth_extrapolates_memory_and_time_to_the_published_counts() -> None:
+    def result(fraction: float, peak: float, cpu: float) -> dict:
+        rule = {"cpu_s": cpu, "peak_max_rss_mb": peak, "files_written": 1, "run_reads": 10,
+                "longest_job_cpu_s": cpu}
+        return {"fraction": str(fraction), "fraction_value": fraction, "rules": {"r": rule},
+                "files_total": 1, "bytes_total": 1, "run_wall_s": 1}
+
+    grown = growth([result(1 / 16, 100.0, 10.0), result(1 / 4, 200.0, 40.0)])["rules"]["r"]
+    assert grown["memory_exponent"] == pytest.approx(0.5)
+    assert grown["time_exponent"] == pytest.approx(1.0)
+    assert grown["peak_mb_at_published"] == 400      # 200 MB x 4 ** 0.5
+    assert grown["longest_job_cpu_s_at_published"] == 160
+    assert grown["suggested_mem_mb"] == 2000         # 400 x 1.5 + 1000, to whole GB
