@@ -269,7 +269,7 @@ def planned_jobs(run: Path, edit: dict) -> list[tuple[str, dict[str, str]]]:
     ({"evaluation": {"figures": {"grid_neighbours": 4}}}, {"query_grid"}),
     ({"evaluation": {"figures": {"leak_queries": 3}}}, {"leaks"}),
     # An attacker's parameter: the metrics and what reads them, never a model.
-    ({"evaluation": {"attacker_settings": {"alpha_qe": {"alpha": 2, "n": 50}}}},
+    ({"evaluation": {"attacker_settings": {"alpha_qe": {"alpha": 2, "n": 5}}}},
      {"metrics", "metrics_anonymised", "tables", "tables_html", "privacy_utility", "roc_curves",
       "query_grid", "leaks", "anonymisation_tables", "anonymisation_tables_html",
       "anonymisation_privacy_utility"}),
