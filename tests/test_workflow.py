@@ -376,7 +376,8 @@ def test_device_edit_reruns_the_gpu_rules_not_the_preparation(
     inputs will be remade)."""
     planned = {rule for rule, _ in planned_jobs(demo_runs[0], {"compute": {"device": "cuda"}})}
     gpu = {"train", "tune", "detect_shard", "segment", "clothes_probe", "embed",
-           "embed_pretrained", "embed_anonymised", "explain"}
+           "embed_derived", "embed_pretrained", "embed_derived_pretrained", "embed_anonymised",
+           "explain"}
     assert gpu <= planned, planned
     upstream = {"demo_downloads", "extract", "vis_frames", "vis_split", "vis_crops",
                 "ovis_frames", "ovis_crops", "person_set", "person_probes", "model_weights"}
