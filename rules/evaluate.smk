@@ -1,6 +1,8 @@
 # Stage: evaluate (REFERENCE "Evaluation and tables"). Every trained model embeds every
 # evaluation set once; the embeddings are cached, so metrics with index exclusion on and off
-# (and any later evaluation of the same images) never run a model again. Metrics are
+# (and any later evaluation of the same images) never run a model again. A model embeds in
+# two jobs: the sets read from the prepared data, and the sets a detection model cuts (the
+# clothes probes), so that a detector or SAM edit re-embeds only the latter. Metrics are
 # pytorch-metric-learning's MAP and MAP@R (k = max bin count, FAISS on cosine similarity);
 # the person re-ID sets also get the re-ID protocol (CMC, mAP) and a pair ROC. Each metric
 # is computed for every attacker (plain search, k-reciprocal re-ranking, query expansion),
@@ -10,6 +12,8 @@ import json
 import shlex
 
 from overlearning.workflow.plans import (
+    DATA_SETS,
+    DERIVED_SETS,
     EvaluationPlan,
     evidence_file,
     evidence_files,
@@ -45,13 +49,14 @@ evaluation_available = EVAL_PLAN.evaluation_available
 setting_metrics_jobs = EVAL_PLAN.setting_metrics_jobs
 
 
-# Embed every evaluation set with one trained model, once (the model loads once per job);
-# the cached embeddings serve every metric with and without exclusion.
+# Embed the evaluation sets read from the prepared data with one trained model, once
+# (the model loads once per job); the cached embeddings serve every metric with and
+# without exclusion.
 rule embed:
     input:
-        unpack(lambda wildcards: EVAL_PLAN.embed_inputs(wildcards.setting)),
+        unpack(lambda wildcards: EVAL_PLAN.embed_inputs(wildcards.setting, DATA_SETS)),
     output:
-        [embedding_path("{setting}", name) for name in EMBEDDING_SOURCES],
+        EVAL_PLAN.embedding_files("{setting}", DATA_SETS),
     log:
         log_path("embed", "{setting}"),
     benchmark:
@@ -70,7 +75,7 @@ rule embed:
         model_dir=lambda wildcards: EVAL_PLAN.model_dir(wildcards.setting),
         trunk=eval_trunk_json,
         dim=config["training"]["embedding_dim"],
-        sets=lambda wildcards: embed_flags(EVAL_PLAN.embed_sets(wildcards.setting)),
+        sets=lambda wildcards: embed_flags(EVAL_PLAN.embed_sets(wildcards.setting, DATA_SETS)),
         batch_size=EVAL["batch_size"],
         workers=EVAL["loader_workers"],
         precision=EVAL["precision"],
@@ -83,13 +88,52 @@ rule embed:
         " --threads {threads} > {log} 2>&1"
 
 
-# Embed every evaluation set with a pretrained trunk as downloaded (a baseline row).
+# Embed the evaluation sets a detection model cuts (each person set's clothes probe)
+# with one trained model: their own job, so that a detector or SAM edit re-embeds
+# these few images and not the model's whole evaluation.
+rule embed_derived:
+    input:
+        unpack(lambda wildcards: EVAL_PLAN.embed_inputs(wildcards.setting, DERIVED_SETS)),
+    output:
+        EVAL_PLAN.embedding_files("{setting}", DERIVED_SETS),
+    log:
+        log_path("embed_derived", "{setting}"),
+    benchmark:
+        bench_path("embed_derived", "{setting}")
+    wildcard_constraints:
+        setting="|".join(SETTINGS),
+    conda:
+        conda_for("gpu")
+    container:
+        container_for("gpu")
+    threads: threads_for("embed")
+    resources:
+        mem_mb=mem_for("embed"),
+        runtime=runtime_for("embed"),
+    params:
+        model_dir=lambda wildcards: EVAL_PLAN.model_dir(wildcards.setting),
+        trunk=eval_trunk_json,
+        dim=config["training"]["embedding_dim"],
+        sets=lambda wildcards: embed_flags(EVAL_PLAN.embed_sets(wildcards.setting, DERIVED_SETS)),
+        batch_size=EVAL["batch_size"],
+        workers=EVAL["loader_workers"],
+        precision=EVAL["precision"],
+        device=COMPUTE_DEVICE,
+    shell:
+        script("embed.py") + " --device {params.device} --rule embed_derived"
+        " --model-dir {params.model_dir:q} --trunk {params.trunk:q}"
+        " --embedding-dim {params.dim} {params.sets} --batch-size {params.batch_size}"
+        " --workers {params.workers} --precision {params.precision}"
+        " --threads {threads} > {log} 2>&1"
+
+
+# Embed the data's evaluation sets with a pretrained trunk as downloaded (a baseline row).
 rule embed_pretrained:
     input:
-        **EVAL_PLAN.source_inputs(),
+        **EVAL_PLAN.source_inputs(DATA_SETS),
         weights=lambda wildcards: model_manifest(PRETRAINED[wildcards.setting]),
     output:
-        [embedding_path("{setting}", name) for name in EMBEDDING_SOURCES],
+        EVAL_PLAN.embedding_files("{setting}", DATA_SETS),
     log:
         log_path("embed_pretrained", "{setting}"),
     benchmark:
@@ -106,11 +150,9 @@ rule embed_pretrained:
         runtime=runtime_for("embed"),
     params:
         key=lambda wildcards: PRETRAINED[wildcards.setting],
-        trunk=lambda wildcards: json.dumps(
-            config["models"][PRETRAINED[wildcards.setting]], sort_keys=True
-        ),
+        trunk=pretrained_trunk_json,
         cache=weights_cache,
-        sets=lambda wildcards: embed_flags(EVAL_PLAN.embed_sets(wildcards.setting)),
+        sets=lambda wildcards: embed_flags(EVAL_PLAN.embed_sets(wildcards.setting, DATA_SETS)),
         batch_size=EVAL["batch_size"],
         workers=EVAL["loader_workers"],
         precision=EVAL["precision"],
@@ -123,7 +165,46 @@ rule embed_pretrained:
         " --threads {threads} > {log} 2>&1"
 
 
-# Score one model on every evaluation, with the index-exclusion lists applied and not.
+# Embed the clothes probes with a pretrained trunk as downloaded (apart, as for a
+# trained model).
+rule embed_derived_pretrained:
+    input:
+        **EVAL_PLAN.source_inputs(DERIVED_SETS),
+        weights=lambda wildcards: model_manifest(PRETRAINED[wildcards.setting]),
+    output:
+        EVAL_PLAN.embedding_files("{setting}", DERIVED_SETS),
+    log:
+        log_path("embed_derived_pretrained", "{setting}"),
+    benchmark:
+        bench_path("embed_derived_pretrained", "{setting}")
+    wildcard_constraints:
+        setting="|".join(PRETRAINED) or "$^",
+    conda:
+        conda_for("gpu")
+    container:
+        container_for("gpu")
+    threads: threads_for("embed")
+    resources:
+        mem_mb=mem_for("embed"),
+        runtime=runtime_for("embed"),
+    params:
+        key=lambda wildcards: PRETRAINED[wildcards.setting],
+        trunk=pretrained_trunk_json,
+        cache=weights_cache,
+        sets=lambda wildcards: embed_flags(EVAL_PLAN.embed_sets(wildcards.setting, DERIVED_SETS)),
+        batch_size=EVAL["batch_size"],
+        workers=EVAL["loader_workers"],
+        precision=EVAL["precision"],
+        device=COMPUTE_DEVICE,
+    shell:
+        script("embed.py") + " --device {params.device} --rule embed_derived_pretrained"
+        " --pretrained {params.key} --cache {params.cache:q}"
+        " --trunk {params.trunk:q} {params.sets} --batch-size {params.batch_size}"
+        " --workers {params.workers} --precision {params.precision}"
+        " --threads {threads} > {log} 2>&1"
+
+
+# Score one model on every evaluation (all its embedding jobs' sets), with the index-exclusion lists applied and not.
 rule metrics:
     input:
         unpack(lambda wildcards: plan_inputs(setting_metrics_jobs(wildcards.setting))),

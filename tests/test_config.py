@@ -236,14 +236,19 @@ def _dag_descendants(dot: str, label: str) -> set[str]:
 def test_paper_graph_sends_each_model_only_to_its_users(tmp_path: Path, paper: dict) -> None:
     """In the paper's DAG (before any download), what depends on each model's weights job:
     SAM and GroundingDINO reach no training, tuning or embedding (the paper's clothes probe
-    is the SegFormer's); each trunk reaches its own users only."""
+    is the SegFormer's), the SegFormer only the clothes probe's embedding; each trunk
+    reaches its own users only."""
     dot = run_snakemake(["--dag"], cwd=tmp_path).stdout
     models = {key: _dag_descendants(dot, f"model_weights\\nmodel: {key}") for key in paper["models"]}
     for key in ("sam", "grounding_dino"):
-        assert not models[key] & {"train", "tune", "embed", "embed_pretrained"}, (key, models[key])
+        assert not models[key] & {"train", "tune", "embed", "embed_pretrained", "embed_derived",
+                                  "embed_derived_pretrained"}, (key, models[key])
     assert {"segment", "exclusion_vis_test", "metrics"} <= models["sam"]
     assert "detect_shard" in models["grounding_dino"] and "clothes_probe" not in models["sam"]
-    assert {"clothes_probe", "embed"} <= models["segformer_clothes"]
+    # The clothes probe it cuts is embedded in each model's derived job, not with the data.
+    assert {"clothes_probe", "embed_derived", "embed_derived_pretrained", "metrics"} <= \
+        models["segformer_clothes"]
+    assert not models["segformer_clothes"] & {"train", "tune", "embed", "embed_pretrained"}
     assert {"train", "tune", "embed"} <= models["timm_clip"]
     assert "tune" not in models["torchvision_vit"] and "explain" in models["torchvision_vit"]
     assert models["open_clip_b16"] & {"train", "embed"} == set()

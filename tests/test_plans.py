@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from overlearning.workflow.plans import AnonymisationPlan, EvaluationPlan, plan_inputs
+from overlearning.workflow.plans import (
+    DATA_SETS,
+    DERIVED_SETS,
+    AnonymisationPlan,
+    EvaluationPlan,
+    plan_inputs,
+)
 
 ROOTS = {"market1501": "d/market1501", "cuhk03_labeled": "d/cuhk03/labeled"}
 
@@ -34,10 +40,45 @@ def test_embedding_sets_and_evaluations_of_one_person_set() -> None:
         "d/market1501/probes/torso.zip"
     assert list(plan.evaluations) == ["nonperson", "person", "market1501",
                                       "market1501_probe_torso", "market1501_probe_clothes"]
-    assert plan.embed_sets("ms")[0] == ("r/embeddings/ms/vis_test.npz", "crops", "d/vis/test", 26,
-                                        "-")
-    assert plan.embed_sets("ms")[2] == ("r/embeddings/ms/market1501_query.npz", "pack",
-                                        "d/market1501/foreground_query.zip", None, "-")
+    assert plan.embed_sets("ms", DATA_SETS)[0] == ("r/embeddings/ms/vis_test.npz", "crops",
+                                                   "d/vis/test", 26, "-")
+    assert plan.embed_sets("ms", DATA_SETS)[2] == ("r/embeddings/ms/market1501_query.npz", "pack",
+                                                   "d/market1501/foreground_query.zip", None, "-")
+
+
+def test_sets_cut_by_a_detection_model_are_embedded_apart() -> None:
+    """The clothes probes (cut by SegFormer or GroundingDINO + SAM) are one embedding job of
+    a model; every other set, read from the prepared data alone, is the other."""
+    plan = _plan(person_sets=("market1501", "cuhk03_labeled"))
+    assert plan.group_sets(DERIVED_SETS) == ["market1501_probe_clothes",
+                                             "cuhk03_labeled_probe_clothes"]
+    assert plan.group_sets(DATA_SETS) == [
+        "vis_test", "ovis_test", "market1501_query", "market1501_gallery",
+        "market1501_probe_torso", "cuhk03_labeled_query", "cuhk03_labeled_gallery",
+        "cuhk03_labeled_probe_torso"]
+    assert plan.embedding_files("ms", DERIVED_SETS) == [
+        "r/embeddings/ms/market1501_probe_clothes.npz",
+        "r/embeddings/ms/cuhk03_labeled_probe_clothes.npz"]
+    assert plan.embed_sets("ms", DERIVED_SETS) == [
+        ("r/embeddings/ms/market1501_probe_clothes.npz", "pack",
+         "d/market1501/probes/clothes.zip", None, "-"),
+        ("r/embeddings/ms/cuhk03_labeled_probe_clothes.npz", "pack",
+         "d/cuhk03/labeled/probes/clothes.zip", None, "-")]
+    # The derived job reads the clothes packs and the model, nothing of the data's sets.
+    assert plan.embed_inputs("ms", DERIVED_SETS) == {
+        "trunk": "r/models/ms/trunk.safetensors", "embedder": "r/models/ms/embedder.safetensors",
+        "images": ["d/cuhk03/labeled/probes/clothes.zip", "d/market1501/probes/clothes.zip"],
+        "indexes": []}
+    data = plan.source_inputs(DATA_SETS)
+    assert not any("clothes" in path for path in data["images"]), data
+    assert data["indexes"] == ["d/ovis/test/fg_instances_cropped.json",
+                               "d/vis/test/fg_instances_cropped.json"]
+    # The metrics of the clothes probe read the derived job's query and the data job's gallery.
+    job = plan.metrics_job("ms", "market1501_probe_clothes", "none")
+    assert job["query"] == ["r/embeddings/ms/market1501_probe_clothes.npz", "all"]
+    assert [ref[0] for ref in job["references"]] == ["r/embeddings/ms/market1501_gallery.npz"]
+    with pytest.raises(ValueError, match="anonymised"):
+        plan.group_sets("anonymised")
 
 
 def test_metrics_job_applies_exclusion_only_where_detection_ran() -> None:

@@ -318,23 +318,37 @@ TRAINING_RULES = {"train", "tune", "tuning_report", "training_table"}
 
 def test_sam_edit_reruns_no_training_tuning_or_model_embedding(demo_runs: tuple[Path, Path]) -> None:
     """SAM's weights are their own job and file: its edit reruns SAM, the masks and what
-    reads them, never a training, a tuning, or an embedding for the model's sake."""
+    reads them, never a training, a tuning, or a model's embedding of the data's sets."""
     jobs = planned_jobs_and_reasons(
         demo_runs[0], {"models": {"sam": {"overrides": {"image_size": 128}}}})
     planned = {rule for rule, _, _ in jobs}
     assert [w for rule, w, _ in jobs if rule == "model_weights"] == [{"model": "sam"}], jobs
-    assert not planned & TRAINING_RULES, jobs
+    assert not planned & (TRAINING_RULES | {"tune_worker", "embed", "embed_pretrained"}), jobs
     assert {"segment", "clothes_probe", "exclusion_vis_test", "exclusion_person_set",
-            "anonymise_vis_test", "metrics", "tables"} <= planned, jobs
+            "anonymise_vis_test", "anonymise_person_gallery", "embed_anonymised",
+            "embed_derived", "embed_derived_pretrained", "metrics", "metrics_anonymised",
+            "tables"} <= planned, jobs
+    # Nothing of the data preparation, the detector or the explanations (AttnLRP reads the
+    # trained model and the data's queries only).
+    assert not planned & {"person_set", "person_probes", "vis_crops", "detect_shard",
+                          "gather_detections", "explain"}, jobs
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
     demo = yaml.safe_load((REPO / "config.demo.yaml").read_text())
     # The demo cuts its clothes probe with GroundingDINO + SAM (the paper with SegFormer):
-    # a model's embeddings are redone for that probe's new images and for nothing else.
+    # each model re-embeds that probe's new images, in its own job, and nothing else.
     assert demo["clothes"]["method"] == "grounding_sam"
+    derived = {rule: sorted(w["setting"] for r, w, _ in jobs if r == rule)
+               for rule in ("embed_derived", "embed_derived_pretrained")}
+    assert derived == {
+        "embed_derived": sorted(paper["training"]["settings"]),
+        "embed_derived_pretrained": sorted(
+            f"pretrained_{key}" for key in paper["evaluation"]["pretrained"])}, derived
     for rule, _, reason in jobs:
-        if rule in ("embed", "embed_pretrained"):
+        if rule in derived:
             kind, _, files = reason.partition(": ")
             assert kind == "Input files updated by another job", (rule, reason)
-            assert files and all(f.endswith("/probes/clothes") for f in files.split(", ")), reason
+            assert files and all(f.endswith("/probes/clothes.zip")
+                                 for f in files.split(", ")), reason
 
 
 def test_unused_model_edit_plans_nothing(demo_runs: tuple[Path, Path]) -> None:
@@ -362,7 +376,8 @@ def test_device_edit_reruns_the_gpu_rules_not_the_preparation(
     inputs will be remade)."""
     planned = {rule for rule, _ in planned_jobs(demo_runs[0], {"compute": {"device": "cuda"}})}
     gpu = {"train", "tune", "detect_shard", "segment", "clothes_probe", "embed",
-           "embed_pretrained", "embed_anonymised", "explain"}
+           "embed_derived", "embed_pretrained", "embed_derived_pretrained", "embed_anonymised",
+           "explain"}
     assert gpu <= planned, planned
     upstream = {"demo_downloads", "extract", "vis_frames", "vis_split", "vis_crops",
                 "ovis_frames", "ovis_crops", "person_set", "person_probes", "model_weights"}

@@ -30,6 +30,12 @@ CROP_PACK = "foregroundImages_cropped" + PACK
 NO_DELTA = "-"  # an embedding set read without an anonymised delta over it
 # Query sets beside the query folder: one per partial-person probe, plus the clothes probe.
 CLOTHES_PROBE = "clothes"
+# A model's embedding sets, in two jobs: those read from the prepared data alone, and those
+# a detection model cuts (the clothes probes: SegFormer, or GroundingDINO + SAM), so that a
+# detection or segmentation edit re-embeds the few images it changed and nothing else.
+DATA_SETS = "data"
+DERIVED_SETS = "derived"
+EMBED_GROUPS = (DATA_SETS, DERIVED_SETS)
 NO_EXCLUSION = "-"  # a reference part without an exclusion list, in a plan entry
 
 
@@ -53,11 +59,15 @@ class EvaluationPlan:
     exclusion_sets: frozenset[str]
     exclusion_modes: list[str]
     embedding_sources: dict[str, dict[str, Any]] = field(init=False)
+    embedding_groups: dict[str, str] = field(init=False)
     evaluations: dict[str, dict[str, Any]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.exclusion_sets = frozenset(self.exclusion_sets)
         self.embedding_sources = self._embedding_sources()
+        derived = {f"{person_set}_probe_{CLOTHES_PROBE}" for person_set in self.person_sets}
+        self.embedding_groups = {name: DERIVED_SETS if name in derived else DATA_SETS
+                                 for name in self.embedding_sources}
         self.evaluations = self._evaluations()
 
     @classmethod
@@ -152,20 +162,33 @@ class EvaluationPlan:
 
     # -- embedding
 
-    def embed_sets(self, setting: str) -> list[tuple[str, str, str, int | None, str]]:
-        """(npz to write, kind, source, person category, delta) per embedding set of a model."""
-        return [(self.embedding_path(setting, name), s["kind"], s["source"], s.get("category"),
-                 NO_DELTA) for name, s in self.embedding_sources.items()]
+    def group_sets(self, group: str) -> list[str]:
+        """The embedding sets of one embedding job of a model (DATA_SETS or DERIVED_SETS)."""
+        if group not in EMBED_GROUPS:
+            raise ValueError(f"embedding group {group!r} is none of {EMBED_GROUPS}")
+        return [name for name, g in self.embedding_groups.items() if g == group]
 
-    def source_inputs(self) -> dict[str, list[str]]:
-        """Every image pack and crop index that embedding the evaluation sets reads."""
-        sources = self.embedding_sources.values()
+    def embedding_files(self, setting: str, group: str) -> list[str]:
+        """The .npz files one embedding job of a model writes."""
+        return [self.embedding_path(setting, name) for name in self.group_sets(group)]
+
+    def embed_sets(self, setting: str, group: str) -> list[tuple[str, str, str, int | None, str]]:
+        """(npz to write, kind, source, person category, delta) per embedding set of one
+        embedding job of a model."""
+        sources = self.embedding_sources
+        return [(self.embedding_path(setting, name), sources[name]["kind"],
+                 sources[name]["source"], sources[name].get("category"), NO_DELTA)
+                for name in self.group_sets(group)]
+
+    def source_inputs(self, group: str) -> dict[str, list[str]]:
+        """Every image pack and crop index that embedding a group's sets reads."""
+        sources = [self.embedding_sources[name] for name in self.group_sets(group)]
         return {"images": sorted({s["images"] for s in sources}),
                 "indexes": sorted({s["index"] for s in sources if "index" in s})}
 
-    def embed_inputs(self, setting: str) -> dict[str, Any]:
-        """The model and every image pack and crop index the embedding reads."""
-        return {**self.model_files(setting), **self.source_inputs()}
+    def embed_inputs(self, setting: str, group: str) -> dict[str, Any]:
+        """The model and every image pack and crop index one embedding job reads."""
+        return {**self.model_files(setting), **self.source_inputs(group)}
 
     # -- metrics
 

@@ -16,6 +16,11 @@ def eval_trunk_json(wildcards):
     return json.dumps(config["models"][trunk], sort_keys=True)
 
 
+def pretrained_trunk_json(wildcards):
+    """The architecture of a pretrained baseline's trunk (config models.<key>)."""
+    return json.dumps(config["models"][PRETRAINED[wildcards.setting]], sort_keys=True)
+
+
 def embed_set_flag(out, kind, source, category, delta):
     """One --set of embed.py: where to write, what kind of set, its source, person category,
     the anonymised delta pack read over it (- for none)."""
