@@ -284,7 +284,7 @@ def test_first_day_as_documented(slurm_env: dict[str, str], tmp_path: Path) -> N
     out = _run_block("preflight", script["preflight"], checkout, env)
     assert "pre-flight: every check passed" in out, out
     assert re.search(rf"partition +train \(\d+ jobs\) +fits {SITE['GPU_PARTITION']}: ", out), out
-    assert re.search(rf"partition +extract \(\d+ jobs\) +fits {SITE['CPU_PARTITION']}: ", out), out
+    assert re.search(rf"partition +verify_downloads \(\d+ jobs\) +fits {SITE['CPU_PARTITION']}: ", out), out
     assert re.search(rf"account +{SITE['ACCOUNT']} +valid", out), out
     assert re.search(r"GPU driver +\S+ +580 >= 580", out), out
 

@@ -23,6 +23,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from overlearning.core.packs import pack_of_files
+
 # The cluster and the site checkout are tests/test_slurm.py's (one definition of each).
 from tests.test_slurm import _sacct, _site_checkout, slurm_env  # noqa: F401
 
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.slurm
 
 RULE = "clothes_probe"
 PERSON_DIR = "market1501"
-TARGET = f"data/{PERSON_DIR}/probes/clothes"
+TARGET = f"data/{PERSON_DIR}/probes/clothes.zip"
 TIMEOUT = 600  # seconds for the whole submission (polling included) on a busy machine
 
 
@@ -43,13 +45,16 @@ def test_gpu_rule_without_cuda_fails_within_a_minute(slurm_env: dict[str, str], 
     config["compute"]["device"] = "cuda"         # ... and the paper's
     config_path.write_text(yaml.safe_dump(config))
     # The rule's inputs as the earlier rules leave them (the guard stops the job before
-    # it reads either): one query image and a weights manifest.
-    queries = checkout / "data" / PERSON_DIR / "foreground_query"
-    queries.mkdir(parents=True)
-    Image.new("RGB", (32, 64), (90, 40, 20)).save(queries / "0001_c1s1_000001_00.jpg")
-    manifest = checkout / config["weights"]["cache"] / "manifest.json"
-    manifest.parent.mkdir(parents=True)
-    manifest.write_text("{}\n")
+    # it reads any): a query pack of one image and each model's weights manifest.
+    image = tmp_path / "0001_c1s1_000001_00.jpg"
+    Image.new("RGB", (32, 64), (90, 40, 20)).save(image)
+    queries = checkout / "data" / PERSON_DIR / "foreground_query.zip"
+    queries.parent.mkdir(parents=True)
+    pack_of_files(queries, {image.name: image})
+    for key in config["models"]:
+        manifest = checkout / config["weights"]["cache"] / key / "manifest.json"
+        manifest.parent.mkdir(parents=True)
+        manifest.write_text("{}\n")
 
     proc = subprocess.run(
         # The target first: --allowed-rules takes every name after it.

@@ -39,7 +39,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def _train(tmp_path: Path, env: dict[str, str], name: str) -> tuple[str, list[str]]:
     job = make_job(tmp_path)
     command = [sys.executable, "-c", _HOOKED, str(tmp_path / f"{name}.opened"),
-               str(REPO / "scripts" / "train.py"), "--setting", "test",
+               str(REPO / "scripts" / "train.py"), "--device", "cpu", "--rule", "train",
+               "--setting", "test",
                "--params", json.dumps(CONFUSION),
                "--training", json.dumps({**TRAINING, "epochs": 2}),
                "--trunk", json.dumps(TIMM_TINY), "--cache", str(job.cache),
