@@ -61,11 +61,11 @@ $(REHEARSE_BUNDLE)/.complete: config.yaml config.rehearse.yaml overlearning/mode
 	touch $@
 
 # The scale rehearsal (docs/hpc.md "Scale rehearsal"): generated downloads at FRACTION of the
-# published counts (1/64 in CI; 1/16, 1/4 and 1 for the docs), then the whole graph on them with the demo's tiny
-# models (config.demo.yaml + config.scale.yaml), each job's `python` run under strace to
-# count the files it opens (bench/scale_shim); OpenMP threads wait passively (spinning
-# threads burnt 10x the CPU of a torch step on a busy machine). Then
-# bench-results/scale-<fraction>.json (per rule: time, peak memory, files and bytes
+# published counts (1/64 the smallest; 1/16, 1/4 and 1 for the docs), then the whole graph
+# on them with the demo's tiny models (config.demo.yaml + config.scale.yaml), each job's
+# `python` run under strace to count the files it opens (bench/scale_shim); OpenMP threads
+# wait passively (spinning threads burnt 10x the CPU of a torch step on a busy machine).
+# Then bench-results/scale-<fraction>.json (per rule: time, peak memory, files and bytes
 # written, files opened) and the tables in docs/hpc.md, and the check that every memory
 # request covers the measured peaks. A new run starts from the downloads; SCALE_KEEP=1
 # continues an interrupted one.

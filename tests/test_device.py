@@ -152,7 +152,7 @@ def test_gpu_scripts_stop_with_the_one_line(tmp_path: Path) -> None:
     out = tmp_path / "q.npz"
     embed = _script("embed.py", "--device", "cuda", "--rule", "embed_anonymised",
                     "--model-dir", str(tmp_path / "missing"), "--trunk", "{}",
-                    "--embedding-dim", "8", "--set", str(out), "folder", str(tmp_path), "-",
+                    "--embedding-dim", "8", "--set", str(out), "pack", str(tmp_path), "-", "-",
                     "--batch-size", "2")
     assert embed.returncode == 1 and embed.stdout == ""
     lines = embed.stderr.splitlines()

@@ -52,7 +52,7 @@ def test_plan_before_downloads_then_a_real_run_refuses(clone: Path) -> None:
     plan = snakemake_in(clone, "-n", "--quiet", "rules")
     assert plan.returncode == 0, plan.stderr[-3000:]
     counts = _job_counts(plan.stdout + plan.stderr)
-    assert counts.get("missing_downloads") == 1 and counts.get("extract") == 4, counts
+    assert counts.get("missing_downloads") == 1 and counts.get("verify_downloads") == 4, counts
     assert counts.get("train") == len(paper["training"]["settings"]), counts
     assert all(key in plan.stderr for key in keys), plan.stderr[-3000:]
     dag = snakemake_in(clone, "--dag")
