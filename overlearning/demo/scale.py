@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from overlearning.core.atomic import write_bytes
 from overlearning.core.names import MASK_FOLDER_SUFFIX
@@ -228,29 +227,8 @@ def render_video(job: VideoJob) -> tuple[list[tuple[str, bytes]], list[dict[str,
 
 def _annotation(track: demo_vis.Track, track_masks: list[np.ndarray | None],
                 track_hidden: list[float], ytvis: bool) -> dict[str, Any]:
-    segmentations: list[dict | None] = []
-    boxes: list[list[float] | None] = []
-    areas: list[float | int | None] = []
-    occlusion: list[str | None] = []
-    for m, share in zip(track_masks, track_hidden, strict=True):
-        if m is None:
-            segmentations.append(None)
-            boxes.append(None)
-            areas.append(None)
-            occlusion.append(None)
-            continue
-        coded = mask_utils.encode(np.asfortranarray(m))
-        box = [float(x) for x in mask_utils.toBbox(coded)]
-        boxes.append(box)
-        if ytvis:
-            segmentations.append(demo_vis.uncompressed_rle(m))
-            areas.append(int(mask_utils.area(coded)))
-        else:
-            segmentations.append({"size": [int(s) for s in coded["size"]],
-                                  "counts": coded["counts"].decode("ascii")})
-            areas.append(float(box[2] * box[3]))  # OVIS stores the box area here
-            level = 0 if share < 0.05 else 1 if share < 0.5 else 2
-            occlusion.append(demo_vis.OVIS_OCCLUSION_LEVELS[level])
+    segmentations, boxes, areas, occlusion = demo_vis.track_frames(track_masks, track_hidden,
+                                                                   ytvis)
     entry: dict[str, Any] = {"category_id": track.category_id, "segmentations": segmentations,
                              "bboxes": boxes, "areas": areas, "iscrowd": 0,
                              "height": FRAME_HW[0], "width": FRAME_HW[1], "length": 1}

@@ -197,6 +197,38 @@ def _box(rle: dict) -> list[float]:
     return [float(x) for x in mask_utils.toBbox(rle)]
 
 
+def track_frames(track_masks: Sequence[np.ndarray | None], track_hidden: Sequence[float],
+                 ytvis: bool) -> tuple[list, list, list, list]:
+    """One track's per-frame (segmentations, bboxes, areas, occlusion), None where the object
+    is absent: YouTube-VIS stores uncompressed RLE and the mask's area (its occlusion list
+    is unused), OVIS compressed RLE, the box's area and an occlusion level."""
+    segmentations: list[dict | None] = []
+    boxes: list[list[float] | None] = []
+    areas: list[float | int | None] = []
+    occlusion: list[str | None] = []
+    for m, share in zip(track_masks, track_hidden, strict=True):
+        if m is None:
+            segmentations.append(None)
+            boxes.append(None)
+            areas.append(None)
+            occlusion.append(None)
+            continue
+        if ytvis:
+            rle = uncompressed_rle(m)
+            coded = mask_utils.frPyObjects(rle, *rle["size"])
+            segmentations.append(rle)
+            boxes.append(_box(coded))
+            areas.append(int(mask_utils.area(coded)))
+            continue
+        box = _box(mask_utils.encode(np.asfortranarray(m)))
+        segmentations.append(compressed_rle(m))
+        boxes.append(box)
+        areas.append(float(box[2] * box[3]))  # OVIS stores the box area here
+        level = 0 if share < 0.05 else 1 if share < 0.5 else 2
+        occlusion.append(OVIS_OCCLUSION_LEVELS[level])
+    return segmentations, boxes, areas, occlusion
+
+
 def _video_entry(video_id: int, frame_hw: tuple[int, int], file_names: list[str]) -> dict:
     return {"license": 1, "coco_url": "", "flickr_url": "", "date_captured": "",
             "id": video_id, "width": frame_hw[1], "height": frame_hw[0],
@@ -248,24 +280,13 @@ def youtube_vis(rng: np.random.Generator, videos: int, frames: int,
             tracks[0] = Track(first.category_id, first.family, first.look, first.size,
                               first.start, first.end, first.facing,
                               (False,) + first.present[1:])
-        images, masks, _ = render_clip(rng, tracks, frame_hw, frames)
+        images, masks, hidden = render_clip(rng, tracks, frame_hw, frames)
         for file_name, pixels in zip(file_names, images, strict=True):
             files[f"train/JPEGImages/{file_name}"] = jpeg_bytes(pixels)
-        for track, track_masks in zip(tracks, masks, strict=True):
+        for track, track_masks, track_hidden in zip(tracks, masks, hidden, strict=True):
             if all(m is None for m in track_masks):
                 continue  # never visible: the official files have no such objects
-            segmentations, boxes, areas = [], [], []
-            for m in track_masks:
-                if m is None:
-                    segmentations.append(None)
-                    boxes.append(None)
-                    areas.append(None)
-                    continue
-                rle = uncompressed_rle(m)
-                coded = mask_utils.frPyObjects(rle, *rle["size"])
-                segmentations.append(rle)
-                boxes.append(_box(coded))
-                areas.append(int(mask_utils.area(coded)))
+            segmentations, boxes, areas, _ = track_frames(track_masks, track_hidden, ytvis=True)
             annotations.append({
                 "video_id": video_id, "iscrowd": 0, "height": frame_hw[0],
                 "width": frame_hw[1], "length": 1, "segmentations": segmentations,
@@ -311,21 +332,8 @@ def ovis(rng: np.random.Generator, videos: int, frames: int,
         for track, track_masks, track_hidden in zip(tracks, masks, hidden, strict=True):
             if all(m is None for m in track_masks):
                 continue
-            segmentations, boxes, areas, occlusion = [], [], [], []
-            for m, share in zip(track_masks, track_hidden, strict=True):
-                if m is None:
-                    segmentations.append(None)
-                    boxes.append(None)
-                    areas.append(None)
-                    occlusion.append(None)
-                    continue
-                rle = compressed_rle(m)
-                box = _box(mask_utils.encode(np.asfortranarray(m)))
-                segmentations.append(rle)
-                boxes.append(box)
-                areas.append(float(box[2] * box[3]))  # OVIS stores the box area here
-                level = 0 if share < 0.05 else 1 if share < 0.5 else 2
-                occlusion.append(OVIS_OCCLUSION_LEVELS[level])
+            segmentations, boxes, areas, occlusion = track_frames(track_masks, track_hidden,
+                                                                  ytvis=False)
             annotations.append({
                 "id": len(annotations) + 1, "video_id": video_id,
                 "category_id": track.category_id, "segmentations": segmentations,
