@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from overlearning.evaluate.attackers import AttackerSettings, build_search, rank_rows
 from overlearning.evaluate.embeddings import EmbeddingSet, save_embedding_set
@@ -259,3 +261,19 @@ def test_metrics_script_passes_the_attackers_and_writes_the_evidence(tmp_path):
     assert record["attackers"]["alpha_qe"]["params"] == {"alpha": 2.0, "n": 5}
     table = pd.read_csv(out.with_name("none.queries.csv.gz"))
     assert table["rank"].max() == 3 and set(table["attacker"]) == {"plain", "alpha_qe"}
+
+
+def test_committed_rerank_benchmark_is_at_market_size_and_fits_the_metrics_request():
+    """bench-results/rerank.json (make bench, committed) is the evidence docs/evaluation.md
+    cites: Market-1501's counts, the textbook in the same run, the same distances, and ours
+    within the memory the metrics rules request (config.yaml resources.default)."""
+    root = Path(__file__).resolve().parent.parent
+    result = json.loads((root / "bench-results" / "rerank.json").read_text())
+    assert (result["n_queries"], result["n_gallery"]) == (3368, 15913)
+    assert "failed" not in result["ours"] and "failed" not in result["textbook"]
+    assert result["max_abs_difference"] < 1e-5
+    request_mb = yaml.safe_load((root / "config.yaml").read_text())["resources"]["default"]["mem_mb"]
+    assert result["ours"]["peak_rss_mb"] < request_mb
+    doc = " ".join((root / "docs" / "evaluation.md").read_text().split())
+    assert f"ours {result['ours']['total_s']:.1f} s" in doc
+    assert f"the textbook {result['textbook']['total_s']:.1f} s" in doc
