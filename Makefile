@@ -68,21 +68,22 @@ $(REHEARSE_BUNDLE)/.complete: config.yaml config.rehearse.yaml overlearning/mode
 # Then bench-results/scale-<fraction>.json (per rule: time, peak memory, files and bytes
 # written, files opened) and the tables in docs/hpc.md, and the check that every memory
 # request covers the measured peaks. A new run starts from the downloads; SCALE_KEEP=1
-# continues an interrupted one.
+# continues an interrupted one (stop it with SIGINT to snakemake: the session's end is
+# recorded, and the run's wall time is the sum of its sessions).
 FRACTION ?= 1/16
 SCALE_RUN := scale-run/$(subst /,-,$(FRACTION))
 SCALE_ROOT := $(abspath $(SCALE_RUN))
 SCALE_SNAKEMAKE := $(BIN)/snakemake --snakefile $(abspath Snakefile) --directory $(SCALE_RUN) \
 	--configfile $(abspath config.demo.yaml) $(abspath config.scale.yaml)
 scale: $(STAMP) $(SCALE_RUN)/downloads/.complete
-	test "$(SCALE_KEEP)" = 1 || rm -rf $(addprefix $(SCALE_RUN)/,data results resources logs opens .snakemake)
-	date +%s > $(SCALE_RUN)/start
+	test "$(SCALE_KEEP)" = 1 || rm -rf $(addprefix $(SCALE_RUN)/,data results resources logs opens \
+		.snakemake start end)
+	date +%s >> $(SCALE_RUN)/start
 	OMP_WAIT_POLICY=PASSIVE PATH=$(abspath bench/scale_shim):$$PATH SCALE_ROOT=$(SCALE_ROOT) \
 		SCALE_PYTHON=$(abspath $(BIN)/python) SCALE_COUNTER=$(abspath bench/open_counter.py) \
 		SCALE_OPENS=$(SCALE_ROOT)/opens \
 		$(SCALE_SNAKEMAKE) --cores $(CORES) --scheduler greedy --rerun-incomplete --printshellcmds \
-		--show-failed-logs
-	date +%s > $(SCALE_RUN)/end
+		--show-failed-logs; status=$$?; date +%s >> $(SCALE_RUN)/end; exit $$status
 	$(SCALE_SNAKEMAKE) --summary > $(SCALE_RUN)/summary.tsv
 	$(BIN)/python bench/scale.py collect --run $(SCALE_RUN) --fraction $(FRACTION) --out bench-results
 	$(BIN)/python bench/scale.py doc --results bench-results --doc docs/hpc.md \

@@ -131,14 +131,18 @@ def collect(run: Path, fraction: Fraction) -> dict[str, Any]:
             rule["log_files"] += tree_size(folder)[0] if folder.exists() else 0
     trees = {name: dict(zip(("files", "bytes"), tree_size(run / name), strict=True))
              for name in TREES if (run / name).exists()}
-    timing = {}
-    for name in ("start", "end"):
-        if (run / name).is_file():
-            timing[name] = int((run / name).read_text().split()[0])
+    # One line per session of the run (make scale appends; SCALE_KEEP=1 continues an
+    # interrupted run): the wall time is the sum of the sessions, unknown while one of
+    # them has no end.
+    timing = {name: [int(t) for t in (run / name).read_text().split()]
+              for name in ("start", "end") if (run / name).is_file()}
+    sessions = list(zip(timing.get("start", []), timing.get("end", []), strict=False))
+    complete = len(timing) == 2 and len(timing["start"]) == len(timing["end"])
     return {
         "fraction": str(fraction),
         "fraction_value": float(fraction),
-        "run_wall_s": timing["end"] - timing["start"] if len(timing) == 2 else None,
+        "run_wall_s": sum(end - start for start, end in sessions) if complete else None,
+        "run_sessions": len(timing.get("start", [])),
         "job_s": round(sum(j["s"] for j in jobs), 1),
         "cpu_s": round(sum(j["cpu_s"] for j in jobs), 1),
         "jobs": sorted(jobs, key=lambda j: j["job"]),

@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from scale import growth, slope  # noqa: E402
+from scale import collect, growth, slope  # noqa: E402
 
 JOB = textwrap.dedent("""
     import os
@@ -108,3 +108,23 @@ def test_growth_extrapolates_memory_and_time_to_the_published_counts() -> None:
     assert grown["peak_mb_at_published"] == 400      # 200 MB x 4 ** 0.5
     assert grown["longest_job_cpu_s_at_published"] == 160
     assert grown["suggested_mem_mb"] == 2000         # 400 x 1.5 + 1000, to whole GB
+
+
+def test_wall_time_is_the_sum_of_the_runs_sessions(tmp_path: Path) -> None:
+    """A run continued with SCALE_KEEP=1 has one start and one end line per session."""
+    from fractions import Fraction
+
+    run = tmp_path / "run"
+    (run / "logs" / "benchmarks" / "x").mkdir(parents=True)
+    (run / "logs" / "benchmarks" / "x" / "a.tsv").write_text(
+        "s\th:m:s\tmax_rss\tcpu_time\n2.0\t0:00:02\t50.0\t1.5\n")
+    (run / "opens" / "logs" / "x").mkdir(parents=True)
+    (run / "opens" / "logs" / "x" / "a.json").write_text(json.dumps(
+        {"opens": 3, "run_reads": 1, "run_writes": 1, "run_folders": 0, "run_files_read": 1}))
+    (run / "summary.tsv").write_text("output_file\trule\ndata/x\tx\n")
+    (run / "start").write_text("100\n1000\n")
+    (run / "end").write_text("150\n")
+    assert collect(run, Fraction(1, 16))["run_wall_s"] is None      # a session still open
+    (run / "end").write_text("150\n1110\n")
+    result = collect(run, Fraction(1, 16))
+    assert (result["run_wall_s"], result["run_sessions"]) == (160, 2)
