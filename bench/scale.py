@@ -134,15 +134,14 @@ def collect(run: Path, fraction: Fraction) -> dict[str, Any]:
     # One line per session of the run (make scale appends; SCALE_KEEP=1 continues an
     # interrupted run): the wall time is the sum of the sessions, unknown while one of
     # them has no end.
-    timing = {name: [int(t) for t in (run / name).read_text().split()]
-              for name in ("start", "end") if (run / name).is_file()}
-    sessions = list(zip(timing.get("start", []), timing.get("end", []), strict=False))
-    complete = len(timing) == 2 and len(timing["start"]) == len(timing["end"])
+    starts, ends = ([int(t) for t in (run / name).read_text().split()]
+                    if (run / name).is_file() else [] for name in ("start", "end"))
+    complete = bool(starts) and len(starts) == len(ends)
     return {
         "fraction": str(fraction),
         "fraction_value": float(fraction),
-        "run_wall_s": sum(end - start for start, end in sessions) if complete else None,
-        "run_sessions": len(timing.get("start", [])),
+        "run_wall_s": sum(e - s for s, e in zip(starts, ends, strict=True)) if complete else None,
+        "run_sessions": len(starts),
         "job_s": round(sum(j["s"] for j in jobs), 1),
         "cpu_s": round(sum(j["cpu_s"] for j in jobs), 1),
         "jobs": sorted(jobs, key=lambda j: j["job"]),

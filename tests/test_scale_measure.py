@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -112,8 +113,6 @@ def test_growth_extrapolates_memory_and_time_to_the_published_counts() -> None:
 
 def test_wall_time_is_the_sum_of_the_runs_sessions(tmp_path: Path) -> None:
     """A run continued with SCALE_KEEP=1 has one start and one end line per session."""
-    from fractions import Fraction
-
     run = tmp_path / "run"
     (run / "logs" / "benchmarks" / "x").mkdir(parents=True)
     (run / "logs" / "benchmarks" / "x" / "a.tsv").write_text(

@@ -188,9 +188,16 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
 
 
-def compressed_rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+def _encoded(mask: np.ndarray) -> dict:
+    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+
+
+def _as_json(rle: dict) -> dict:
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def compressed_rle(mask: np.ndarray) -> dict:
+    return _as_json(_encoded(mask))
 
 
 def _box(rle: dict) -> list[float]:
@@ -220,8 +227,9 @@ def track_frames(track_masks: Sequence[np.ndarray | None], track_hidden: Sequenc
             boxes.append(_box(coded))
             areas.append(int(mask_utils.area(coded)))
             continue
-        box = _box(mask_utils.encode(np.asfortranarray(m)))
-        segmentations.append(compressed_rle(m))
+        coded = _encoded(m)  # one encoding gives both the stored RLE and the box
+        box = _box(coded)
+        segmentations.append(_as_json(coded))
         boxes.append(box)
         areas.append(float(box[2] * box[3]))  # OVIS stores the box area here
         level = 0 if share < 0.05 else 1 if share < 0.5 else 2
