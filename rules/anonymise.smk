@@ -188,10 +188,10 @@ rule metrics_anonymised:
         conda_for("cpu")
     container:
         container_for("cpu")
-    threads: threads_for("default")
+    threads: threads_for("metrics")
     resources:
-        mem_mb=mem_for("default"),
-        runtime=runtime_for("default"),
+        mem_mb=mem_for("metrics"),
+        runtime=runtime_for("metrics"),
     params:
         plan=lambda wildcards: json.dumps(setting_anon_jobs(wildcards.setting)),
         knn=config["evaluation"]["knn"],

@@ -220,10 +220,10 @@ rule metrics:
         conda_for("cpu")
     container:
         container_for("cpu")
-    threads: threads_for("default")
+    threads: threads_for("metrics")
     resources:
-        mem_mb=mem_for("default"),
-        runtime=runtime_for("default"),
+        mem_mb=mem_for("metrics"),
+        runtime=runtime_for("metrics"),
     params:
         # The job's own files and labels only: nothing else in the config reruns it.
         plan=lambda wildcards: json.dumps(setting_metrics_jobs(wildcards.setting)),

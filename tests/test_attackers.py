@@ -266,13 +266,13 @@ def test_metrics_script_passes_the_attackers_and_writes_the_evidence(tmp_path):
 def test_committed_rerank_benchmark_is_at_market_size_and_fits_the_metrics_request():
     """bench-results/rerank.json (make bench, committed) is the evidence docs/evaluation.md
     cites: Market-1501's counts, the textbook in the same run, the same distances, and ours
-    within the memory the metrics rules request (config.yaml resources.default)."""
+    within the memory the metrics rules request (config.yaml resources.metrics)."""
     root = Path(__file__).resolve().parent.parent
     result = json.loads((root / "bench-results" / "rerank.json").read_text())
     assert (result["n_queries"], result["n_gallery"]) == (3368, 15913)
     assert "failed" not in result["ours"] and "failed" not in result["textbook"]
     assert result["max_abs_difference"] < 1e-5
-    request_mb = yaml.safe_load((root / "config.yaml").read_text())["resources"]["default"]["mem_mb"]
+    request_mb = yaml.safe_load((root / "config.yaml").read_text())["resources"]["metrics"]["mem_mb"]
     assert result["ours"]["peak_rss_mb"] < request_mb
     doc = " ".join((root / "docs" / "evaluation.md").read_text().split())
     assert f"ours {result['ours']['total_s']:.1f} s" in doc
