@@ -188,10 +188,10 @@ rule metrics_anonymised:
         conda_for("cpu")
     container:
         container_for("cpu")
-    threads: threads_for("metrics")
+    threads: threads_for("metrics_anonymised")
     resources:
-        mem_mb=mem_for("metrics"),
-        runtime=runtime_for("metrics"),
+        mem_mb=mem_for("metrics_anonymised"),
+        runtime=runtime_for("metrics_anonymised"),
     params:
         plan=lambda wildcards: json.dumps(setting_anon_jobs(wildcards.setting)),
         knn=config["evaluation"]["knn"],

@@ -22,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from scale import collect, growth, slope  # noqa: E402
+from scale import collect, growth, same_workflow, slope  # noqa: E402
 
 JOB = textwrap.dedent("""
     import os
@@ -96,19 +96,78 @@ def test_slope_is_the_log_log_growth() -> None:
     assert slope([(1 / 16, 3.0)]) is None
 
 
-def test_growth_extrapolates_memory_and_time_to_the_published_counts() -> None:
-    def result(fraction: float, peak: float, cpu: float) -> dict:
-        rule = {"cpu_s": cpu, "peak_max_rss_mb": peak, "files_written": 1, "run_reads": 10,
-                "longest_job_cpu_s": cpu}
-        return {"fraction": str(fraction), "fraction_value": fraction, "rules": {"r": rule},
-                "files_total": 1, "bytes_total": 1, "run_wall_s": 1}
+def result(fraction: float, peak: float, cpu: float, commit: str | None = None) -> dict:
+    rule = {"cpu_s": cpu, "peak_max_rss_mb": peak, "files_written": 1, "run_reads": 10,
+            "longest_job_cpu_s": cpu, "longest_job_s": max(cpu, 0.2)}
+    return {"fraction": str(fraction), "fraction_value": fraction, "rules": {"r": rule},
+            "files_total": 1, "bytes_total": 1, "run_wall_s": 1, "commit": commit}
 
-    grown = growth([result(1 / 16, 100.0, 10.0), result(1 / 4, 200.0, 40.0)])["rules"]["r"]
+
+def test_growth_extrapolates_memory_and_time_to_the_published_counts() -> None:
+    grown = growth([result(1 / 16, 100.0, 10.0, "abc1234"),
+                    result(1 / 4, 200.0, 40.0, "abc1234")])["rules"]["r"]
     assert grown["memory_exponent"] == pytest.approx(0.5)
     assert grown["time_exponent"] == pytest.approx(1.0)
     assert grown["peak_mb_at_published"] == 400      # 200 MB x 4 ** 0.5
     assert grown["longest_job_cpu_s_at_published"] == 160
     assert grown["suggested_mem_mb"] == 2000         # 400 x 1.5 + 1000, to whole GB
+
+
+def test_cpu_time_is_extrapolated_at_least_linearly() -> None:
+    """A slope flattened by fixed costs (0.5 here) does not shrink the published estimate
+    below the linear one; a steeper slope (2) is followed."""
+    flat = growth([result(1 / 16, 100.0, 20.0, "abc1234"),
+                   result(1 / 4, 100.0, 40.0, "abc1234")])["rules"]["r"]
+    assert flat["time_exponent"] == pytest.approx(0.5)
+    assert flat["longest_job_cpu_s_at_published"] == 160          # 40 s x 4, not x 2
+    steep = growth([result(1 / 16, 100.0, 10.0, "abc1234"),
+                    result(1 / 4, 100.0, 160.0, "abc1234")])["rules"]["r"]
+    assert steep["longest_job_cpu_s_at_published"] == 2560        # 160 s x 4 ** 2
+
+
+def test_memory_of_jobs_too_short_to_be_sampled_is_not_fitted() -> None:
+    """A job that ended within a second reports its shell's few MB: fitted against a sampled
+    peak, that slope would extrapolate gigabytes."""
+    short, sampled = result(1 / 16, 3.0, 0.4, "abc1234"), result(1 / 4, 400.0, 30.0, "abc1234")
+    grown = growth([short, sampled])["rules"]["r"]
+    assert grown["memory_exponent"] is None
+    assert grown["time_exponent"] is not None
+    assert grown["peak_mb_measured"] == 400
+    assert "peak_mb_at_published" not in grown
+    assert grown["suggested_mem_mb"] == 2000         # 400 x 1.5 + 1000, to whole GB
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_only_runs_of_the_same_workflow_code_are_fitted(tmp_path: Path) -> None:
+    """Commits that change only the docs ran the same workflow; a change below rules/ does
+    not, and a dirty run matches nothing else: those runs are listed, not fitted."""
+    repo = tmp_path / "repo"
+    (repo / "rules").mkdir(parents=True)
+    (repo / "docs").mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@example.org")
+    git(repo, "config", "user.name", "t")
+    commits = []
+    for path, text in (("rules/a.smk", "one"), ("docs/a.md", "doc"), ("rules/a.smk", "two")):
+        (repo / path).write_text(text)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", path)
+        commits.append(git(repo, "rev-parse", "--short", "HEAD"))
+    first, docs_only, changed = commits
+    assert same_workflow(first, docs_only, repo)
+    assert not same_workflow(first, changed, repo)
+    assert not same_workflow(f"{first}-dirty", f"{first}-dirty", repo)
+    assert not same_workflow(first, "0000000", repo)               # unknown to this clone
+
+    grown = growth([result(1 / 64, 100.0, 1.0, changed), result(1 / 16, 100.0, 10.0, first),
+                    result(1 / 4, 100.0, 160.0, docs_only)], repo)
+    assert grown["fractions"] == ["0.0625", "0.25"]
+    assert grown["not_fitted"] == [f"0.015625 ({changed})"]
+    assert grown["rules"]["r"]["time_exponent"] == pytest.approx(2.0)
 
 
 def test_wall_time_is_the_sum_of_the_runs_sessions(tmp_path: Path) -> None:
