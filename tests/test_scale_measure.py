@@ -125,6 +125,16 @@ def test_cpu_time_is_extrapolated_at_least_linearly() -> None:
     assert steep["longest_job_cpu_s_at_published"] == 2560        # 160 s x 4 ** 2
 
 
+def test_extrapolation_follows_the_slope_between_the_two_largest_fractions() -> None:
+    """Fixed costs flatten the slope over all fractions (here 1 s at 1/64 and 1/16): the
+    published estimate follows the quadratic growth between 1/16 and 1/4."""
+    grown = growth([result(1 / 64, 100.0, 1.0, "abc1234"), result(1 / 16, 100.0, 1.0, "abc1234"),
+                    result(1 / 4, 100.0, 16.0, "abc1234")])["rules"]["r"]
+    assert grown["time_exponent"] == pytest.approx(1.0)           # least squares over three
+    assert grown["time_exponent_largest"] == pytest.approx(2.0)
+    assert grown["longest_job_cpu_s_at_published"] == 256         # 16 s x 4 ** 2
+
+
 def test_memory_of_jobs_too_short_to_be_sampled_is_not_fitted() -> None:
     """A job that ended within a second reports its shell's few MB: fitted against a sampled
     peak, that slope would extrapolate gigabytes."""
