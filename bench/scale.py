@@ -215,13 +215,18 @@ def same_workflow(a: str | None, b: str | None, repo: Path = REPO) -> bool:
 
 
 def growth(results: list[dict[str, Any]], repo: Path = REPO) -> dict[str, Any]:
-    """Per rule: the exponent of each measure with the fraction, and the peak memory at the
-    published counts (measured there, or extrapolated from the largest fraction with the
-    memory exponent). Only the runs of the largest fraction's workflow code are fitted."""
+    """Per rule: the exponent of each measure with the fraction (over all fractions, and
+    between the two largest), and the peak memory and longest job's CPU time at the
+    published counts (measured there, or extrapolated from the largest fraction along the
+    slope between the two largest). Only the runs of the largest fraction's workflow code
+    are fitted."""
     largest = results[-1]
-    unfitted = [r for r in results[:-1]
-                if not same_workflow(r.get("commit"), largest.get("commit"), repo)]
-    results = [r for r in results if not any(r is u for u in unfitted)]
+    fitted: list[dict[str, Any]] = []
+    unfitted: list[dict[str, Any]] = []
+    for res in results:
+        same = res is largest or same_workflow(res.get("commit"), largest.get("commit"), repo)
+        (fitted if same else unfitted).append(res)
+    results = fitted
     rules: dict[str, Any] = {}
     for rule in sorted({r for res in results for r in res["rules"]}):
         runs = [(res["fraction_value"], res["rules"][rule]) for res in results
@@ -232,14 +237,13 @@ def growth(results: list[dict[str, Any]], repo: Path = REPO) -> dict[str, Any]:
             # a job that ends within a second reports little more than its shell's.
             sampled = [(f, r) for f, r in runs
                        if name != "memory" or r["longest_job_s"] >= MIN_SAMPLED_S]
-            value = slope([(f, float(r[key])) for f, r in sampled])
-            entry[f"{name}_exponent"] = None if value is None else round(value, 2)
-            # The slope nearest the published counts: a job's fixed costs (interpreter,
-            # imports, loading a model) weigh most at the smallest fractions and flatten the
-            # slope over all of them (metrics: 1.33 over 1/64 to 1/4, 2.36 from 1/16 to 1/4,
-            # 2.1 profiled on one evaluation up to 88k items).
-            value = slope([(f, float(r[key])) for f, r in sampled[-2:]])
-            entry[f"{name}_exponent_largest"] = None if value is None else round(value, 2)
+            # "_largest": the slope nearest the published counts. A job's fixed costs
+            # (interpreter, imports, loading a model) weigh most at the smallest fractions and
+            # flatten the slope over all of them (metrics: 1.33 over 1/64 to 1/4, 2.36 from
+            # 1/16 to 1/4, 2.1 profiled on one evaluation up to 88k items).
+            for suffix, points in (("", sampled), ("_largest", sampled[-2:])):
+                value = slope([(f, float(r[key])) for f, r in points])
+                entry[f"{name}_exponent{suffix}"] = None if value is None else round(value, 2)
         if rule in largest["rules"]:
             peak = largest["rules"][rule]["peak_max_rss_mb"]
             f = largest["fraction_value"]
