@@ -147,7 +147,7 @@ def test_stage_order_check_catches_a_backward_import(tmp_path, monkeypatch):
 REPO = PACKAGE.parent
 SEARCHING = {f"overlearning.evaluate.{name}" for name in (
     "ranking", "metrics", "reid_protocol", "rerank", "query_expansion", "attackers",
-    "metrics_file", "anonymised", "evidence_rows", "embedding_map")}
+    "metrics_file", "anonymised", "evidence_rows", "embedding_map", "item_lists")}
 
 
 def local_rules() -> list[str]:

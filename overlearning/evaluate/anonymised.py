@@ -15,6 +15,7 @@ import numpy as np
 
 from overlearning.core.errors import WorkflowInputError
 from overlearning.evaluate.attackers import AttackerSettings
+from overlearning.evaluate.item_lists import SharedLists
 from overlearning.evaluate.metrics_file import write_record
 from overlearning.evaluate.retrieval_inputs import Part, RetrievalInputs, load_retrieval_inputs
 
@@ -52,7 +53,8 @@ def mark_query_copies(inputs: RetrievalInputs, copy_parts: Sequence[int]) -> Ret
 def write_anonymised_metrics(out: Path | str, query: Part, references: Sequence[Part],
                              query_copies: Sequence[Path | str], reid: bool,
                              meta: Mapping[str, str], knn: str = "exact",
-                             attackers: AttackerSettings | None = None, top_k: int = 0) -> dict:
+                             attackers: AttackerSettings | None = None, top_k: int = 0,
+                             shared: SharedLists | None = None) -> dict:
     """The evaluation's metrics record (overlearning.evaluate.metrics_file) for raw queries against
     reference parts of which ``query_copies`` are anonymised copies of the query set."""
     copies = {os.path.realpath(p) for p in query_copies}
@@ -63,4 +65,5 @@ def write_anonymised_metrics(out: Path | str, query: Part, references: Sequence[
     inputs = mark_query_copies(load_retrieval_inputs(query, references), parts)
     if reid and np.any(inputs.self_index >= 0):
         raise ValueError("the re-ID protocol needs queries that are not in the gallery")
-    return write_record(out, inputs, query, references, reid, meta, knn, attackers, top_k)
+    return write_record(out, inputs, query, references, reid, meta, knn, attackers, top_k,
+                        shared)

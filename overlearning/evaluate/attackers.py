@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from overlearning.evaluate.item_lists import SharedLists
 from overlearning.evaluate.query_expansion import AlphaQE, alpha_query_expansion
 from overlearning.evaluate.ranking import MISSING, knn_with_exclusion, l2_normalise
 from overlearning.evaluate.rerank import KReciprocal, ReRanked, k_reciprocal
@@ -188,8 +189,9 @@ class Search:
 
 
 def build_search(name: str, inputs: RetrievalInputs, settings: AttackerSettings,
-                 device: str | None = None) -> Search:
-    """The attacker's search over the evaluation's kept references."""
+                 device: str | None = None, shared: SharedLists | None = None) -> Search:
+    """The attacker's search over the evaluation's kept references (``shared``: the
+    neighbour lists of the evaluation's group, for the k-reciprocal attacker)."""
     q = l2_normalise(inputs.queries.embeddings)
     r = l2_normalise(inputs.references.embeddings)
     if name == "plain":
@@ -200,7 +202,7 @@ def build_search(name: str, inputs: RetrievalInputs, settings: AttackerSettings,
         return Search(name, inputs, expanded, r)
     if name == "k_reciprocal":
         return Search(name, inputs, q, r, k_reciprocal(q, r, inputs.kept, settings.k_reciprocal,
-                                                       device))
+                                                       device, shared))
     raise ValueError(f"unknown attacker {name!r} ({', '.join(ATTACKERS)})")
 
 

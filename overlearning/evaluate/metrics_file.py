@@ -19,6 +19,7 @@ from overlearning.core.atomic import write_json
 from overlearning.evaluate.attackers import AttackerSettings, Search, build_search
 from overlearning.evaluate.evidence import evidence_path, write_evidence
 from overlearning.evaluate.evidence_rows import evidence_frame, first_match_in
+from overlearning.evaluate.item_lists import SharedLists
 from overlearning.evaluate.metrics import evaluate_retrieval
 from overlearning.evaluate.reid_protocol import pair_similarity_roc, reid_protocol
 from overlearning.evaluate.retrieval_inputs import Part, RetrievalInputs, load_retrieval_inputs
@@ -69,12 +70,13 @@ def _attack(search: Search, inputs: RetrievalInputs, reid: bool, knn: str,
 def metrics_record(inputs: RetrievalInputs, query: Part, references: Sequence[Part],
                    reid: bool, meta: Mapping[str, str], knn: str = "exact",
                    attackers: AttackerSettings | None = None, top_k: int = 0,
-                   evidence: list | None = None) -> dict:
+                   evidence: list | None = None, shared: SharedLists | None = None) -> dict:
     """Everything one (model, evaluation, exclusion) contributes to the tables and figures
     (``knn``: config ``evaluation.knn``, see overlearning.evaluate.metrics). The plain
     search fills the top level; every other attacker its own section under
     ``attackers``. ``evidence``, when given, receives each attacker's per-query rows
-    (``top_k`` references each)."""
+    (``top_k`` references each). ``shared``: neighbour lists of the evaluation's group
+    (overlearning.evaluate.item_lists; same record, computed once for the group)."""
     settings = attackers or AttackerSettings()
     record: dict[str, Any] = dict(meta)
     record["queries"] = _part_summary(query, len(inputs.queries), None)
@@ -86,8 +88,8 @@ def metrics_record(inputs: RetrievalInputs, query: Part, references: Sequence[Pa
     record["excluded_references"] = int((~inputs.kept).sum())
     sets = [Path(part.path).stem for part in references]
     for name in settings.names:
-        part, frame = _attack(build_search(name, inputs, settings), inputs, reid, knn, top_k,
-                              sets, settings.parameters(name))
+        part, frame = _attack(build_search(name, inputs, settings, shared=shared), inputs,
+                              reid, knn, top_k, sets, settings.parameters(name))
         if name == "plain":
             record.update(part)
         else:
@@ -101,20 +103,23 @@ def metrics_record(inputs: RetrievalInputs, query: Part, references: Sequence[Pa
 
 def write_metrics(out: Path | str, query: Part, references: Sequence[Part], reid: bool,
                   meta: Mapping[str, str], knn: str = "exact",
-                  attackers: AttackerSettings | None = None, top_k: int = 0) -> dict:
+                  attackers: AttackerSettings | None = None, top_k: int = 0,
+                  shared: SharedLists | None = None) -> dict:
     """The metrics JSON and, beside it, the per-query evidence (evaluate/evidence.py)."""
     inputs = load_retrieval_inputs(query, references)
     if reid and (np.any(inputs.self_index >= 0)):
         raise ValueError("the re-ID protocol needs queries that are not in the gallery")
-    return write_record(out, inputs, query, references, reid, meta, knn, attackers, top_k)
+    return write_record(out, inputs, query, references, reid, meta, knn, attackers, top_k,
+                        shared)
 
 
 def write_record(out: Path | str, inputs: RetrievalInputs, query: Part,
                  references: Sequence[Part], reid: bool, meta: Mapping[str, str], knn: str,
-                 attackers: AttackerSettings | None, top_k: int) -> dict:
+                 attackers: AttackerSettings | None, top_k: int,
+                 shared: SharedLists | None = None) -> dict:
     frames: list = []
     record = metrics_record(inputs, query, references, reid, meta, knn, attackers, top_k,
-                            frames)
+                            frames, shared)
     write_evidence(evidence_path(out), frames)
     write_json(out, record)
     return record

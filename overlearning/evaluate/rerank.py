@@ -19,8 +19,9 @@ quantities from neighbour lists:
 - Jaccard distance 1 - sum min(V_q, V_g) / (2 - sum min(V_q, V_g)), and the final distance
   (1 - lambda) Jaccard + lambda d(q, g).
 
-Neighbour lists come from :func:`overlearning.evaluate.ranking.nearest_references` (the
-blocked exact GEMM search, on CUDA when present); the sparse parts are scipy sparse
+Neighbour lists and farthest distances come from overlearning.evaluate.item_lists (the
+blocked exact GEMM search, on CUDA when present, once per evaluation or once for a group
+of evaluations over the same vectors); the sparse parts are scipy sparse
 matrices; the query x gallery distances are produced a block of queries at a time, so the
 memory is O((n_q + n_g) k1 k2 k1) for the graph plus one block, never (n_q + n_g)^2.
 """
@@ -34,7 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from overlearning.evaluate.ranking import _full_fp32, default_device, nearest_references
+from overlearning.evaluate.item_lists import SharedLists, direct_lists, squared_distances
+from overlearning.evaluate.ranking import _full_fp32, default_device
 
 # Elements of one query block's dense (block, n_g) output.
 _BLOCK_ELEMENTS = 1 << 22
@@ -50,20 +52,6 @@ class KReciprocal:
     @classmethod
     def from_settings(cls, settings: Mapping) -> KReciprocal:
         return cls(int(settings["k1"]), int(settings["k2"]), float(settings["lambda"]))
-
-
-def squared_distances(items: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Squared L2 distance of items[rows[t]] and items[cols[t]] in float64, directly (sum of
-    squared differences: no cancellation near 0), a block of pairs at a time (gathering
-    every pair's two vectors at once would take pairs x dim x 16 bytes: 5 GB at
-    Market-1501 size)."""
-    out = np.empty(len(rows))
-    step = max(1, (1 << 22) // max(items.shape[1], 1))
-    for start in range(0, len(rows), step):
-        diff = (items[rows[start:start + step]].astype(np.float64)
-                - items[cols[start:start + step]])
-        out[start:start + step] = np.einsum("ij,ij->i", diff, diff)
-    return out
 
 
 def _reciprocal(neighbours: np.ndarray, width: int) -> np.ndarray:
@@ -112,20 +100,6 @@ def _expanded_sets(neighbours: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndar
         rows_out.append(r + start)
         cols_out.append(both[r, c])
     return np.concatenate(rows_out), np.concatenate(cols_out)
-
-
-def _farthest(items: np.ndarray, device: str) -> np.ndarray:
-    """Index of each item's farthest item (lowest cosine), by blocked float32 GEMM; its
-    distance is then recomputed exactly (only the value is used, not the order of ties)."""
-    dev = torch.device(device)
-    x = torch.as_tensor(items).to(dev)
-    out = np.empty(len(items), dtype=np.int64)
-    step = max(1, _BLOCK_ELEMENTS // max(len(items), 1))
-    with torch.inference_mode(), _full_fp32(dev):  # TF32 could pick a nearer item
-        for start in range(0, len(items), step):
-            sims = x[start:start + step] @ x.T
-            out[start:start + step] = sims.argmin(dim=1).cpu().numpy()
-    return out
 
 
 @dataclass
@@ -199,11 +173,15 @@ class ReRanked:
 
 
 def k_reciprocal(queries: np.ndarray, references: np.ndarray, kept: np.ndarray,
-                 params: KReciprocal = KReciprocal(), device: str | None = None) -> ReRanked:
+                 params: KReciprocal = KReciprocal(), device: str | None = None,
+                 shared: SharedLists | None = None) -> ReRanked:
     """Build the re-ranking of L2-normalised ``queries`` against the kept ``references``.
 
     The items are the queries followed by the kept references (the query set takes part in
     the neighbour graph, as in every published use); an excluded reference is no item.
+    ``shared``: nearest and farthest lists of a group of evaluations holding these vectors
+    (overlearning.evaluate.item_lists); the result is the same, the two passes over the
+    items are then not repeated for every evaluation of the group.
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     references = np.ascontiguousarray(references, dtype=np.float32)
@@ -214,9 +192,13 @@ def k_reciprocal(queries: np.ndarray, references: np.ndarray, kept: np.ndarray,
         raise ValueError("k2 must not exceed k1 + 1 (local expansion reads the k1 + 1 nearest)")
     dev = device or default_device()
     # The k1 + 1 nearest of every item, itself included (at distance 0, first), by
-    # (distance, index): the published argsort's order wherever distances differ.
-    neighbours = nearest_references(items, items, min(params.k1 + 1, n), dev)
-    row_max = squared_distances(items, np.arange(n), _farthest(items, dev))
+    # (distance, index): the published argsort's order wherever distances differ; and the
+    # distance to the farthest item.
+    width = min(params.k1 + 1, n)
+    if shared is not None:
+        neighbours, row_max = shared.lists(items, width)
+    else:
+        neighbours, row_max = direct_lists(items, width, dev)
     row_max[row_max == 0] = 1.0  # a single item, or all identical: nothing to scale
 
     rows, cols = _expanded_sets(neighbours, params.k1)
