@@ -162,13 +162,20 @@ def collect(run: Path, fraction: Fraction) -> dict[str, Any]:
     }
 
 
-def _commit() -> str | None:
+def _commit(repo: Path = REPO) -> str | None:
+    """The checkout's commit (``git describe``), ``-dirty`` where the workflow code
+    (WORKFLOW_PATHS) has uncommitted or untracked changes. Other files do not count: each
+    ``make scale`` rewrites docs/hpc.md and bench-results/, which change no job, so a
+    second fraction run in the same clone ran the commit's workflow all the same."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, check=True)
+        described = git("describe", "--always")
+        changed = git("status", "--porcelain", "--", *WORKFLOW_PATHS)
     except (OSError, subprocess.CalledProcessError):
         return None
-    return out.stdout.strip()
+    return described + ("-dirty" if changed else "")
 
 
 # ---- growth and documents -----------------------------------------------------------------

@@ -22,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from scale import collect, growth, same_workflow, slope  # noqa: E402
+from scale import _commit, collect, growth, same_workflow, slope  # noqa: E402
 
 JOB = textwrap.dedent("""
     import os
@@ -178,6 +178,32 @@ def test_only_runs_of_the_same_workflow_code_are_fitted(tmp_path: Path) -> None:
     assert grown["fractions"] == ["0.0625", "0.25"]
     assert grown["not_fitted"] == [f"0.015625 ({changed})"]
     assert grown["rules"]["r"]["time_exponent"] == pytest.approx(2.0)
+
+
+def test_a_run_is_dirty_only_when_the_workflow_code_is(tmp_path: Path) -> None:
+    """The doc step of one fraction rewrites docs/ and bench-results/: the next fraction run
+    in the same clone still ran the commit; a changed or new file below rules/ did not."""
+    repo = tmp_path / "repo"
+    (repo / "rules").mkdir(parents=True)
+    (repo / "docs").mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@example.org")
+    git(repo, "config", "user.name", "t")
+    (repo / "rules" / "a.smk").write_text("one")
+    (repo / "docs" / "hpc.md").write_text("table")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    head = git(repo, "rev-parse", "--short", "HEAD")
+    assert _commit(repo) == head
+    (repo / "docs" / "hpc.md").write_text("rewritten table")
+    (repo / "bench-results").mkdir()
+    (repo / "bench-results" / "scale-1-4.json").write_text("{}")
+    assert _commit(repo) == head
+    (repo / "rules" / "b.smk").write_text("new rule")
+    assert _commit(repo) == f"{head}-dirty"
+    (repo / "rules" / "b.smk").unlink()
+    (repo / "rules" / "a.smk").write_text("two")
+    assert _commit(repo) == f"{head}-dirty"
 
 
 def test_wall_time_is_the_sum_of_the_runs_sessions(tmp_path: Path) -> None:
