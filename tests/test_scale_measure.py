@@ -152,15 +152,21 @@ def git(repo: Path, *args: str) -> str:
                           text=True).stdout.strip()
 
 
-def test_only_runs_of_the_same_workflow_code_are_fitted(tmp_path: Path) -> None:
-    """Commits that change only the docs ran the same workflow; a change below rules/ does
-    not, and a dirty run matches nothing else: those runs are listed, not fitted."""
+def new_repo(tmp_path: Path) -> Path:
+    """An empty git repository with rules/ and docs/ folders."""
     repo = tmp_path / "repo"
     (repo / "rules").mkdir(parents=True)
     (repo / "docs").mkdir()
     git(repo, "init", "-q")
     git(repo, "config", "user.email", "t@example.org")
     git(repo, "config", "user.name", "t")
+    return repo
+
+
+def test_only_runs_of_the_same_workflow_code_are_fitted(tmp_path: Path) -> None:
+    """Commits that change only the docs ran the same workflow; a change below rules/ does
+    not, and a dirty run matches nothing else: those runs are listed, not fitted."""
+    repo = new_repo(tmp_path)
     commits = []
     for path, text in (("rules/a.smk", "one"), ("docs/a.md", "doc"), ("rules/a.smk", "two")):
         (repo / path).write_text(text)
@@ -183,12 +189,7 @@ def test_only_runs_of_the_same_workflow_code_are_fitted(tmp_path: Path) -> None:
 def test_a_run_is_dirty_only_when_the_workflow_code_is(tmp_path: Path) -> None:
     """The doc step of one fraction rewrites docs/ and bench-results/: the next fraction run
     in the same clone still ran the commit; a changed or new file below rules/ did not."""
-    repo = tmp_path / "repo"
-    (repo / "rules").mkdir(parents=True)
-    (repo / "docs").mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "t@example.org")
-    git(repo, "config", "user.name", "t")
+    repo = new_repo(tmp_path)
     (repo / "rules" / "a.smk").write_text("one")
     (repo / "docs" / "hpc.md").write_text("table")
     git(repo, "add", "-A")
