@@ -68,9 +68,9 @@ $(REHEARSE_BUNDLE)/.complete: config.yaml config.rehearse.yaml overlearning/mode
 # Then bench-results/scale-<fraction>.json (per rule: time, peak memory, files and bytes
 # written, files opened) and the tables in docs/hpc.md, and the check that every memory
 # request covers the measured peaks. A new run starts from the downloads; SCALE_KEEP=1
-# continues an interrupted one (stop it with a signal to snakemake, SIGTERM for a run started
-# in the background, which ignores SIGINT: the session's end is recorded, and the run's wall
-# time is the sum of its sessions).
+# continues an interrupted one (stop it with a signal to snakemake alone, not to this recipe's
+# shell; SIGTERM for a run started in the background, which ignores SIGINT: the session's end
+# is recorded, and the run's wall time is the sum of its sessions; docs/hpc.md).
 FRACTION ?= 1/16
 SCALE_RUN := scale-run/$(subst /,-,$(FRACTION))
 SCALE_ROOT := $(abspath $(SCALE_RUN))

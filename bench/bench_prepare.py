@@ -13,11 +13,11 @@ annotations inside the condition of a scan of the images, so they cost (image po
 (annotation position) steps per crop, cubic in the split's size (five to six hours at 400
 videos on this project's 2-core machine). The timed baseline does the same look-ups with
 that scan evaluated once per image scan (quadratic, fewer steps than theirs): a lower
-bound of their time. Their
-as-written time is estimated by timing the as-written look-ups on a few crops per split and
-scaling by the exact step count. ``--in-full`` runs ours and theirs with every look-up as
-written, in full, at a size where that takes minutes: a measured ratio, and how close the
-estimate comes to their measured time. ``--as-written`` runs them in full at every size.
+bound of their time. Their as-written time is estimated by timing the as-written look-ups
+on a few crops per split and scaling by the exact step count. ``--in-full`` runs ours and
+theirs with every look-up as written, in full, at a size where that takes minutes: a
+measured ratio, and how close the estimate comes to their measured time. ``--as-written``
+runs them in full at every size.
 
 Both run on the same generated YouTube-VIS-like input (video-level JSON with uncompressed
 RLE, JPEG frames) at two sizes; the report gives wall and CPU times, their ratios, and the
