@@ -21,8 +21,9 @@ time (wall time on a shared machine measures the neighbours), memory, files writ
 files read (only over the runs of the largest fraction's workflow code, WORKFLOW_PATHS),
 extrapolates time and memory to the published counts along the slope between the two
 largest fractions (time at least linearly), writes ``<out>/scale-growth.json``, and replaces
-the marked tables of docs/hpc.md. The Makefile runs neither as a benchmark (``make bench``
-runs bench/bench_*.py only).
+the marked tables of docs/hpc.md. With a run at the published counts it also fits the smaller
+fractions alone and sets their prediction beside that run's measurement (``held_out``). The
+Makefile runs neither as a benchmark (``make bench`` runs bench/bench_*.py only).
 
     python bench/scale.py collect --run scale-run/1-16 --fraction 1/16 --out bench-results
     python bench/scale.py doc --results bench-results --doc docs/hpc.md
@@ -55,10 +56,13 @@ from scripts.benchmark_table import read_benchmark_rows, suggested_mem_mb  # noq
 TREES = ("data", "results", "resources", "logs")
 OPEN_KEYS = ("opens", "run_reads", "run_writes", "run_folders", "run_files_read")
 MARKERS = {name: (f"<!-- scale-{name}:start -->", f"<!-- scale-{name}:end -->")
-           for name in ("rules", "growth", "files")}
+           for name in ("rules", "growth", "files", "check")}
 GROWTH_MEASURES = {"time": "cpu_s", "memory": "peak_max_rss_mb",
                    "files": "files_written", "opens": "run_reads"}
 MIN_SAMPLED_S = 1.0
+# The held-out check lists the rules whose longest job took at least this many CPU seconds
+# at the published counts: below it, a ratio compares start-up costs, not growth.
+MIN_CHECKED_CPU_S = 10.0
 # What a job computes: two runs are fitted together only where none of these differ (a fit
 # across a change of the evaluation, say, would read the change as growth with the data).
 WORKFLOW_PATHS = ("Snakefile", "rules", "overlearning", "scripts", "schemas", "envs",
@@ -263,18 +267,43 @@ def growth(results: list[dict[str, Any]], repo: Path = REPO) -> dict[str, Any]:
                 entry["peak_at_published_measured"] = f == 1.0
             entry["suggested_mem_mb"] = suggested_mem_mb(entry.get("peak_mb_at_published", peak))
             # At least linearly, as fixed costs flatten even the slope nearest the published
-            # counts (detect_shard's Market-1501 job took 5.7 times its 1/4 CPU time there).
+            # counts (embed's longest job: slope 0.79 from 1/16 to 1/4, 1.35 from 1/4 to 1).
             # A job whose work does not grow is overestimated by seconds.
             grows = max(1.0, entry["time_exponent_largest"] or 1.0)
             entry["longest_job_cpu_s_at_published"] = round(
                 largest["rules"][rule]["longest_job_cpu_s"] * (1 / f) ** grows)
         rules[rule] = entry
-    return {"fractions": [r["fraction"] for r in results],
-            "not_fitted": [f"{r['fraction']} ({r.get('commit')})" for r in unfitted],
-            "rules": rules,
-            "files_total": {r["fraction"]: r["files_total"] for r in results},
-            "bytes_total": {r["fraction"]: r["bytes_total"] for r in results},
-            "run_wall_s": {r["fraction"]: r["run_wall_s"] for r in results}}
+    grown = {"fractions": [r["fraction"] for r in results],
+             "not_fitted": [f"{r['fraction']} ({r.get('commit')})" for r in unfitted],
+             "rules": rules,
+             "files_total": {r["fraction"]: r["files_total"] for r in results},
+             "bytes_total": {r["fraction"]: r["bytes_total"] for r in results},
+             "run_wall_s": {r["fraction"]: r["run_wall_s"] for r in results}}
+    if largest["fraction_value"] == 1.0 and len(results) >= 3:
+        grown["held_out"] = held_out(results, repo)
+    return grown
+
+
+def held_out(results: list[dict[str, Any]], repo: Path = REPO) -> dict[str, Any]:
+    """What the smaller fractions predicted for the published counts, against what the run at
+    the published counts measured: the growth fitted without that run (as a first cluster
+    run would have sized its requests), per rule measured / predicted."""
+    measured = results[-1]["rules"]
+    predicted = growth(results[:-1], repo)
+    rules: dict[str, Any] = {}
+    for rule, guess in predicted["rules"].items():
+        if rule not in measured or "longest_job_cpu_s_at_published" not in guess:
+            continue
+        cpu, peak = measured[rule]["longest_job_cpu_s"], measured[rule]["peak_max_rss_mb"]
+        entry = {"longest_job_cpu_s": round(cpu, 1),
+                 "longest_job_cpu_s_predicted": guess["longest_job_cpu_s_at_published"],
+                 "peak_mb": round(peak), "peak_mb_predicted": guess.get("peak_mb_at_published")}
+        entry["cpu_ratio"] = (round(cpu / entry["longest_job_cpu_s_predicted"], 2)
+                              if entry["longest_job_cpu_s_predicted"] else None)
+        entry["peak_ratio"] = (round(peak / entry["peak_mb_predicted"], 2)
+                               if entry["peak_mb_predicted"] else None)
+        rules[rule] = entry
+    return {"fractions": predicted["fractions"], "rules": rules}
 
 
 def _mb(n: float) -> str:
@@ -330,6 +359,29 @@ def growth_table(grown: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_table(grown: dict[str, Any]) -> str:
+    check = grown.get("held_out")
+    if not check:
+        return ("No run at the published counts beside two smaller fractions of the same "
+                "workflow code: nothing to check the extrapolation against.\n")
+    fractions = ", ".join(str(Fraction(f).limit_denominator(1024)) for f in check["fractions"])
+    rules = {r: c for r, c in check["rules"].items()
+             if c["longest_job_cpu_s"] >= MIN_CHECKED_CPU_S}
+    lines = [f"Predicted from {fractions} without the run at the published counts; rules "
+             f"whose longest job took at least {MIN_CHECKED_CPU_S:.0f} CPU s there "
+             f"({len(rules)} of {len(check['rules'])}):", "",
+             "| rule | longest job, CPU s measured | predicted | measured / predicted "
+             "| peak MB measured | predicted | measured / predicted |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for rule in sorted(rules, key=lambda r: (-rules[r]["longest_job_cpu_s"], r)):
+        c = rules[rule]
+        lines.append(f"| {rule} | {c['longest_job_cpu_s']:.0f} | "
+                     f"{c['longest_job_cpu_s_predicted']} | {_exp(c['cpu_ratio'])} | "
+                     f"{c['peak_mb']} | {c['peak_mb_predicted'] or '-'} | "
+                     f"{_exp(c['peak_ratio'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def files_table(results: list[dict[str, Any]], before: list[dict[str, Any]] = ()) -> str:
     lines = ["| fraction | " + " | ".join(f"{t}/ files" for t in TREES) + " | all files | "
              "all MB | jobs | job time (s) | CPU (s) | wall (s) |",
@@ -381,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         write_result(args.results, "scale-growth", grown)
         replace_blocks(args.doc, {"rules": rules_table(results[-1], grown),
                                   "growth": growth_table(grown),
+                                  "check": check_table(grown),
                                   "files": files_table(results, load_results(args.before)
                                                        if args.before and args.before.is_dir()
                                                        else [])})

@@ -133,7 +133,7 @@ def test_resources_table_matches_config_and_profile() -> None:
 
 def test_memory_table_markers_are_there() -> None:
     text = HPC_DOC.read_text()
-    for name in ("rehearsal-memory", "scale-files", "scale-rules", "scale-growth"):
+    for name in ("rehearsal-memory", "scale-files", "scale-rules", "scale-growth", "scale-check"):
         assert text.count(f"<!-- {name}:start -->") == 1, name
         assert text.count(f"<!-- {name}:end -->") == 1, name
 

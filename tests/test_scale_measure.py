@@ -22,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from scale import _commit, collect, growth, same_workflow, slope  # noqa: E402
+from scale import _commit, check_table, collect, growth, same_workflow, slope  # noqa: E402
 
 JOB = textwrap.dedent("""
     import os
@@ -145,6 +145,31 @@ def test_memory_of_jobs_too_short_to_be_sampled_is_not_fitted() -> None:
     assert grown["peak_mb_measured"] == 400
     assert "peak_mb_at_published" not in grown
     assert grown["suggested_mem_mb"] == 2000         # 400 x 1.5 + 1000, to whole GB
+
+
+def test_the_published_count_run_checks_what_the_smaller_fractions_predicted() -> None:
+    """Fitted on 1/16 and 1/4 alone, the prediction for the published counts is 160 CPU s
+    (40 s x 4) and 400 MB (200 MB x 4 ** 0.5); the run there measured 80 s and 600 MB."""
+    small = [result(1 / 16, 100.0, 10.0, "abc1234"), result(1 / 4, 200.0, 40.0, "abc1234")]
+    grown = growth([*small, result(1.0, 600.0, 80.0, "abc1234")])
+    assert grown["held_out"]["fractions"] == ["0.0625", "0.25"]
+    assert grown["held_out"]["rules"]["r"] == {
+        "longest_job_cpu_s": 80.0, "longest_job_cpu_s_predicted": 160, "cpu_ratio": 0.5,
+        "peak_mb": 600, "peak_mb_predicted": 400, "peak_ratio": 1.5}
+    # The published counts' own measurement is what the requests are sized on.
+    assert grown["rules"]["r"]["peak_mb_at_published"] == 600
+    assert "| r | 80 | 160 | 0.50 | 600 | 400 | 1.50 |" in check_table(grown)
+    assert "Predicted from 1/16, 1/4 without" in check_table(grown)
+
+
+def test_nothing_is_checked_without_a_run_at_the_published_counts() -> None:
+    grown = growth([result(1 / 64, 50.0, 3.0, "abc1234"), result(1 / 16, 100.0, 10.0, "abc1234"),
+                    result(1 / 4, 200.0, 40.0, "abc1234")])
+    assert "held_out" not in grown
+    assert "nothing to check" in check_table(grown)
+    # One smaller fraction fits no slope: nothing is predicted from it.
+    alone = growth([result(1 / 4, 200.0, 40.0, "abc1234"), result(1.0, 600.0, 80.0, "abc1234")])
+    assert "held_out" not in alone
 
 
 def git(repo: Path, *args: str) -> str:
