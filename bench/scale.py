@@ -295,15 +295,22 @@ def held_out(results: list[dict[str, Any]], repo: Path = REPO) -> dict[str, Any]
         if rule not in measured or "longest_job_cpu_s_at_published" not in guess:
             continue
         cpu, peak = measured[rule]["longest_job_cpu_s"], measured[rule]["peak_max_rss_mb"]
-        entry = {"longest_job_cpu_s": round(cpu, 1),
-                 "longest_job_cpu_s_predicted": guess["longest_job_cpu_s_at_published"],
-                 "peak_mb": round(peak), "peak_mb_predicted": guess.get("peak_mb_at_published")}
-        entry["cpu_ratio"] = (round(cpu / entry["longest_job_cpu_s_predicted"], 2)
-                              if entry["longest_job_cpu_s_predicted"] else None)
-        entry["peak_ratio"] = (round(peak / entry["peak_mb_predicted"], 2)
-                               if entry["peak_mb_predicted"] else None)
-        rules[rule] = entry
+        cpu_guess = guess["longest_job_cpu_s_at_published"]
+        peak_guess = guess.get("peak_mb_at_published")
+        rules[rule] = {"longest_job_cpu_s": round(cpu, 1),
+                       "longest_job_cpu_s_predicted": cpu_guess,
+                       "cpu_ratio": _ratio(cpu, cpu_guess), "peak_mb": round(peak),
+                       "peak_mb_predicted": peak_guess, "peak_ratio": _ratio(peak, peak_guess)}
     return {"fractions": predicted["fractions"], "rules": rules}
+
+
+def _ratio(measured: float, predicted: float | None) -> float | None:
+    return round(measured / predicted, 2) if predicted else None
+
+
+def _fractions(values: list[Any]) -> str:
+    """``[0.25, "1"]`` -> ``1/4, 1`` (floats, or the fraction strings a result records)."""
+    return ", ".join(str(Fraction(f).limit_denominator(1024)) for f in values)
 
 
 def _mb(n: float) -> str:
@@ -344,10 +351,9 @@ def growth_table(grown: dict[str, Any]) -> str:
              "| longest job at the published counts (CPU s) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for rule, g in sorted(grown["rules"].items()):
-        fractions = ", ".join(str(Fraction(f).limit_denominator(1024)) for f in g["fractions"])
         peak = g.get("peak_mb_at_published")
         where = "" if g.get("peak_at_published_measured") else " (extrapolated)"
-        lines.append(f"| {rule} | {fractions} | {_exp(g['time_exponent'])} | "
+        lines.append(f"| {rule} | {_fractions(g['fractions'])} | {_exp(g['time_exponent'])} | "
                      f"{_exp(g['time_exponent_largest'])} | {_exp(g['memory_exponent'])} | "
                      f"{_exp(g['memory_exponent_largest'])} | {_exp(g['files_exponent'])} | "
                      f"{_exp(g['opens_exponent'])} | "
@@ -364,12 +370,11 @@ def check_table(grown: dict[str, Any]) -> str:
     if not check:
         return ("No run at the published counts beside two smaller fractions of the same "
                 "workflow code: nothing to check the extrapolation against.\n")
-    fractions = ", ".join(str(Fraction(f).limit_denominator(1024)) for f in check["fractions"])
     rules = {r: c for r, c in check["rules"].items()
              if c["longest_job_cpu_s"] >= MIN_CHECKED_CPU_S}
-    lines = [f"Predicted from {fractions} without the run at the published counts; rules "
-             f"whose longest job took at least {MIN_CHECKED_CPU_S:.0f} CPU s there "
-             f"({len(rules)} of {len(check['rules'])}):", "",
+    lines = [f"Predicted from {_fractions(check['fractions'])} without the run at the "
+             f"published counts; rules whose longest job took at least "
+             f"{MIN_CHECKED_CPU_S:.0f} CPU s there ({len(rules)} of {len(check['rules'])}):", "",
              "| rule | longest job, CPU s measured | predicted | measured / predicted "
              "| peak MB measured | predicted | measured / predicted |",
              "|---|---:|---:|---:|---:|---:|---:|"]
